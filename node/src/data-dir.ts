@@ -1,0 +1,71 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { InvalidArgumentError } from '@loam/sdk/wire';
+
+/** What makes a node the same node across restarts: kept in DIR/node.json. */
+export interface NodeIdentity {
+  id: string;
+  number: number;
+  createdAt: string;
+}
+
+/**
+ * Takes the data directory for this process: a second node on the same directory would
+ * interleave two logs into one, so it is refused. A lock left by a killed process (its pid is
+ * gone) is taken over.
+ */
+export function lockDataDir(dir: string): () => void {
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, 'LOCK');
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      fs.writeFileSync(file, String(process.pid), { flag: 'wx' });
+      return () => fs.rmSync(file, { force: true });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const pid = Number(fs.readFileSync(file, 'utf8'));
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
+        throw new InvalidArgumentError(`data directory ${dir} is in use by process ${pid}`);
+      }
+      fs.rmSync(file, { force: true });
+    }
+  }
+  throw new InvalidArgumentError(`could not lock data directory ${dir}`);
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Reads the node's identity, creating it (atomically, durably) on first start. */
+export function loadIdentity(dir: string, number: number): NodeIdentity {
+  const file = path.join(dir, 'node.json');
+  if (fs.existsSync(file)) {
+    const id = JSON.parse(fs.readFileSync(file, 'utf8')) as NodeIdentity;
+    if (typeof id.id !== 'string' || !Number.isInteger(id.number)) throw new Error(`${file} is malformed`);
+    return id;
+  }
+  const identity: NodeIdentity = { id: randomUUID(), number, createdAt: new Date().toISOString() };
+  const tmp = `${file}.tmp`;
+  const fd = fs.openSync(tmp, 'w');
+  try {
+    fs.writeSync(fd, JSON.stringify(identity, null, 2) + '\n');
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  fs.renameSync(tmp, file);
+  const dfd = fs.openSync(dir, 'r');
+  try {
+    fs.fsyncSync(dfd);
+  } finally {
+    fs.closeSync(dfd);
+  }
+  return identity;
+}

@@ -1,0 +1,141 @@
+import path from 'node:path';
+import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { HealthImplementation } from 'grpc-health-check';
+import { StoreServiceService, type Backend, type Limits } from '@loam/sdk/wire';
+import { Engine } from './storage/engine.js';
+import { NodeMetrics } from './metrics.js';
+import { createLogger, type Logger } from './logger.js';
+import { lockDataDir, loadIdentity, type NodeIdentity } from './data-dir.js';
+import { storeService } from './store-service.js';
+
+export interface NodeOptions {
+  dataDir: string;
+  host?: string;
+  /** 0 picks a free port. */
+  port?: number;
+  /** Address clients should use; defaults to host:port. */
+  advertise?: string;
+  /** -1 disables the metrics endpoint; 0 picks a free port. */
+  metricsPort?: number;
+  cacheBytes?: number;
+  maxSegmentBytes?: number;
+  limits?: Partial<Limits>;
+  nodeNumber?: number;
+  logger?: Logger;
+  compactionIntervalMs?: number;
+}
+
+/** One storage node: engine, gRPC server (store + health), metrics endpoint. */
+export class LoamNode {
+  readonly engine: Engine;
+  readonly identity: NodeIdentity;
+  readonly metrics: NodeMetrics;
+  readonly log: Logger;
+  private readonly server: Server;
+  private readonly health: HealthImplementation;
+  private readonly unlock: () => void;
+  private metricsServer?: { port: number; close: () => Promise<void> };
+  private address = '';
+  port = 0;
+  private stopping?: Promise<void>;
+
+  private constructor(engine: Engine, identity: NodeIdentity, metrics: NodeMetrics, log: Logger, unlock: () => void) {
+    this.engine = engine;
+    this.identity = identity;
+    this.metrics = metrics;
+    this.log = log;
+    this.unlock = unlock;
+    const maxMessage = engine.limits.maxBatchBytes + 4 * 1024 * 1024;
+    this.server = new Server({
+      'grpc.max_receive_message_length': maxMessage,
+      'grpc.max_send_message_length': maxMessage,
+    });
+    this.health = new HealthImplementation({ '': 'NOT_SERVING', 'loam.v1.StoreService': 'NOT_SERVING' });
+    this.health.addToServer(this.server);
+    this.server.addService(StoreServiceService, storeService(engine, () => this.backend(), metrics, log));
+  }
+
+  static async start(opts: NodeOptions): Promise<LoamNode> {
+    const log = opts.logger ?? createLogger('info');
+    const dataDir = path.resolve(opts.dataDir);
+    const unlock = lockDataDir(dataDir);
+    let engine: Engine | undefined;
+    try {
+      const identity = loadIdentity(dataDir, opts.nodeNumber ?? 1);
+      let engineRef: Engine | undefined;
+      const metrics = new NodeMetrics(() => engineRef);
+      const t0 = Date.now();
+      engine = engineRef = await Engine.open({
+        dir: dataDir,
+        cacheBytes: opts.cacheBytes,
+        maxSegmentBytes: opts.maxSegmentBytes,
+        limits: opts.limits,
+        compactionIntervalMs: opts.compactionIntervalMs,
+        observer: metrics.observer((msg, fields) => log.warn(fields ?? {}, msg)),
+      });
+      log.info({ ms: Date.now() - t0, ...engine.recovery, objects: engine.stats().objects }, 'recovered log');
+      const node = new LoamNode(engine, identity, metrics, log, unlock);
+      await node.listen(opts.host ?? '127.0.0.1', opts.port ?? 7480, opts.advertise);
+      if ((opts.metricsPort ?? -1) >= 0) {
+        node.metricsServer = await metrics.serve(opts.host ?? '127.0.0.1', opts.metricsPort!);
+      }
+      return node;
+    } catch (e) {
+      await engine?.close().catch(() => undefined);
+      unlock();
+      throw e;
+    }
+  }
+
+  private listen(host: string, port: number, advertise?: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const bindHost = host.includes(':') ? `[${host}]` : host;
+      this.server.bindAsync(`${bindHost}:${port}`, ServerCredentials.createInsecure(), (err, bound) => {
+        if (err) {
+          reject(new Error(`cannot listen on ${host}:${port}: ${err.message}`));
+          return;
+        }
+        this.port = bound;
+        this.address = advertise ?? `${host === '0.0.0.0' ? '127.0.0.1' : host}:${bound}`;
+        this.health.setStatus('', 'SERVING');
+        this.health.setStatus('loam.v1.StoreService', 'SERVING');
+        resolve();
+      });
+    });
+  }
+
+  get endpoint(): string {
+    return `loam://${this.address}/default`;
+  }
+
+  get metricsPort(): number | undefined {
+    return this.metricsServer?.port;
+  }
+
+  backend(): Backend {
+    return { id: this.identity.id, number: this.identity.number, address: this.address, state: this.stopping ? 'stopping' : 'ready' };
+  }
+
+  /** Stops accepting calls, lets running ones finish (bounded), flushes and closes the log. */
+  stop(graceMs = 5000): Promise<void> {
+    this.stopping ??= (async () => {
+      this.health.setStatus('', 'NOT_SERVING');
+      this.health.setStatus('loam.v1.StoreService', 'NOT_SERVING');
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          this.server.forceShutdown();
+          resolve();
+        }, graceMs);
+        this.server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      await this.metricsServer?.close();
+      await this.engine.close();
+      this.unlock();
+      this.log.info('stopped');
+    })();
+    return this.stopping;
+  }
+}

@@ -1,0 +1,642 @@
+import path from 'node:path';
+import { LRUCache } from 'lru-cache';
+import {
+  AliasExistsError, AlreadyExistsError, DEFAULT_LIMITS, InternalError, InvalidArgumentError, LimitExceededError,
+  NotFoundError, ReadConflictError, UnavailableError, UnknownDatasetError, WriteConflictError,
+  assertOid, validateAlias, validateClassName, validateDatasetName, type Limits,
+} from '@loam/sdk/wire';
+import { OidIndex, bytesFromHex, hexFromWords, wordsFromBytes, wordsFromHex, type OidWords } from './oid-index.js';
+import { encodeBatch, checkFrame, decodeFrame, setFrameFlags, FLAG_END, RecordType, type LogRecord } from './record.js';
+import { SegmentLog, type RecoveryReport } from './segment-log.js';
+
+/**
+ * The object engine of one node: validates and applies atomic commits against the durable log,
+ * keeps the index and an object cache, and compacts old segments. It does not decode object
+ * state (that is the SDK codec's business); it stores class name, state bytes and a version.
+ */
+export interface EngineOptions {
+  dir: string;
+  /** Upper bound of the decoded-object cache, in bytes. */
+  cacheBytes?: number;
+  maxSegmentBytes?: number;
+  limits?: Partial<Limits>;
+  /** A sealed segment is compacted when its live bytes fall below this share of its size. */
+  compactBelowLiveRatio?: number;
+  /** How often to look for segments to compact, ms; 0 turns the timer off (compact() still works). */
+  compactionIntervalMs?: number;
+  observer?: EngineObserver;
+}
+
+export interface EngineObserver {
+  fsync?(seconds: number, bytes: number, batches: number): void;
+  commit?(outcome: 'ok' | 'write_conflict' | 'read_conflict' | 'error', writes: number): void;
+  cache?(hit: boolean): void;
+  warn?(msg: string, fields?: Record<string, unknown>): void;
+}
+
+export interface StoredObject {
+  oid: string;
+  className: string;
+  state: Buffer;
+  version: number;
+}
+
+export interface CommitInput {
+  dataset: string;
+  reads?: { oid: string; version: number }[];
+  writes?: { oid: string; className: string; state: Buffer; expectedVersion: number }[];
+  deletes?: { oid: string; expectedVersion: number }[];
+  aliasSets?: { alias: string; oid: string }[];
+  aliasDeletes?: string[];
+}
+
+interface CachedObject {
+  className: string;
+  state: Buffer;
+  version: number;
+}
+
+interface AliasEntry {
+  oid: string;
+  segment: number;
+  offset: number;
+  length: number;
+}
+
+interface PendingObject {
+  version: number; // 0 while a delete is in flight
+  dataset: number;
+}
+
+export const DEFAULT_DATASET = 'default';
+const MAX_DATASETS = 0xffff;
+
+export class Engine {
+  readonly limits: Limits;
+  private readonly log: SegmentLog;
+  private readonly observer: EngineObserver;
+  private readonly index: OidIndex;
+  private readonly cache: LRUCache<string, CachedObject>;
+  private readonly datasetIds = new Map<string, number>();
+  private readonly aliases = new Map<string, AliasEntry>(); // `${datasetId}\0${alias}`
+  private readonly pendingObjects = new Map<string, PendingObject>();
+  private readonly pendingAliases = new Map<string, string | null>();
+  private readonly liveBytes = new Map<number, number>();
+  private readonly compactBelow: number;
+  private compacting?: Promise<CompactionResult>;
+  private compactTimer?: NodeJS.Timeout;
+  private closed = false;
+  readonly recovery: RecoveryReport;
+
+  private constructor(log: SegmentLog, index: OidIndex, report: RecoveryReport, opts: EngineOptions, state: RecoveredState) {
+    this.log = log;
+    this.index = index;
+    this.recovery = report;
+    this.observer = opts.observer ?? {};
+    this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.compactBelow = opts.compactBelowLiveRatio ?? 0.5;
+    this.cache = new LRUCache<string, CachedObject>({
+      maxSize: Math.max(1, opts.cacheBytes ?? 64 * 1024 * 1024),
+      sizeCalculation: (v) => v.state.length + v.className.length + 96,
+    });
+    for (const [k, v] of state.datasets) this.datasetIds.set(k, v);
+    for (const [k, v] of state.aliases) this.aliases.set(k, v);
+    for (const [k, v] of state.liveBytes) this.liveBytes.set(k, v);
+    const interval = opts.compactionIntervalMs ?? 10_000;
+    if (interval > 0) {
+      this.compactTimer = setInterval(() => {
+        this.compact().catch((e) => this.observer.warn?.('compaction failed', { err: (e as Error).message }));
+      }, interval);
+      this.compactTimer.unref();
+    }
+  }
+
+  static async open(opts: EngineOptions): Promise<Engine> {
+    const index = new OidIndex();
+    const st: RecoveredState = { datasets: new Map(), aliases: new Map(), liveBytes: new Map() };
+    const live = (seg: number, delta: number) => st.liveBytes.set(seg, (st.liveBytes.get(seg) ?? 0) + delta);
+    const { log, report } = await SegmentLog.open(
+      {
+        dir: path.join(opts.dir, 'log'),
+        maxSegmentBytes: opts.maxSegmentBytes ?? 64 * 1024 * 1024,
+        onFsync: opts.observer?.fsync?.bind(opts.observer),
+      },
+      (batch) => {
+        for (const { record: r, segment, offset, length } of batch) {
+          switch (r.type) {
+            case RecordType.Put: {
+              const prev = index.set(wordsFromBytes(r.oid), { segment, offset, length, version: r.version, dataset: r.dataset });
+              if (prev) live(prev.segment, -prev.length);
+              live(segment, length);
+              break;
+            }
+            case RecordType.Delete: {
+              const prev = index.delete(wordsFromBytes(r.oid));
+              if (prev) live(prev.segment, -prev.length);
+              break;
+            }
+            case RecordType.AliasSet: {
+              const key = aliasKey(r.dataset, r.alias);
+              const prev = st.aliases.get(key);
+              if (prev) live(prev.segment, -prev.length);
+              st.aliases.set(key, { oid: r.oid.toString('hex'), segment, offset, length });
+              live(segment, length);
+              break;
+            }
+            case RecordType.AliasDelete: {
+              const key = aliasKey(r.dataset, r.alias);
+              const prev = st.aliases.get(key);
+              if (prev) live(prev.segment, -prev.length);
+              st.aliases.delete(key);
+              break;
+            }
+            case RecordType.Dataset:
+              st.datasets.set(r.name, r.dataset);
+              live(segment, length);
+              break;
+          }
+        }
+      },
+    );
+    if (report.truncatedBytes > 0) {
+      opts.observer?.warn?.('cut a torn log tail', { bytes: report.truncatedBytes, reason: report.truncatedReason });
+    }
+    const engine = new Engine(log, index, report, opts, st);
+    if (!engine.datasetIds.has(DEFAULT_DATASET)) await engine.createDataset(DEFAULT_DATASET);
+    return engine;
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  private datasetId(name: string): number {
+    const id = this.datasetIds.get(name);
+    if (id === undefined) {
+      validateDatasetName(name);
+      throw new UnknownDatasetError(`unknown dataset ${JSON.stringify(name)}`, { dataset: name });
+    }
+    return id;
+  }
+
+  hasDataset(name: string): boolean {
+    return this.datasetIds.has(name);
+  }
+
+  listDatasets(): string[] {
+    return [...this.datasetIds.keys()].sort();
+  }
+
+  /** Returns the durable state of each oid; oids that do not exist (in this dataset) are `missing`. */
+  get(dataset: string, oids: string[]): { objects: StoredObject[]; missing: string[] } {
+    const ds = this.datasetId(dataset);
+    if (oids.length > this.limits.maxBatchObjects) {
+      throw new LimitExceededError(`get of ${oids.length} objects exceeds the batch limit of ${this.limits.maxBatchObjects}`, { limit: 'maxBatchObjects' });
+    }
+    const objects: StoredObject[] = [];
+    const missing: string[] = [];
+    for (const oid of oids) {
+      assertOid(oid);
+      const o = this.readObject(oid, ds);
+      if (o) objects.push(o);
+      else missing.push(oid);
+    }
+    return { objects, missing };
+  }
+
+  private readObject(oid: string, ds: number): StoredObject | undefined {
+    const loc = this.index.get(wordsFromHex(oid));
+    if (!loc || loc.dataset !== ds) return undefined;
+    const cached = this.cache.get(oid);
+    if (cached && cached.version === loc.version) {
+      this.observer.cache?.(true);
+      return { oid, className: cached.className, state: cached.state, version: cached.version };
+    }
+    this.observer.cache?.(false);
+    const frame = this.log.read(loc.segment, loc.offset, loc.length);
+    const check = checkFrame(frame, 0);
+    if (!check.ok) {
+      throw new InternalError(`record of ${oid} in segment ${loc.segment} at ${loc.offset} failed its check (${check.reason})`, { oid });
+    }
+    const r = decodeFrame(frame, 0);
+    if (r.type !== RecordType.Put || r.version !== loc.version) {
+      throw new InternalError(`index points ${oid} at a record that is not its version ${loc.version}`, { oid });
+    }
+    const entry = { className: r.className, state: r.state, version: r.version };
+    this.cache.set(oid, entry);
+    return { oid, ...entry };
+  }
+
+  getAlias(dataset: string, alias: string): string {
+    const ds = this.datasetId(dataset);
+    validateAlias(alias, this.limits);
+    const e = this.aliases.get(aliasKey(ds, alias));
+    if (!e) throw new NotFoundError(`no alias ${JSON.stringify(alias)} in dataset ${dataset}`, { alias, dataset });
+    return e.oid;
+  }
+
+  listAliases(dataset: string): { alias: string; oid: string }[] {
+    const ds = this.datasetId(dataset);
+    const prefix = `${ds}\0`;
+    const out: { alias: string; oid: string }[] = [];
+    for (const [k, v] of this.aliases) if (k.startsWith(prefix)) out.push({ alias: k.slice(prefix.length), oid: v.oid });
+    return out.sort((a, b) => (a.alias < b.alias ? -1 : 1));
+  }
+
+  stats(): { objects: number; aliases: number; datasets: number; segments: number; diskBytes: number; liveBytes: number; indexBytes: number; cacheBytes: number } {
+    let liveBytes = 0;
+    for (const v of this.liveBytes.values()) liveBytes += v;
+    return {
+      objects: this.index.size,
+      aliases: this.aliases.size,
+      datasets: this.datasetIds.size,
+      segments: this.log.segments().length,
+      diskBytes: this.log.totalBytes,
+      liveBytes,
+      indexBytes: this.index.memoryBytes,
+      cacheBytes: this.cache.calculatedSize,
+    };
+  }
+
+  // ---------------------------------------------------------------- writes
+
+  async createDataset(name: string): Promise<boolean> {
+    validateDatasetName(name);
+    if (this.datasetIds.has(name)) return false;
+    if (this.datasetIds.size >= MAX_DATASETS) throw new LimitExceededError(`at most ${MAX_DATASETS} datasets`, { limit: 'datasets' });
+    const id = this.datasetIds.size + 1;
+    this.datasetIds.set(name, id); // reserve now so a concurrent create does not take the id
+    try {
+      const record: LogRecord = { type: RecordType.Dataset, dataset: id, name };
+      const at = await this.append([record]);
+      this.publish(record, at.segment, at.offsets[0], at.sizes[0]);
+    } catch (e) {
+      this.datasetIds.delete(name);
+      throw e;
+    }
+    return true;
+  }
+
+  private liveDelta(segment: number, delta: number): void {
+    this.liveBytes.set(segment, (this.liveBytes.get(segment) ?? 0) + delta);
+  }
+
+  private async append(records: LogRecord[]): Promise<{ segment: number; offsets: number[]; sizes: number[] }> {
+    if (this.closed) throw new UnavailableError('node is shutting down');
+    if (this.log.failure) throw new UnavailableError(this.log.failure.message);
+    const { buf, offsets, sizes } = encodeBatch(records);
+    try {
+      const loc = await this.log.append(buf);
+      return { segment: loc.segment, offsets: offsets.map((o) => o + loc.offset), sizes };
+    } catch (e) {
+      throw new UnavailableError(`write not durable: ${(e as Error).message}`, {}, { cause: e });
+    }
+  }
+
+  /**
+   * Validates and applies one atomic batch. Validation runs synchronously against committed
+   * state plus the commits still waiting for their fsync, so two in-flight commits can never
+   * both succeed on the same version; readers only ever see durable state.
+   */
+  async commit(input: CommitInput): Promise<number[]> {
+    let outcome: 'ok' | 'write_conflict' | 'read_conflict' | 'error' = 'error';
+    const nWrites = (input.writes?.length ?? 0) + (input.deletes?.length ?? 0);
+    try {
+      const versions = await this.commitInner(input);
+      outcome = 'ok';
+      return versions;
+    } catch (e) {
+      if (e instanceof WriteConflictError) outcome = 'write_conflict';
+      else if (e instanceof ReadConflictError) outcome = 'read_conflict';
+      throw e;
+    } finally {
+      this.observer.commit?.(outcome, nWrites);
+    }
+  }
+
+  private currentVersion(oid: string, words: OidWords): { version: number; dataset: number } {
+    const p = this.pendingObjects.get(oid);
+    if (p) return p;
+    const loc = this.index.get(words);
+    return loc ? { version: loc.version, dataset: loc.dataset } : { version: 0, dataset: 0 };
+  }
+
+  private aliasTarget(key: string): string | undefined {
+    if (this.pendingAliases.has(key)) return this.pendingAliases.get(key) ?? undefined;
+    return this.aliases.get(key)?.oid;
+  }
+
+  private async commitInner(input: CommitInput): Promise<number[]> {
+    const ds = this.datasetId(input.dataset);
+    const writes = input.writes ?? [];
+    const deletes = input.deletes ?? [];
+    const reads = input.reads ?? [];
+    const aliasSets = input.aliasSets ?? [];
+    const aliasDeletes = input.aliasDeletes ?? [];
+    const L = this.limits;
+
+    // 1. Shape and limits: nothing below runs on a request that fails here.
+    const count = writes.length + deletes.length + reads.length + aliasSets.length + aliasDeletes.length;
+    if (count === 0) throw new InvalidArgumentError('empty commit');
+    if (count > L.maxBatchObjects) {
+      throw new LimitExceededError(`commit of ${count} operations exceeds the batch limit of ${L.maxBatchObjects}`, { limit: 'maxBatchObjects' });
+    }
+    let bytes = 0;
+    const touched = new Set<string>();
+    for (const w of writes) {
+      assertOid(w.oid);
+      validateClassName(w.className);
+      if (!Number.isSafeInteger(w.expectedVersion) || w.expectedVersion < 0) throw new InvalidArgumentError(`bad expected version ${w.expectedVersion}`, { oid: w.oid });
+      const size = w.state.length + w.className.length;
+      if (size > L.maxObjectBytes) {
+        throw new LimitExceededError(`object ${w.oid} is ${size} bytes, the limit is ${L.maxObjectBytes}`, { oid: w.oid, limit: 'maxObjectBytes' });
+      }
+      bytes += size;
+      if (touched.has(w.oid)) throw new InvalidArgumentError(`object ${w.oid} is written twice in one commit`, { oid: w.oid });
+      touched.add(w.oid);
+    }
+    for (const d of deletes) {
+      assertOid(d.oid);
+      if (!Number.isSafeInteger(d.expectedVersion) || d.expectedVersion <= 0) throw new InvalidArgumentError(`delete of ${d.oid} needs the version it read`, { oid: d.oid });
+      if (touched.has(d.oid)) throw new InvalidArgumentError(`object ${d.oid} is written twice in one commit`, { oid: d.oid });
+      touched.add(d.oid);
+    }
+    for (const r of reads) assertOid(r.oid);
+    if (bytes > L.maxBatchBytes) {
+      throw new LimitExceededError(`commit of ${bytes} bytes exceeds the batch limit of ${L.maxBatchBytes}`, { limit: 'maxBatchBytes' });
+    }
+    const aliasKeys = new Set<string>();
+    for (const a of [...aliasSets.map((s) => s.alias), ...aliasDeletes]) {
+      validateAlias(a, L);
+      const key = aliasKey(ds, a);
+      if (aliasKeys.has(key)) throw new InvalidArgumentError(`alias ${JSON.stringify(a)} appears twice in one commit`, { alias: a });
+      aliasKeys.add(key);
+    }
+    for (const a of aliasSets) assertOid(a.oid);
+
+    // 2. Validation against committed + in-flight state (synchronous: no interleaving).
+    const records: LogRecord[] = [];
+    const versions: number[] = [];
+    const words = new Map<string, OidWords>();
+    const wordsOf = (oid: string) => {
+      let w = words.get(oid);
+      if (!w) words.set(oid, (w = wordsFromHex(oid)));
+      return w;
+    };
+    for (const w of writes) {
+      const cur = this.currentVersion(w.oid, wordsOf(w.oid));
+      if (cur.version !== 0 && cur.dataset !== ds) {
+        throw new NotFoundError(`object ${w.oid} is not in dataset ${input.dataset}`, { oid: w.oid, dataset: input.dataset });
+      }
+      if (w.expectedVersion === 0) {
+        if (cur.version !== 0) throw new AlreadyExistsError(`object ${w.oid} already exists`, { oid: w.oid, actualVersion: cur.version });
+      } else if (cur.version !== w.expectedVersion) {
+        throw new WriteConflictError(
+          cur.version === 0
+            ? `object ${w.oid} was deleted after version ${w.expectedVersion} was read`
+            : `object ${w.oid} changed: read version ${w.expectedVersion}, now ${cur.version}`,
+          { oid: w.oid, expectedVersion: w.expectedVersion, actualVersion: cur.version },
+        );
+      }
+      const version = cur.version + 1;
+      versions.push(version);
+      records.push({ type: RecordType.Put, dataset: ds, oid: bytesFromHex(w.oid), version, className: w.className, state: w.state });
+    }
+    for (const d of deletes) {
+      const cur = this.currentVersion(d.oid, wordsOf(d.oid));
+      if (cur.version !== d.expectedVersion || (cur.version !== 0 && cur.dataset !== ds)) {
+        throw new WriteConflictError(`object ${d.oid} changed or vanished: read version ${d.expectedVersion}, now ${cur.version}`, {
+          oid: d.oid, expectedVersion: d.expectedVersion, actualVersion: cur.version,
+        });
+      }
+      records.push({ type: RecordType.Delete, dataset: ds, oid: bytesFromHex(d.oid), version: cur.version + 1 });
+    }
+    for (const r of reads) {
+      if (touched.has(r.oid)) continue; // the write check already covers it
+      const cur = this.currentVersion(r.oid, wordsOf(r.oid));
+      const actual = cur.dataset === ds ? cur.version : 0;
+      if (actual !== r.version) {
+        throw new ReadConflictError(`object ${r.oid} changed after it was read: read version ${r.version}, now ${actual}`, {
+          oid: r.oid, expectedVersion: r.version, actualVersion: actual,
+        });
+      }
+    }
+    const created = new Set(writes.filter((w) => w.expectedVersion === 0).map((w) => w.oid));
+    const deleted = new Set(deletes.map((d) => d.oid));
+    for (const a of aliasSets) {
+      const key = aliasKey(ds, a.alias);
+      if (this.aliasTarget(key) !== undefined) {
+        throw new AliasExistsError(`alias ${JSON.stringify(a.alias)} already exists in dataset ${input.dataset}`, { alias: a.alias, dataset: input.dataset });
+      }
+      const target = this.currentVersion(a.oid, wordsOf(a.oid));
+      const exists = (created.has(a.oid) || (target.version !== 0 && target.dataset === ds)) && !deleted.has(a.oid);
+      if (!exists) throw new NotFoundError(`alias ${JSON.stringify(a.alias)} names object ${a.oid}, which does not exist`, { oid: a.oid, alias: a.alias });
+      records.push({ type: RecordType.AliasSet, dataset: ds, oid: bytesFromHex(a.oid), alias: a.alias });
+    }
+    for (const alias of aliasDeletes) {
+      if (this.aliasTarget(aliasKey(ds, alias)) === undefined) {
+        throw new NotFoundError(`no alias ${JSON.stringify(alias)} in dataset ${input.dataset}`, { alias, dataset: input.dataset });
+      }
+      records.push({ type: RecordType.AliasDelete, dataset: ds, alias });
+    }
+    if (records.length === 0) return versions; // read-only validation passed
+
+    // 3. Reserve, make durable, then publish.
+    const mine = new Map<string, PendingObject>();
+    for (const r of records) {
+      if (r.type === RecordType.Put || r.type === RecordType.Delete) {
+        const oid = r.oid.toString('hex');
+        const p = { version: r.type === RecordType.Put ? r.version : 0, dataset: ds };
+        mine.set(oid, p);
+        this.pendingObjects.set(oid, p);
+      }
+    }
+    const myAliases = new Map<string, string | null>();
+    for (const a of aliasSets) myAliases.set(aliasKey(ds, a.alias), a.oid);
+    for (const a of aliasDeletes) myAliases.set(aliasKey(ds, a), null);
+    for (const [k, v] of myAliases) this.pendingAliases.set(k, v);
+
+    try {
+      const at = await this.append(records);
+      for (let i = 0; i < records.length; i++) this.publish(records[i], at.segment, at.offsets[i], at.sizes[i]);
+      return versions;
+    } finally {
+      for (const [oid, p] of mine) if (this.pendingObjects.get(oid) === p) this.pendingObjects.delete(oid);
+      for (const [k, v] of myAliases) if (this.pendingAliases.get(k) === v) this.pendingAliases.delete(k);
+    }
+  }
+
+  /** Makes a durable record visible in the index, alias map and cache. */
+  private publish(r: LogRecord, segment: number, offset: number, length: number): void {
+    switch (r.type) {
+      case RecordType.Put: {
+        const oid = r.oid.toString('hex');
+        const prev = this.index.set(wordsFromBytes(r.oid), { segment, offset, length, version: r.version, dataset: r.dataset });
+        if (prev) this.liveDelta(prev.segment, -prev.length);
+        this.liveDelta(segment, length);
+        this.cache.set(oid, { className: r.className, state: r.state, version: r.version });
+        break;
+      }
+      case RecordType.Delete: {
+        const prev = this.index.delete(wordsFromBytes(r.oid));
+        if (prev) this.liveDelta(prev.segment, -prev.length);
+        this.cache.delete(r.oid.toString('hex'));
+        break;
+      }
+      case RecordType.AliasSet: {
+        const key = aliasKey(r.dataset, r.alias);
+        const prev = this.aliases.get(key);
+        if (prev) this.liveDelta(prev.segment, -prev.length);
+        this.aliases.set(key, { oid: r.oid.toString('hex'), segment, offset, length });
+        this.liveDelta(segment, length);
+        break;
+      }
+      case RecordType.AliasDelete: {
+        const key = aliasKey(r.dataset, r.alias);
+        const prev = this.aliases.get(key);
+        if (prev) this.liveDelta(prev.segment, -prev.length);
+        this.aliases.delete(key);
+        break;
+      }
+      case RecordType.Dataset:
+        this.liveDelta(segment, length);
+        break;
+    }
+  }
+
+  // ---------------------------------------------------------------- compaction
+
+  /** Compacts every sealed segment whose live share fell below the threshold (one run at a time). */
+  compact(opts: { all?: boolean } = {}): Promise<CompactionResult> {
+    if (this.compacting) return this.compacting;
+    this.compacting = this.compactInner(opts.all ?? false).finally(() => {
+      this.compacting = undefined;
+    });
+    return this.compacting;
+  }
+
+  private async compactInner(all: boolean): Promise<CompactionResult> {
+    const result: CompactionResult = { segments: 0, bytesBefore: 0, bytesAfter: 0 };
+    for (const seg of this.log.segments()) {
+      if (this.closed || this.log.failure) break;
+      if (seg === this.log.activeSegment) continue;
+      const size = this.log.segmentSize(seg);
+      const live = this.liveBytes.get(seg) ?? 0;
+      if (!all && size > 0 && live / size >= this.compactBelow) continue;
+      result.segments++;
+      result.bytesBefore += size;
+      result.bytesAfter += await this.compactSegment(seg);
+    }
+    return result;
+  }
+
+  /**
+   * Copies a sealed segment's live records to the log head, then deletes the segment. Liveness is
+   * decided in one synchronous step and the copy is appended in that same step, so any commit
+   * queued earlier is durable (and published) before the copy, and any later one comes after it.
+   * Objects with an in-flight write are skipped: that write supersedes the old record.
+   */
+  private async compactSegment(seg: number): Promise<number> {
+    const data = await this.log.readSegment(seg);
+    const hasOlder = this.log.segments().some((s) => s < seg);
+    const copies: { frame: Buffer; kind: 'put' | 'alias' | 'keep'; key: string; offset: number }[] = [];
+    for (let pos = 0; pos < data.length;) {
+      const check = checkFrame(data, pos);
+      if (!check.ok) throw new InternalError(`segment ${seg} damaged at ${pos} (${check.reason}); not compacting it`);
+      const r = decodeFrame(data, pos);
+      const frame = data.subarray(pos, pos + check.size);
+      switch (r.type) {
+        case RecordType.Put: {
+          const oid = r.oid.toString('hex');
+          const loc = this.index.get(wordsFromBytes(r.oid));
+          if (loc && loc.segment === seg && loc.offset === pos && !this.pendingObjects.has(oid)) copies.push({ frame, kind: 'put', key: oid, offset: pos });
+          break;
+        }
+        case RecordType.AliasSet: {
+          const key = aliasKey(r.dataset, r.alias);
+          const e = this.aliases.get(key);
+          if (e && e.segment === seg && e.offset === pos && !this.pendingAliases.has(key)) copies.push({ frame, kind: 'alias', key, offset: pos });
+          break;
+        }
+        case RecordType.Dataset:
+          copies.push({ frame, kind: 'keep', key: '', offset: pos });
+          break;
+        case RecordType.Delete:
+        case RecordType.AliasDelete:
+          // A tombstone matters only while an older segment may still hold what it deleted.
+          if (hasOlder) copies.push({ frame, kind: 'keep', key: '', offset: pos });
+          break;
+      }
+      pos += check.size;
+    }
+    let copiedBytes = 0;
+    if (copies.length > 0) {
+      const buf = Buffer.concat(copies.map((c) => c.frame));
+      let p = 0;
+      for (const c of copies) {
+        setFrameFlags(buf.subarray(p, p + c.frame.length), FLAG_END); // each copy stands alone
+        p += c.frame.length;
+      }
+      copiedBytes = buf.length;
+      if (this.log.failure) throw new UnavailableError(this.log.failure.message);
+      const at = await this.log.append(buf);
+      let off = at.offset;
+      for (const c of copies) {
+        const len = c.frame.length;
+        if (c.kind === 'put') {
+          const w = wordsFromHex(c.key);
+          const loc = this.index.get(w);
+          if (loc && loc.segment === seg && loc.offset === c.offset) {
+            this.index.set(w, { ...loc, segment: at.segment, offset: off });
+            this.liveDelta(seg, -len);
+            this.liveDelta(at.segment, len);
+          }
+        } else if (c.kind === 'alias') {
+          const e = this.aliases.get(c.key);
+          if (e && e.segment === seg && e.offset === c.offset) {
+            this.aliases.set(c.key, { ...e, segment: at.segment, offset: off });
+            this.liveDelta(seg, -len);
+            this.liveDelta(at.segment, len);
+          }
+        } else if (frameIsDataset(c.frame)) {
+          this.liveDelta(at.segment, len);
+        }
+        off += len;
+      }
+    }
+    this.log.removeSegment(seg);
+    this.liveBytes.delete(seg);
+    return copiedBytes;
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.compactTimer) clearInterval(this.compactTimer);
+    await this.compacting?.catch(() => undefined);
+    await this.log.close();
+  }
+}
+
+export interface CompactionResult {
+  segments: number;
+  bytesBefore: number;
+  bytesAfter: number;
+}
+
+interface RecoveredState {
+  datasets: Map<string, number>;
+  aliases: Map<string, AliasEntry>;
+  liveBytes: Map<number, number>;
+}
+
+function aliasKey(ds: number, alias: string): string {
+  return `${ds}\0${alias}`;
+}
+
+function frameIsDataset(frame: Buffer): boolean {
+  return frame.readUInt8(8) === RecordType.Dataset;
+}
+
+/** Exposed for tests and tools that inspect a data directory. */
+export const internals = { hexFromWords, wordsFromHex };

@@ -1,0 +1,193 @@
+import { crc32 } from 'node:zlib';
+
+/**
+ * Log record framing. Every record is
+ *   [u32 bodyLength][u32 crc32(body)][body]
+ * and every body starts with [u8 type][u8 flags]. A batch (one commit) is a run of records whose
+ * last one has FLAG_END; recovery applies a batch only when it has read that last record, so a
+ * torn write never applies half a commit. All integers little-endian.
+ */
+export const FRAME_HEADER = 8;
+export const FLAG_END = 1;
+/** A frame larger than this is garbage (a torn or corrupted length), never a record. */
+export const MAX_FRAME_BODY = 256 * 1024 * 1024;
+
+// A plain object, not a const enum: const enums vanish under per-file transpilers.
+export const RecordType = { Put: 1, Delete: 2, AliasSet: 3, AliasDelete: 4, Dataset: 5 } as const;
+export type RecordType = (typeof RecordType)[keyof typeof RecordType];
+
+export interface PutRecord {
+  type: typeof RecordType.Put;
+  dataset: number;
+  oid: Buffer; // 16 bytes
+  version: number;
+  className: string;
+  state: Buffer;
+}
+export interface DeleteRecord {
+  type: typeof RecordType.Delete;
+  dataset: number;
+  oid: Buffer;
+  version: number;
+}
+export interface AliasSetRecord {
+  type: typeof RecordType.AliasSet;
+  dataset: number;
+  oid: Buffer;
+  alias: string;
+}
+export interface AliasDeleteRecord {
+  type: typeof RecordType.AliasDelete;
+  dataset: number;
+  alias: string;
+}
+export interface DatasetRecord {
+  type: typeof RecordType.Dataset;
+  dataset: number;
+  name: string;
+}
+export type LogRecord = PutRecord | DeleteRecord | AliasSetRecord | AliasDeleteRecord | DatasetRecord;
+
+function bodySize(r: LogRecord): number {
+  switch (r.type) {
+    case RecordType.Put:
+      return 2 + 2 + 16 + 8 + 2 + Buffer.byteLength(r.className) + 4 + r.state.length;
+    case RecordType.Delete:
+      return 2 + 2 + 16 + 8;
+    case RecordType.AliasSet:
+      return 2 + 2 + 16 + 2 + Buffer.byteLength(r.alias);
+    case RecordType.AliasDelete:
+      return 2 + 2 + 2 + Buffer.byteLength(r.alias);
+    case RecordType.Dataset:
+      return 2 + 2 + 2 + Buffer.byteLength(r.name);
+  }
+}
+
+export function frameSize(r: LogRecord): number {
+  return FRAME_HEADER + bodySize(r);
+}
+
+/** Writes `r` framed at `buf[pos]`; returns the position after it. */
+export function writeFrame(buf: Buffer, pos: number, r: LogRecord, flags: number): number {
+  const start = pos;
+  let p = pos + FRAME_HEADER;
+  p = buf.writeUInt8(r.type, p);
+  p = buf.writeUInt8(flags, p);
+  p = buf.writeUInt16LE(r.dataset, p);
+  switch (r.type) {
+    case RecordType.Put:
+      p += r.oid.copy(buf, p);
+      p = buf.writeDoubleLE(r.version, p);
+      p = buf.writeUInt16LE(Buffer.byteLength(r.className), p);
+      p += buf.write(r.className, p);
+      p = buf.writeUInt32LE(r.state.length, p);
+      p += r.state.copy(buf, p);
+      break;
+    case RecordType.Delete:
+      p += r.oid.copy(buf, p);
+      p = buf.writeDoubleLE(r.version, p);
+      break;
+    case RecordType.AliasSet:
+      p += r.oid.copy(buf, p);
+      p = buf.writeUInt16LE(Buffer.byteLength(r.alias), p);
+      p += buf.write(r.alias, p);
+      break;
+    case RecordType.AliasDelete:
+      p = buf.writeUInt16LE(Buffer.byteLength(r.alias), p);
+      p += buf.write(r.alias, p);
+      break;
+    case RecordType.Dataset:
+      p = buf.writeUInt16LE(Buffer.byteLength(r.name), p);
+      p += buf.write(r.name, p);
+      break;
+  }
+  const bodyLen = p - start - FRAME_HEADER;
+  buf.writeUInt32LE(bodyLen, start);
+  buf.writeUInt32LE(crc32(buf.subarray(start + FRAME_HEADER, p)), start + 4);
+  return p;
+}
+
+/** Encodes a batch as contiguous frames, the last one flagged END. Returns the buffer and frame offsets. */
+export function encodeBatch(records: LogRecord[]): { buf: Buffer; offsets: number[]; sizes: number[] } {
+  if (records.length === 0) throw new Error('invariant: empty batch');
+  const sizes = records.map(frameSize);
+  const buf = Buffer.allocUnsafe(sizes.reduce((a, b) => a + b, 0));
+  const offsets: number[] = new Array(records.length);
+  let pos = 0;
+  for (let i = 0; i < records.length; i++) {
+    offsets[i] = pos;
+    pos = writeFrame(buf, pos, records[i], i === records.length - 1 ? FLAG_END : 0);
+  }
+  if (pos !== buf.length) throw new Error(`invariant: batch encoded to ${pos} of ${buf.length} bytes`);
+  return { buf, offsets, sizes };
+}
+
+export type FrameCheck =
+  | { ok: true; size: number }
+  | { ok: false; reason: 'short-header' | 'short-body' | 'bad-length' | 'bad-checksum' };
+
+/** Checks the frame at `buf[pos]` without decoding it. */
+export function checkFrame(buf: Buffer, pos: number): FrameCheck {
+  if (pos + FRAME_HEADER > buf.length) return { ok: false, reason: 'short-header' };
+  const len = buf.readUInt32LE(pos);
+  if (len < 4 || len > MAX_FRAME_BODY) return { ok: false, reason: 'bad-length' };
+  if (pos + FRAME_HEADER + len > buf.length) return { ok: false, reason: 'short-body' };
+  const sum = buf.readUInt32LE(pos + 4);
+  if (crc32(buf.subarray(pos + FRAME_HEADER, pos + FRAME_HEADER + len)) !== sum) return { ok: false, reason: 'bad-checksum' };
+  return { ok: true, size: FRAME_HEADER + len };
+}
+
+export function frameFlags(buf: Buffer, pos: number): number {
+  return buf.readUInt8(pos + FRAME_HEADER + 1);
+}
+
+export function frameType(buf: Buffer, pos: number): RecordType {
+  return buf.readUInt8(pos + FRAME_HEADER) as RecordType;
+}
+
+/** Decodes a frame already checked by checkFrame. Buffers in the result are views into `buf`. */
+export function decodeFrame(buf: Buffer, pos: number): LogRecord {
+  let p = pos + FRAME_HEADER;
+  const type = buf.readUInt8(p) as RecordType;
+  p += 2; // type, flags
+  const dataset = buf.readUInt16LE(p);
+  p += 2;
+  switch (type) {
+    case RecordType.Put: {
+      const oid = buf.subarray(p, p + 16);
+      p += 16;
+      const version = buf.readDoubleLE(p);
+      p += 8;
+      const cl = buf.readUInt16LE(p);
+      p += 2;
+      const className = buf.toString('utf8', p, p + cl);
+      p += cl;
+      const sl = buf.readUInt32LE(p);
+      p += 4;
+      return { type, dataset, oid, version, className, state: buf.subarray(p, p + sl) };
+    }
+    case RecordType.Delete:
+      return { type, dataset, oid: buf.subarray(p, p + 16), version: buf.readDoubleLE(p + 16) };
+    case RecordType.AliasSet: {
+      const oid = buf.subarray(p, p + 16);
+      const al = buf.readUInt16LE(p + 16);
+      return { type, dataset, oid, alias: buf.toString('utf8', p + 18, p + 18 + al) };
+    }
+    case RecordType.AliasDelete: {
+      const al = buf.readUInt16LE(p);
+      return { type, dataset, alias: buf.toString('utf8', p + 2, p + 2 + al) };
+    }
+    case RecordType.Dataset: {
+      const nl = buf.readUInt16LE(p);
+      return { type, dataset, name: buf.toString('utf8', p + 2, p + 2 + nl) };
+    }
+    default:
+      throw new Error(`unknown record type ${type} at offset ${pos}`);
+  }
+}
+
+/** Rewrites a frame's flags in place and fixes its checksum (used when compaction copies records). */
+export function setFrameFlags(frame: Buffer, flags: number): void {
+  frame.writeUInt8(flags, FRAME_HEADER + 1);
+  frame.writeUInt32LE(crc32(frame.subarray(FRAME_HEADER)), 4);
+}

@@ -1,0 +1,134 @@
+/**
+ * Typed errors. Every error that crosses the wire carries one of these codes (in the
+ * `loam-error-bin` trailer) and surfaces in the SDK as the matching class, so callers can
+ * `instanceof` instead of parsing messages.
+ */
+export type ErrorCode =
+  | 'NOT_FOUND'
+  | 'UNKNOWN_DATASET'
+  | 'ALIAS_EXISTS'
+  | 'ALREADY_EXISTS'
+  | 'WRITE_CONFLICT'
+  | 'READ_CONFLICT'
+  | 'INVALID_ARGUMENT'
+  | 'LIMIT_EXCEEDED'
+  | 'UNAVAILABLE'
+  | 'DEADLINE_EXCEEDED'
+  | 'INTERNAL';
+
+export interface ErrorFields {
+  oid?: string;
+  alias?: string;
+  dataset?: string;
+  expectedVersion?: number;
+  actualVersion?: number;
+  limit?: string;
+}
+
+export class LoamError extends Error {
+  readonly code: ErrorCode;
+  readonly oid?: string;
+  readonly alias?: string;
+  readonly dataset?: string;
+  readonly expectedVersion?: number;
+  readonly actualVersion?: number;
+  readonly limit?: string;
+
+  constructor(code: ErrorCode, message: string, fields: ErrorFields = {}, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+    Object.assign(this, stripUndefined(fields));
+  }
+}
+
+function stripUndefined(fields: ErrorFields): ErrorFields {
+  const out: ErrorFields = {};
+  for (const [k, v] of Object.entries(fields)) {
+    if (v !== undefined && v !== '' && v !== 0) (out as Record<string, unknown>)[k] = v;
+  }
+  return out;
+}
+
+/** An object, alias or dataset does not exist. */
+export class NotFoundError extends LoamError {
+  constructor(message: string, fields?: ErrorFields, code: ErrorCode = 'NOT_FOUND') {
+    super(code, message, fields);
+  }
+}
+/** The dataset named in a URL, ref or request does not exist on the cluster. */
+export class UnknownDatasetError extends NotFoundError {
+  constructor(message: string, fields?: ErrorFields) {
+    super(message, fields, 'UNKNOWN_DATASET');
+  }
+}
+export class AliasExistsError extends LoamError {
+  constructor(message: string, fields?: ErrorFields) {
+    super('ALIAS_EXISTS', message, fields);
+  }
+}
+export class AlreadyExistsError extends LoamError {
+  constructor(message: string, fields?: ErrorFields) {
+    super('ALREADY_EXISTS', message, fields);
+  }
+}
+/** Base of both conflict kinds: the transaction was not applied and may be retried. */
+export class ConflictError extends LoamError {}
+/** An object this transaction wrote was changed since it was read. */
+export class WriteConflictError extends ConflictError {
+  constructor(message: string, fields?: ErrorFields) {
+    super('WRITE_CONFLICT', message, fields);
+  }
+}
+/** An object this transaction only read was changed before it committed. */
+export class ReadConflictError extends ConflictError {
+  constructor(message: string, fields?: ErrorFields) {
+    super('READ_CONFLICT', message, fields);
+  }
+}
+export class InvalidArgumentError extends LoamError {
+  constructor(message: string, fields?: ErrorFields, code: ErrorCode = 'INVALID_ARGUMENT') {
+    super(code, message, fields);
+  }
+}
+/** A configured limit (object size, batch size, alias length ...) was exceeded; `limit` names it. */
+export class LimitExceededError extends InvalidArgumentError {
+  constructor(message: string, fields?: ErrorFields) {
+    super(message, fields, 'LIMIT_EXCEEDED');
+  }
+}
+/** The node cannot be reached or cannot serve now; nothing was applied unless stated otherwise. */
+export class UnavailableError extends LoamError {
+  constructor(message: string, fields?: ErrorFields, options?: { cause?: unknown }) {
+    super('UNAVAILABLE', message, fields, options);
+  }
+}
+export class DeadlineExceededError extends LoamError {
+  constructor(message: string, fields?: ErrorFields) {
+    super('DEADLINE_EXCEEDED', message, fields);
+  }
+}
+export class InternalError extends LoamError {
+  constructor(message: string, fields?: ErrorFields) {
+    super('INTERNAL', message, fields);
+  }
+}
+
+const byCode: Record<ErrorCode, new (message: string, fields?: ErrorFields) => LoamError> = {
+  NOT_FOUND: NotFoundError,
+  UNKNOWN_DATASET: UnknownDatasetError,
+  ALIAS_EXISTS: AliasExistsError,
+  ALREADY_EXISTS: AlreadyExistsError,
+  WRITE_CONFLICT: WriteConflictError,
+  READ_CONFLICT: ReadConflictError,
+  INVALID_ARGUMENT: InvalidArgumentError,
+  LIMIT_EXCEEDED: LimitExceededError,
+  UNAVAILABLE: UnavailableError,
+  DEADLINE_EXCEEDED: DeadlineExceededError,
+  INTERNAL: InternalError,
+};
+
+export function errorFromCode(code: string, message: string, fields?: ErrorFields): LoamError {
+  const ctor = byCode[code as ErrorCode] ?? InternalError;
+  return new ctor(message, fields);
+}

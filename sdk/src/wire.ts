@@ -1,0 +1,78 @@
+/**
+ * The wire contract shared by the SDK and the node: generated protobuf types and service
+ * definitions, oids, limits, and the mapping of typed errors to gRPC statuses and back.
+ * The node imports this entry point (`@loam/sdk/wire`) and nothing else from the SDK but the codec.
+ */
+import { Metadata, status as Status, type ServiceError } from '@grpc/grpc-js';
+import { ErrorDetail } from './gen/loam/v1/store.js';
+import { errorFromCode, LoamError, type ErrorCode, UnavailableError, DeadlineExceededError, InternalError } from './errors.js';
+
+export * from './gen/loam/v1/store.js';
+export * from './oid.js';
+export * from './errors.js';
+export * from './limits.js';
+
+export const ERROR_TRAILER = 'loam-error-bin';
+export const PROTOCOL_VERSION = '1';
+
+const statusOf: Record<ErrorCode, Status> = {
+  NOT_FOUND: Status.NOT_FOUND,
+  UNKNOWN_DATASET: Status.NOT_FOUND,
+  ALIAS_EXISTS: Status.ALREADY_EXISTS,
+  ALREADY_EXISTS: Status.ALREADY_EXISTS,
+  WRITE_CONFLICT: Status.ABORTED,
+  READ_CONFLICT: Status.ABORTED,
+  INVALID_ARGUMENT: Status.INVALID_ARGUMENT,
+  LIMIT_EXCEEDED: Status.INVALID_ARGUMENT,
+  UNAVAILABLE: Status.UNAVAILABLE,
+  DEADLINE_EXCEEDED: Status.DEADLINE_EXCEEDED,
+  INTERNAL: Status.INTERNAL,
+};
+
+/** Turns any thrown value into a gRPC error carrying a typed ErrorDetail trailer. */
+export function toServiceError(err: unknown): Partial<ServiceError> {
+  const e = err instanceof LoamError ? err : new InternalError(err instanceof Error ? err.message : String(err));
+  const detail = ErrorDetail.encode({
+    code: e.code,
+    message: e.message,
+    oid: e.oid ?? '',
+    alias: e.alias ?? '',
+    dataset: e.dataset ?? '',
+    expectedVersion: e.expectedVersion ?? 0,
+    actualVersion: e.actualVersion ?? 0,
+    limit: e.limit ?? '',
+  }).finish();
+  const metadata = new Metadata();
+  metadata.set(ERROR_TRAILER, Buffer.from(detail));
+  return { code: statusOf[e.code], details: e.message, metadata };
+}
+
+/** Turns a gRPC error from a node back into the typed error it was raised as. */
+export function fromServiceError(err: unknown): LoamError {
+  if (err instanceof LoamError) return err;
+  const se = err as Partial<ServiceError>;
+  const raw = se?.metadata?.get?.(ERROR_TRAILER)?.[0];
+  if (raw instanceof Buffer) {
+    try {
+      const d = ErrorDetail.decode(raw);
+      return errorFromCode(d.code, d.message, {
+        oid: d.oid, alias: d.alias, dataset: d.dataset,
+        expectedVersion: d.expectedVersion, actualVersion: d.actualVersion, limit: d.limit,
+      });
+    } catch {
+      // fall through: a garbled trailer is reported by status below
+    }
+  }
+  const message = se?.details || (err instanceof Error ? err.message : String(err));
+  switch (se?.code) {
+    case Status.UNAVAILABLE:
+    case Status.CANCELLED:
+      return new UnavailableError(`node unavailable: ${message}`);
+    case Status.DEADLINE_EXCEEDED:
+      return new DeadlineExceededError(`deadline exceeded: ${message}`);
+    case Status.RESOURCE_EXHAUSTED:
+      return errorFromCode('LIMIT_EXCEEDED', message, { limit: 'grpc message size' });
+    default:
+      return new InternalError(message || 'unknown error');
+  }
+}
