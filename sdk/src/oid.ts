@@ -12,7 +12,7 @@ export const OID_BYTES = 16;
 export const MAX_NODE_NUMBER = 0xffff;
 const OID_RE = /^[0-9a-f]{32}$/;
 
-export function isOid(value: unknown): value is string {
+export function isOid(value: unknown): boolean {
   return typeof value === 'string' && OID_RE.test(value);
 }
 
@@ -20,7 +20,7 @@ export function assertOid(value: unknown, what = 'oid'): string {
   if (!isOid(value)) {
     throw new InvalidArgumentError(`malformed ${what}: ${JSON.stringify(value)?.slice(0, 80)} (expected 32 lowercase hex digits)`);
   }
-  return value;
+  return value as string;
 }
 
 /** Reused pool of random bytes: one crypto call serves 512 oids. */

@@ -1,0 +1,331 @@
+import type { Backend, CommitRequest, ObjectRecord, Limits } from './wire.js';
+import { DEFAULT_LIMITS, validateAlias, validateDatasetName } from './limits.js';
+import { ConflictError, InvalidArgumentError, NotFoundError, LoamError } from './errors.js';
+import { isOid } from './oid.js';
+import { Persistent, metaOf } from './model.js';
+import { Ref, parseUrl, DEFAULT_URL } from './ref.js';
+import { NodeConnection } from './rpc.js';
+import { ObjectSpace } from './object-space.js';
+import { Transaction } from './transaction.js';
+
+export interface ConnectOptions {
+  /** Deadline of every call to a node, ms (default 30 s). */
+  deadlineMs?: number;
+  /** How long connect() waits for the node to answer, ms (default 10 s). */
+  connectTimeoutMs?: number;
+}
+
+export interface TransactionOptions {
+  /** How many times `fn` is run again after a conflict (default 5; 0 surfaces the first conflict). */
+  retries?: number;
+  /** First backoff delay, ms (default 10; doubles each retry, with jitter, up to 1 s). */
+  backoffMs?: number;
+}
+
+export interface BackendInfo {
+  id: string;
+  number: number;
+  address: string;
+  state: string;
+}
+
+/**
+ * Connects to a Loam DataStore. `url` is `loam://host:port/dataset`; without it, the LOAM_URL
+ * environment variable, then loam://127.0.0.1:7480/default.
+ */
+export async function connect(url?: string, options: ConnectOptions = {}): Promise<Client> {
+  const target = url ?? process.env.LOAM_URL ?? DEFAULT_URL;
+  const ep = parseUrl(target);
+  validateDatasetName(ep.dataset);
+  const conn = new NodeConnection(`${ep.host}:${ep.port}`, {
+    deadlineMs: options.deadlineMs ?? 30_000,
+    maxMessageBytes: DEFAULT_LIMITS.maxBatchBytes + 4 * 1024 * 1024,
+  });
+  try {
+    await conn.waitForReady(options.connectTimeoutMs ?? 10_000);
+    const hello = await conn.hello({ dataset: ep.dataset, clientVersion: '0.1.0' });
+    if (!hello.backend) throw new LoamError('INTERNAL', 'node sent no identity');
+    const limits = hello.limits ?? DEFAULT_LIMITS;
+    return new Client(conn, ep.host, ep.port, ep.dataset, hello.backend, { ...DEFAULT_LIMITS, ...limits });
+  } catch (e) {
+    conn.close();
+    throw e;
+  }
+}
+
+export class Client {
+  readonly dataset: string;
+  readonly host: string;
+  readonly port: number;
+  readonly limits: Limits;
+  /** @internal */ readonly conn: NodeConnection;
+  /** @internal */ readonly backend: Backend;
+  /** @internal */ readonly space = new ObjectSpace(this);
+  private readonly loader: BatchLoader;
+  private readonly prefetched = new Map<string, Promise<Persistent>>();
+  private closed = false;
+
+  /** @internal use connect() */
+  constructor(conn: NodeConnection, host: string, port: number, dataset: string, backend: Backend, limits: Limits) {
+    this.conn = conn;
+    this.host = host;
+    this.port = port;
+    this.dataset = dataset;
+    this.backend = backend;
+    this.limits = limits;
+    this.loader = new BatchLoader(conn, dataset, limits.maxBatchObjects);
+  }
+
+  get url(): string {
+    return `loam://${this.host}:${this.port}/${this.dataset}`;
+  }
+
+  /** @internal the node number new objects are created with */
+  get homeNode(): number {
+    return this.backend.number;
+  }
+
+  /** @internal */
+  fetch(oid: string): Promise<ObjectRecord | undefined> {
+    this.assertOpen();
+    return this.loader.load(oid);
+  }
+
+  /** @internal */
+  async commitRaw(req: Omit<CommitRequest, 'dataset'>): Promise<number[]> {
+    this.assertOpen();
+    const res = await this.conn.commit({ dataset: this.dataset, ...req });
+    return res.versions;
+  }
+
+  /**
+   * Stores `obj` and every not-yet-persisted object it reaches, in one atomic batch, and sets
+   * their `$oid`. Already persisted objects it reaches are stored as references, not rewritten.
+   * On an object that is already persisted it acts as save().
+   */
+  async persist<T extends Persistent>(obj: T, options: { alias?: string } = {}): Promise<T> {
+    if (options.alias !== undefined) validateAlias(options.alias, this.limits);
+    const graph = this.space.encodeGraph([obj], this.homeNode, this.limits);
+    try {
+      const versions = await this.commitRaw({
+        reads: [], deletes: [], aliasDeletes: [],
+        writes: graph.writes,
+        aliasSets: options.alias !== undefined ? [{ alias: options.alias, oid: obj.$oid! }] : [],
+      });
+      this.space.committed(graph, versions);
+    } catch (e) {
+      graph.rollback();
+      throw e;
+    }
+    return obj;
+  }
+
+  /** Reads an object by oid or Ref (string or object); its references arrive as unloaded stubs. */
+  async get<T extends Persistent = Persistent>(oidOrRef: string | Ref): Promise<T> {
+    const oid = this.oidOf(oidOrRef);
+    const rec = await this.fetch(oid);
+    if (!rec) throw new NotFoundError(`object ${oid} does not exist in dataset ${this.dataset}`, { oid, dataset: this.dataset });
+    return this.space.materialize(rec) as T;
+  }
+
+  async getByAlias<T extends Persistent = Persistent>(alias: string): Promise<T> {
+    validateAlias(alias, this.limits);
+    this.assertOpen();
+    const { oid } = await this.conn.getAlias({ dataset: this.dataset, alias });
+    return this.get<T>(oid);
+  }
+
+  /** Fills an unloaded stub in place (same instance) and returns it; a loaded object is returned as is. */
+  async load<T extends Persistent>(stub: T): Promise<T> {
+    const m = this.ownMeta(stub);
+    if (m.loaded) return stub;
+    const rec = await this.fetch(m.oid!);
+    if (!rec) throw new NotFoundError(`object ${m.oid} does not exist any more`, { oid: m.oid, dataset: this.dataset });
+    return this.space.materialize(rec) as T;
+  }
+
+  /**
+   * Writes `obj` if it was not changed by anyone since it was loaded or last saved
+   * (WriteConflictError otherwise). New objects it now reaches are created in the same batch.
+   */
+  async save<T extends Persistent>(obj: T): Promise<T> {
+    if (!(obj instanceof Persistent)) throw new InvalidArgumentError('save() takes a Persistent object');
+    if (!obj.$oid) return this.persist(obj);
+    this.ownMeta(obj);
+    return this.persist(obj);
+  }
+
+  async delete(obj: Persistent): Promise<void> {
+    const m = this.ownMeta(obj);
+    if (!m.loaded) throw new InvalidArgumentError(`load object ${m.oid} before deleting it (its version is needed)`, { oid: m.oid });
+    await this.commitRaw({ reads: [], writes: [], aliasSets: [], aliasDeletes: [], deletes: [{ oid: m.oid!, expectedVersion: m.version }] });
+    this.space.deleted(obj);
+  }
+
+  async addAlias(obj: Persistent, alias: string): Promise<void> {
+    validateAlias(alias, this.limits);
+    const m = this.ownMeta(obj);
+    await this.commitRaw({ reads: [], writes: [], deletes: [], aliasDeletes: [], aliasSets: [{ alias, oid: m.oid! }] });
+  }
+
+  async deleteAlias(alias: string): Promise<void> {
+    validateAlias(alias, this.limits);
+    await this.commitRaw({ reads: [], writes: [], deletes: [], aliasSets: [], aliasDeletes: [alias] });
+  }
+
+  async aliases(): Promise<{ alias: string; oid: string }[]> {
+    this.assertOpen();
+    return (await this.conn.listAliases({ dataset: this.dataset })).aliases;
+  }
+
+  /**
+   * Runs `fn` in an optimistic transaction and commits what it changed atomically. On a
+   * conflict `fn` runs again (fresh objects), up to `retries` times with exponential backoff.
+   */
+  async transaction<R>(fn: (tx: Transaction) => Promise<R> | R, options: TransactionOptions = {}): Promise<R> {
+    const retries = options.retries ?? 5;
+    if (!Number.isInteger(retries) || retries < 0 || retries > 100) throw new InvalidArgumentError(`retries must be an integer 0-100, got ${retries}`);
+    const base = options.backoffMs ?? 10;
+    for (let attempt = 0; ; attempt++) {
+      const tx = new Transaction(this);
+      try {
+        const result = await fn(tx);
+        await tx.commit();
+        return result;
+      } catch (e) {
+        tx.abort();
+        if (!(e instanceof ConflictError) || attempt >= retries) throw e;
+        const delay = Math.min(1000, base * 2 ** attempt) * (0.5 + Math.random() / 2);
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
+  /** A serializable reference to a persisted object: `loam://host:port/dataset/oid`. */
+  ref(obj: Persistent | string): Ref {
+    const oid = typeof obj === 'string' ? this.oidOf(obj) : obj.$oid;
+    if (!oid) throw new InvalidArgumentError('ref() of an object that is not persisted yet');
+    return new Ref(this.host, this.port, this.dataset, oid);
+  }
+
+  /** Resolves a ref (string or Ref) to its object. Concurrent resolutions share one request. */
+  resolve<T extends Persistent = Persistent>(ref: string | Ref): Promise<T> {
+    const r = Ref.parse(ref);
+    this.checkRefDataset(r);
+    const pre = this.prefetched.get(r.oid);
+    if (pre) {
+      this.prefetched.delete(r.oid);
+      return pre as Promise<T>;
+    }
+    return this.get<T>(r.oid);
+  }
+
+  /** Starts resolving refs in the background; a later resolve() of one of them uses the result. */
+  prefetch(...refs: (string | Ref)[]): void {
+    for (const ref of refs) {
+      const r = Ref.parse(ref);
+      this.checkRefDataset(r);
+      if (this.prefetched.has(r.oid)) continue;
+      const p = this.get(r.oid);
+      p.catch(() => undefined); // reported by the resolve() that consumes it
+      this.prefetched.set(r.oid, p);
+      if (this.prefetched.size > 10_000) this.prefetched.delete(this.prefetched.keys().next().value!);
+    }
+  }
+
+  async backends(): Promise<BackendInfo[]> {
+    this.assertOpen();
+    const res = await this.conn.listBackends({});
+    return res.backends.map((b) => ({ id: b.id, number: b.number, address: b.address, state: b.state }));
+  }
+
+  async createDataset(name: string): Promise<boolean> {
+    validateDatasetName(name);
+    this.assertOpen();
+    return (await this.conn.createDataset({ name })).created;
+  }
+
+  async datasets(): Promise<string[]> {
+    this.assertOpen();
+    return (await this.conn.listDatasets({})).names;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.loader.failAll(new LoamError('UNAVAILABLE', 'client closed'));
+    this.conn.close();
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new LoamError('UNAVAILABLE', 'this client is closed');
+  }
+
+  private oidOf(oidOrRef: string | Ref): string {
+    if (typeof oidOrRef === 'string' && isOid(oidOrRef)) return oidOrRef;
+    if (typeof oidOrRef === 'string' && !oidOrRef.startsWith('loam://')) {
+      throw new InvalidArgumentError(`malformed oid ${JSON.stringify(oidOrRef.slice(0, 80))} (expected 32 lowercase hex digits or a loam:// ref)`);
+    }
+    const r = Ref.parse(oidOrRef);
+    this.checkRefDataset(r);
+    return r.oid;
+  }
+
+  private checkRefDataset(r: Ref): void {
+    if (r.dataset !== this.dataset) {
+      throw new InvalidArgumentError(`ref ${r} is in dataset ${r.dataset}, this client uses ${this.dataset}: connect to loam://host:port/${r.dataset}`, { dataset: r.dataset });
+    }
+  }
+
+  private ownMeta(obj: Persistent) {
+    if (!(obj instanceof Persistent)) throw new InvalidArgumentError('expected a Persistent object');
+    const m = metaOf(obj);
+    if (!m.oid) throw new InvalidArgumentError('the object is not persisted yet');
+    if (m.owner !== this) throw new InvalidArgumentError(`object ${m.oid} belongs to another client or transaction`, { oid: m.oid });
+    return m;
+  }
+}
+
+/** Collects the gets of one tick into one Get request per batch-size chunk. */
+class BatchLoader {
+  private waiting = new Map<string, { resolve: (r: ObjectRecord | undefined) => void; reject: (e: unknown) => void }[]>();
+  private scheduled = false;
+
+  constructor(private readonly conn: NodeConnection, private readonly dataset: string, private readonly maxBatch: number) {}
+
+  load(oid: string): Promise<ObjectRecord | undefined> {
+    return new Promise((resolve, reject) => {
+      const list = this.waiting.get(oid);
+      if (list) list.push({ resolve, reject });
+      else this.waiting.set(oid, [{ resolve, reject }]);
+      if (!this.scheduled) {
+        this.scheduled = true;
+        queueMicrotask(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    const batch = this.waiting;
+    this.waiting = new Map();
+    const oids = [...batch.keys()];
+    for (let i = 0; i < oids.length; i += this.maxBatch) {
+      const chunk = oids.slice(i, i + this.maxBatch);
+      this.conn.get({ dataset: this.dataset, oids: chunk }).then(
+        (res) => {
+          const found = new Map(res.objects.map((o) => [o.oid, o]));
+          for (const oid of chunk) for (const w of batch.get(oid)!) w.resolve(found.get(oid));
+        },
+        (err) => {
+          for (const oid of chunk) for (const w of batch.get(oid)!) w.reject(err);
+        },
+      );
+    }
+  }
+
+  failAll(err: unknown): void {
+    for (const list of this.waiting.values()) for (const w of list) w.reject(err);
+    this.waiting.clear();
+  }
+}

@@ -1,0 +1,85 @@
+import { Metadata, credentials, type CallOptions, type ServiceError } from '@grpc/grpc-js';
+import {
+  StoreServiceClient, type CommitRequest, type CommitResponse, type CreateDatasetRequest, type CreateDatasetResponse,
+  type GetAliasRequest, type GetAliasResponse, type GetRequest, type GetResponse, type HelloRequest, type HelloResponse,
+  type ListAliasesRequest, type ListAliasesResponse, type ListBackendsRequest, type ListBackendsResponse,
+  type ListDatasetsRequest, type ListDatasetsResponse,
+} from './gen/loam/v1/store.js';
+import { fromServiceError } from './wire.js';
+import { UnavailableError } from './errors.js';
+
+export interface RpcOptions {
+  /** Deadline of each call, ms. No call waits longer: a dead node gives an error, never a hang. */
+  deadlineMs: number;
+  maxMessageBytes: number;
+}
+
+type Callback<Res> = (err: ServiceError | null, res: Res) => void;
+type Unary<Req, Res> = (req: Req, metadata: Metadata, options: Partial<CallOptions>, cb: Callback<Res>) => unknown;
+
+/** A promise-based, typed-error wrapper over the generated gRPC client of one node. */
+export class NodeConnection {
+  readonly address: string;
+  private readonly client: StoreServiceClient;
+  private readonly opts: RpcOptions;
+
+  constructor(address: string, opts: RpcOptions) {
+    this.address = address;
+    this.opts = opts;
+    this.client = new StoreServiceClient(address, credentials.createInsecure(), {
+      'grpc.max_receive_message_length': opts.maxMessageBytes,
+      'grpc.max_send_message_length': opts.maxMessageBytes,
+      'grpc.keepalive_time_ms': 30_000,
+      'grpc.enable_retries': 0,
+    });
+  }
+
+  private unary<Req, Res>(fn: Unary<Req, Res>, req: Req): Promise<Res> {
+    return new Promise((resolve, reject) => {
+      fn.call(this.client, req, new Metadata(), { deadline: Date.now() + this.opts.deadlineMs }, (err, res) => {
+        if (err) reject(fromServiceError(err));
+        else resolve(res);
+      });
+    });
+  }
+
+  hello(req: HelloRequest): Promise<HelloResponse> {
+    return this.unary(this.client.hello, req);
+  }
+  get(req: GetRequest): Promise<GetResponse> {
+    return this.unary(this.client.get, req);
+  }
+  commit(req: CommitRequest): Promise<CommitResponse> {
+    return this.unary(this.client.commit, req);
+  }
+  getAlias(req: GetAliasRequest): Promise<GetAliasResponse> {
+    return this.unary(this.client.getAlias, req);
+  }
+  listAliases(req: ListAliasesRequest): Promise<ListAliasesResponse> {
+    return this.unary(this.client.listAliases, req);
+  }
+  listBackends(req: ListBackendsRequest): Promise<ListBackendsResponse> {
+    return this.unary(this.client.listBackends, req);
+  }
+  createDataset(req: CreateDatasetRequest): Promise<CreateDatasetResponse> {
+    return this.unary(this.client.createDataset, req);
+  }
+  listDatasets(req: ListDatasetsRequest): Promise<ListDatasetsResponse> {
+    return this.unary(this.client.listDatasets, req);
+  }
+
+  /** Waits until the channel is connected, or fails with UnavailableError at the deadline. */
+  waitForReady(timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.client.waitForReady(Date.now() + timeoutMs, (err) => {
+        if (err) reject(new UnavailableError(`cannot reach a Loam node at ${this.address} within ${timeoutMs} ms: ${err.message}`));
+        else resolve();
+      });
+    });
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}
+
