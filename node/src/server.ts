@@ -6,7 +6,8 @@ import { Engine } from './storage/engine.js';
 import { NodeMetrics } from './metrics.js';
 import { createLogger, type Logger } from './logger.js';
 import { lockDataDir, loadIdentity, type NodeIdentity } from './data-dir.js';
-import { storeService } from './store-service.js';
+import { storeService, MalformedRequest } from './store-service.js';
+import type { ServiceDefinition } from '@grpc/grpc-js';
 
 export interface NodeOptions {
   dataDir: string;
@@ -52,7 +53,7 @@ export class LoamNode {
     });
     this.health = new HealthImplementation({ '': 'NOT_SERVING', 'loam.v1.StoreService': 'NOT_SERVING' });
     this.health.addToServer(this.server);
-    this.server.addService(StoreServiceService, storeService(engine, () => this.backend(), metrics, log));
+    this.server.addService(lenientDeserializers(StoreServiceService), storeService(engine, () => this.backend(), metrics, log));
   }
 
   static async start(opts: NodeOptions): Promise<LoamNode> {
@@ -138,4 +139,25 @@ export class LoamNode {
     })();
     return this.stopping;
   }
+}
+
+/**
+ * grpc-js answers a request that fails to deserialize with a bare INTERNAL. Wrapping the
+ * deserializers turns that into a value the handler rejects as a typed INVALID_ARGUMENT.
+ */
+function lenientDeserializers<S extends ServiceDefinition>(def: S): S {
+  const out: Record<string, unknown> = {};
+  for (const [name, method] of Object.entries(def)) {
+    out[name] = {
+      ...method,
+      requestDeserialize: (buf: Buffer) => {
+        try {
+          return method.requestDeserialize(buf);
+        } catch (e) {
+          return new MalformedRequest((e as Error).message);
+        }
+      },
+    };
+  }
+  return out as S;
 }

@@ -8,6 +8,11 @@ import type { Logger } from './logger.js';
 
 export const SERVER_VERSION = '0.1.0';
 
+/** What a request that is not valid protobuf deserializes to (see lenientDeserializers). */
+export class MalformedRequest {
+  constructor(readonly reason: string) {}
+}
+
 /**
  * The StoreService handlers: decode nothing beyond the protobuf, hand requests to the engine,
  * and map every failure to a typed gRPC error. Each handler is wrapped for metrics and logs.
@@ -24,6 +29,7 @@ export function storeService(engine: Engine, self: () => Backend, metrics: NodeM
       let result: Res | Promise<Res>;
       try {
         if (call.request === null || call.request === undefined) throw new InvalidArgumentError('empty request');
+        if (call.request instanceof MalformedRequest) throw new InvalidArgumentError(`malformed request: ${call.request.reason}`);
         result = fn(call.request);
       } catch (e) {
         fail(e);

@@ -209,7 +209,7 @@ export class Client {
   }
 
   /** Resolves a ref (string or Ref) to its object. Concurrent resolutions share one request. */
-  resolve<T extends Persistent = Persistent>(ref: string | Ref): Promise<T> {
+  async resolve<T extends Persistent = Persistent>(ref: string | Ref): Promise<T> {
     const r = Ref.parse(ref);
     this.checkRefDataset(r);
     const pre = this.prefetched.get(r.oid);

@@ -1,0 +1,323 @@
+// Shared helpers of the benchmark suite: spawn a storage node or the bare echo server as child
+// processes, time things, and format the one result line each benchmark prints.
+// Plain JavaScript so it runs with `node` directly (no TypeScript loader).
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import grpc from '@grpc/grpc-js';
+
+export const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
+export const ROOT = path.resolve(BENCH_DIR, '..');
+export const CLI = path.join(ROOT, 'node/dist/cli.js');
+export const ECHO_SERVER = path.join(BENCH_DIR, 'echo-server.mjs');
+export const MAX_MESSAGE = 128 * 1024 * 1024;
+
+// ------------------------------------------------------------------ cleanup
+
+const cleanups = new Set();
+const liveChildren = new Set();
+const liveDirs = new Set();
+
+/** Registers `fn` to run at the end of the current benchmark (or at process exit). */
+export function onCleanup(fn) {
+  cleanups.add(fn);
+  return () => cleanups.delete(fn);
+}
+
+/** Runs every registered cleanup (newest first); never throws. */
+export async function cleanupAll() {
+  const fns = [...cleanups].reverse();
+  cleanups.clear();
+  for (const fn of fns) {
+    try {
+      await fn();
+    } catch (e) {
+      process.stderr.write(`bench: cleanup failed: ${e?.message ?? e}\n`);
+    }
+  }
+}
+
+// Last resort when the runner dies: no child or temp dir outlives it.
+process.on('exit', () => {
+  for (const c of liveChildren) {
+    try {
+      c.kill('SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  for (const d of liveDirs) fs.rmSync(d, { recursive: true, force: true });
+});
+
+/** A fresh temp dir under os.tmpdir(), removed by cleanupAll(). */
+export function tempDir(prefix = 'loam-bench-') {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  liveDirs.add(dir);
+  onCleanup(() => {
+    fs.rmSync(dir, { recursive: true, force: true });
+    liveDirs.delete(dir);
+  });
+  return dir;
+}
+
+// ------------------------------------------------------------------ child processes
+
+/**
+ * Spawns `node ...args` and resolves with the first stdout JSON line whose msg is 'ready'
+ * (rejecting with its output if it exits or the deadline passes first). The child is killed by
+ * cleanupAll() if the benchmark does not stop it itself.
+ */
+function spawnReady(args, { timeoutMs = 60_000, env } = {}) {
+  const t0 = process.hrtime.bigint();
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: env ? { ...process.env, ...env } : process.env });
+  liveChildren.add(child);
+  const logs = [];
+  let stderr = '';
+  child.stderr.on('data', (d) => {
+    if (stderr.length < 64 * 1024) stderr += String(d);
+  });
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => {
+    liveChildren.delete(child);
+    resolve(code ?? signal);
+  }));
+  const waitExit = async (ms) => {
+    let t;
+    try {
+      return await Promise.race([exited, new Promise((_, rej) => (t = setTimeout(() => rej(new Error(`child ${child.pid} did not exit within ${ms} ms`)), ms)))]);
+    } finally {
+      clearTimeout(t);
+    }
+  };
+  const handle = {
+    child,
+    logs,
+    get stderr() {
+      return stderr;
+    },
+    /** SIGTERM and wait for a clean exit. */
+    async stop(ms = 15_000) {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill('SIGTERM');
+      try {
+        return await waitExit(ms);
+      } catch (e) {
+        child.kill('SIGKILL');
+        await exited;
+        throw e;
+      }
+    },
+    async kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+  onCleanup(() => handle.kill());
+  const ready = new Promise((resolve, reject) => {
+    const rl = readline.createInterface({ input: child.stdout });
+    rl.on('line', (line) => {
+      let entry;
+      try {
+        entry = JSON.parse(line);
+      } catch {
+        entry = { raw: line };
+      }
+      if (logs.length < 10_000) logs.push(entry);
+      if (entry.msg === 'ready') resolve({ entry, ms: Number(process.hrtime.bigint() - t0) / 1e6 });
+    });
+    void exited.then((code) => reject(new Error(`${path.basename(String(args.find((a) => a.endsWith('.js') || a.endsWith('.mjs'))))} exited with ${code} before ready: ${stderr}\n${JSON.stringify(logs).slice(0, 4000)}`)));
+  });
+  let timer;
+  const deadline = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`child not ready within ${timeoutMs} ms: ${stderr}`)), timeoutMs);
+  });
+  return Promise.race([ready, deadline]).then(
+    (r) => {
+      clearTimeout(timer);
+      return { ...handle, readyEntry: r.entry, readyMs: r.ms };
+    },
+    async (e) => {
+      clearTimeout(timer);
+      await handle.kill();
+      throw e;
+    },
+  );
+}
+
+/** Extra node flags for the storage-node children, e.g. BENCH_NODE_FLAGS='--cpu-prof --cpu-prof-dir=/tmp/prof'. */
+function nodeFlags() {
+  const f = process.env.BENCH_NODE_FLAGS;
+  return f ? f.split(/\s+/).filter(Boolean) : [];
+}
+
+/**
+ * Starts `loam dev` as a child process on free ports; resolves once it logs `ready`, with its
+ * url, port and `readyMs` (spawn to ready line, which the CLI prints after log recovery).
+ */
+export async function startNode({ dataDir, args = [], timeoutMs = 60_000, execArgv = [] } = {}) {
+  const dir = dataDir ?? tempDir('loam-bench-node-');
+  const h = await spawnReady([...nodeFlags(), ...execArgv, CLI, 'dev', '--data', dir, '--port', '0', '--metrics-port', '0', '--log-level', 'info', ...args], { timeoutMs });
+  const url = String(h.readyEntry.endpoint);
+  const port = Number(/:(\d+)\//.exec(url)[1]);
+  return { ...h, url, port, dataDir: dir };
+}
+
+/** Starts the bare gRPC echo server (bench/echo-server.mjs) in a child process. */
+export async function startEcho({ timeoutMs = 30_000 } = {}) {
+  const h = await spawnReady([ECHO_SERVER], { timeoutMs });
+  return { ...h, port: Number(h.readyEntry.port), address: `127.0.0.1:${h.readyEntry.port}` };
+}
+
+/** Runs a node script in a child process and resolves with the last JSON line it prints on stdout. */
+export function runChildJson(args, { timeoutMs = 120_000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    liveChildren.add(child);
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += String(d)));
+    child.stderr.on('data', (d) => (err += String(d)));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      liveChildren.delete(child);
+      if (code !== 0) {
+        reject(new Error(`child ${args.join(' ')} exited with ${code ?? signal}: ${err}`));
+        return;
+      }
+      const lines = out.trim().split('\n');
+      try {
+        resolve(JSON.parse(lines[lines.length - 1]));
+      } catch {
+        reject(new Error(`child printed no JSON: ${out}\n${err}`));
+      }
+    });
+  });
+}
+
+// ------------------------------------------------------------------ bare gRPC echo client
+
+const raw = {
+  serialize: (b) => b,
+  deserialize: (b) => b,
+};
+
+/** The echo service: Echo sends the request back, Sink answers with an 8-byte ack. */
+export const ECHO_SERVICE = {
+  echo: { path: '/bench.Echo/Echo', requestStream: false, responseStream: false, requestSerialize: raw.serialize, requestDeserialize: raw.deserialize, responseSerialize: raw.serialize, responseDeserialize: raw.deserialize },
+  sink: { path: '/bench.Echo/Sink', requestStream: false, responseStream: false, requestSerialize: raw.serialize, requestDeserialize: raw.deserialize, responseSerialize: raw.serialize, responseDeserialize: raw.deserialize },
+};
+
+/**
+ * A client of the echo child with the same channel options as the SDK's NodeConnection, and
+ * calls made the same way (fresh Metadata and a deadline per call), so the only difference to a
+ * Loam call is what Loam does on top of the transport.
+ */
+export async function echoClient(address) {
+  const Ctor = grpc.makeGenericClientConstructor(ECHO_SERVICE, 'Echo');
+  const client = new Ctor(address, grpc.credentials.createInsecure(), {
+    'grpc.max_receive_message_length': MAX_MESSAGE,
+    'grpc.max_send_message_length': MAX_MESSAGE,
+    'grpc.keepalive_time_ms': 30_000,
+    'grpc.enable_retries': 0,
+  });
+  await new Promise((resolve, reject) => client.waitForReady(Date.now() + 10_000, (e) => (e ? reject(e) : resolve())));
+  const call = (method) => (buf) =>
+    new Promise((resolve, reject) => {
+      client[method](buf, new grpc.Metadata(), { deadline: Date.now() + 30_000 }, (err, res) => (err ? reject(err) : resolve(res)));
+    });
+  const c = { echo: call('echo'), sink: call('sink'), close: () => client.close() };
+  onCleanup(() => client.close());
+  return c;
+}
+
+// ------------------------------------------------------------------ timing and statistics
+
+/** Monotonic milliseconds. */
+export function now() {
+  return Number(process.hrtime.bigint()) / 1e6;
+}
+
+export function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const n = s.length;
+  if (n === 0) return NaN;
+  return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+}
+
+export function mean(xs) {
+  return xs.reduce((a, b) => a + b, 0) / xs.length;
+}
+
+/** Mean ms per call of `n` sequential awaited calls of fn(i). */
+export async function sequentialMs(fn, n) {
+  const t0 = now();
+  for (let i = 0; i < n; i++) await fn(i);
+  return (now() - t0) / n;
+}
+
+/**
+ * Runs `workers` loops of `await fn(worker, i)` for `ms` milliseconds; returns completed calls
+ * per second. Every worker finishes its current call before the round ends, and those calls
+ * are counted in the elapsed time, so nothing in flight is lost or miscounted.
+ */
+export async function concurrentRate(workers, ms, fn) {
+  let stop = false;
+  let done = 0;
+  const t0 = now();
+  const timer = setTimeout(() => (stop = true), ms);
+  await Promise.all(
+    Array.from({ length: workers }, async (_, w) => {
+      for (let i = 0; !stop; i++) {
+        await fn(w, i);
+        done++;
+      }
+    }),
+  );
+  clearTimeout(timer);
+  return (done * 1000) / (now() - t0);
+}
+
+/** Gives the event loop, the child processes and the GC a moment between phases. */
+export function settle(ms = 100) {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export function quiet() {
+  return process.env.BENCH_VERBOSE ? false : true;
+}
+
+/** Progress notes on stderr (stdout carries only the result lines). */
+export function note(msg) {
+  if (!quiet()) process.stderr.write(`  ${msg}\n`);
+}
+
+// ------------------------------------------------------------------ formatting
+
+/** Number with sensible precision: 61234, 612.3, 6.12, 0.0612. */
+export function fmt(x) {
+  if (!Number.isFinite(x)) return String(x);
+  const a = Math.abs(x);
+  if (a >= 1000) return String(Math.round(x));
+  if (a >= 100) return x.toFixed(1).replace(/\.0$/, '');
+  if (a >= 10) return x.toFixed(1);
+  if (a >= 1) return x.toFixed(2);
+  return x.toPrecision(3);
+}
+
+export function ratio(x) {
+  return `${x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2)}x`;
+}
+
+export function bytes(n) {
+  if (n >= 1024 * 1024) return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+  if (n >= 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${n} B`;
+}
+
+export function verdict(ok) {
+  return ok ? 'PASS' : 'FAIL';
+}

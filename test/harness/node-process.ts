@@ -1,0 +1,122 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const CLI = path.join(ROOT, 'node/dist/cli.js');
+
+export interface NodeProcess {
+  url: string;
+  port: number;
+  metricsPort: number;
+  dataDir: string;
+  child: ChildProcess;
+  /** Every log line the node printed so far (parsed JSON). */
+  logs: Record<string, unknown>[];
+  /** SIGTERM and wait for a clean exit (rejects if it does not exit by the deadline). */
+  stop(): Promise<number | null>;
+  /** SIGKILL and wait for the process to be gone. */
+  kill(): Promise<void>;
+}
+
+const tempDirs: string[] = [];
+const liveNodes = new Set<NodeProcess>();
+
+export function tempDir(prefix = 'loam-test-'): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  tempDirs.push(d);
+  return d;
+}
+
+/** Kills every node still running and removes every temp dir this file made (test/setup.ts calls it). */
+export async function cleanupAll(): Promise<void> {
+  for (const n of [...liveNodes]) await n.kill();
+  for (const d of tempDirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+}
+
+/**
+ * Starts `loam dev` as a real child process on free ports and resolves once it logs `ready`
+ * (or rejects with its output if it exits or the deadline passes first).
+ */
+export async function startNode(opts: { dataDir?: string; args?: string[]; timeoutMs?: number } = {}): Promise<NodeProcess> {
+  const dataDir = opts.dataDir ?? tempDir();
+  const child = spawn(process.execPath, [CLI, 'dev', '--data', dataDir, '--port', '0', '--metrics-port', '0', '--log-level', 'info', ...(opts.args ?? [])], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs: Record<string, unknown>[] = [];
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += String(d)));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const ready = new Promise<Record<string, unknown>>((resolve, reject) => {
+    const rl = readline.createInterface({ input: child.stdout! });
+    rl.on('line', (line) => {
+      try {
+        const entry = JSON.parse(line) as Record<string, unknown>;
+        logs.push(entry);
+        if (entry.msg === 'ready') resolve(entry);
+      } catch {
+        logs.push({ raw: line });
+      }
+    });
+    void exited.then((code) => reject(new Error(`node exited with ${code} before ready: ${stderr}\n${JSON.stringify(logs)}`)));
+  });
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`node not ready within ${timeoutMs} ms: ${stderr}`)), timeoutMs);
+  });
+  let entry: Record<string, unknown>;
+  try {
+    entry = await Promise.race([ready, deadline]);
+  } catch (e) {
+    child.kill('SIGKILL');
+    throw e;
+  } finally {
+    clearTimeout(timer);
+  }
+  const url = String(entry.endpoint);
+  const port = Number(/:(\d+)\//.exec(url)![1]);
+  const waitExit = async (ms: number) => {
+    let t: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([exited, new Promise<never>((_, rej) => (t = setTimeout(() => rej(new Error(`node did not exit within ${ms} ms`)), ms)))]);
+    } finally {
+      clearTimeout(t);
+    }
+  };
+  const proc: NodeProcess = {
+    url, port, metricsPort: Number(entry.metricsPort), dataDir, child, logs,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill('SIGTERM');
+      return waitExit(15_000);
+    },
+    async kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGKILL');
+      await waitExit(15_000);
+    },
+  };
+  liveNodes.add(proc);
+  void exited.then(() => liveNodes.delete(proc));
+  return proc;
+}
+
+/** Polls `fn` until it returns a truthy value or the deadline passes (never a fixed sleep). */
+export async function waitFor<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 10_000, everyMs = 20): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}

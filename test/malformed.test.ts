@@ -1,0 +1,78 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Client as GrpcClient, credentials, Metadata, status, type ServiceError } from '@grpc/grpc-js';
+import { ErrorDetail, ERROR_TRAILER, CommitRequest, GetRequest, HelloRequest, GetAliasRequest } from '@loam/sdk/wire';
+import { connect, Persistent, registerModel, type Client } from '@loam/sdk';
+import { startNode, type NodeProcess } from './harness/node-process.js';
+
+class Item extends Persistent {
+  n = 0;
+}
+registerModel(Item, 'Malformed.Item');
+
+let node: NodeProcess;
+let raw: GrpcClient;
+let client: Client;
+
+beforeAll(async () => {
+  node = await startNode();
+  raw = new GrpcClient(`127.0.0.1:${node.port}`, credentials.createInsecure());
+  client = await connect(node.url);
+});
+afterAll(async () => {
+  raw?.close();
+  await client?.close();
+  await node?.stop();
+});
+
+/** Sends raw bytes to a StoreService method, bypassing the SDK. */
+function send(method: string, body: Buffer): Promise<{ err?: ServiceError; detail?: ReturnType<typeof ErrorDetail.decode> }> {
+  return new Promise((resolve) => {
+    raw.makeUnaryRequest(`/loam.v1.StoreService/${method}`, (b: Buffer) => b, (b: Buffer) => b, body, new Metadata(), { deadline: Date.now() + 5000 }, (err) => {
+      if (!err) return resolve({});
+      const t = err.metadata?.get(ERROR_TRAILER)?.[0];
+      resolve({ err, detail: t instanceof Buffer ? ErrorDetail.decode(t) : undefined });
+    });
+  });
+}
+const enc = {
+  commit: (r: Partial<CommitRequest>) => Buffer.from(CommitRequest.encode(CommitRequest.fromPartial(r)).finish()),
+  get: (r: Partial<GetRequest>) => Buffer.from(GetRequest.encode(GetRequest.fromPartial(r)).finish()),
+};
+
+describe('malformed requests over a raw gRPC client', () => {
+  it('bytes that are not protobuf get INVALID_ARGUMENT with a typed detail', async () => {
+    const { err, detail } = await send('Commit', Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f, 0x01]));
+    expect(err?.code).toBe(status.INVALID_ARGUMENT);
+    expect(detail?.code).toBe('INVALID_ARGUMENT');
+  });
+
+  it.each(([
+    ['a malformed oid', { dataset: 'default', writes: [{ oid: 'xyz', className: 'A', state: Buffer.from([1]), expectedVersion: 0 }] }, 'INVALID_ARGUMENT'],
+    ['an unknown dataset', { dataset: 'nope', writes: [{ oid: '0'.repeat(32), className: 'A', state: Buffer.from([1]), expectedVersion: 0 }] }, 'UNKNOWN_DATASET'],
+    ['an empty class name', { dataset: 'default', writes: [{ oid: '1'.repeat(32), className: '', state: Buffer.from([1]), expectedVersion: 0 }] }, 'INVALID_ARGUMENT'],
+    ['an empty commit', { dataset: 'default' }, 'INVALID_ARGUMENT'],
+    ['an alias with a control character', { dataset: 'default', aliasSets: [{ alias: 'a\u0000b', oid: '2'.repeat(32) }] }, 'INVALID_ARGUMENT'],
+    ['an alias on a missing object', { dataset: 'default', aliasSets: [{ alias: 'ghost', oid: '3'.repeat(32) }] }, 'NOT_FOUND'],
+    ['an update of a missing object', { dataset: 'default', writes: [{ oid: '4'.repeat(32), className: 'A', state: Buffer.from([1]), expectedVersion: 3 }] }, 'WRITE_CONFLICT'],
+    ['an oversized object', { dataset: 'default', writes: [{ oid: '5'.repeat(32), className: 'A', state: Buffer.alloc(5 * 1024 * 1024), expectedVersion: 0 }] }, 'LIMIT_EXCEEDED'],
+  ] as [string, unknown, string][]).map(([what, req, code]) => ({ what, req, code })))('a commit with $what is refused ($code) and changes nothing', async ({ req, code }) => {
+    const { err, detail } = await send('Commit', enc.commit(req as Partial<CommitRequest>));
+    expect(err).toBeDefined();
+    expect(detail?.code).toBe(code);
+    const got = await send('Get', enc.get({ dataset: 'default', oids: ['0'.repeat(32), '1'.repeat(32), '4'.repeat(32), '5'.repeat(32)] }));
+    expect(got.err).toBeUndefined();
+  });
+
+  it('a get with a malformed oid or too many oids is refused', async () => {
+    expect((await send('Get', enc.get({ dataset: 'default', oids: ['../../etc/passwd'] }))).detail?.code).toBe('INVALID_ARGUMENT');
+    expect((await send('Get', enc.get({ dataset: 'default', oids: Array(100_001).fill('6'.repeat(32)) }))).detail?.code).toBe('LIMIT_EXCEEDED');
+  });
+
+  it('unknown methods are UNIMPLEMENTED, and the node keeps serving after all of the above', async () => {
+    expect((await send('Nope', Buffer.alloc(0))).err?.code).toBe(status.UNIMPLEMENTED);
+    expect((await send('Hello', Buffer.from(HelloRequest.encode({ dataset: 'default', clientVersion: 'x' }).finish()))).err).toBeUndefined();
+    expect((await send('GetAlias', Buffer.from(GetAliasRequest.encode({ dataset: 'default', alias: '' }).finish()))).detail?.code).toBe('INVALID_ARGUMENT');
+    const item = await client.persist(new Item());
+    expect((await client.get<Item>(item.$oid!)).n).toBe(0);
+  });
+});

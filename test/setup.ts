@@ -1,0 +1,5 @@
+import { afterAll } from 'vitest';
+import { cleanupAll } from './harness/node-process.js';
+
+// Whatever a test file started or created is gone when the file ends, even if a test failed.
+afterAll(cleanupAll);

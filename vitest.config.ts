@@ -1,0 +1,15 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['sdk/test/**/*.test.ts', 'node/test/**/*.test.ts', 'test/**/*.test.ts'],
+    pool: 'forks',
+    // Two cores: more workers than that only makes the node processes under test fight.
+    maxWorkers: 2,
+    minWorkers: 1,
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    reporters: ['default'],
+    setupFiles: ['test/setup.ts'],
+  },
+});
