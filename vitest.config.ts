@@ -9,7 +9,7 @@ export default defineConfig({
     minWorkers: 1,
     testTimeout: 60_000,
     hookTimeout: 60_000,
-    reporters: ['default'],
+    reporters: ['default', './test/summary-reporter.ts'],
     setupFiles: ['test/setup.ts'],
   },
 });

@@ -1,6 +1,8 @@
 // The bare gRPC baseline: a @grpc/grpc-js server with raw Buffer (de)serializers and no work
 // per call, run as its own child process exactly like a storage node. Echo answers with the
-// request bytes; Sink answers with an 8-byte ack (a commit-shaped call: big request, small reply).
+// request bytes; Reply answers with as many zero bytes as the request's first 4 bytes (u32 LE)
+// say, so a baseline call can have the exact request and response sizes of the Loam call it is
+// compared with (a get: small request, bigger reply; a save: bigger request, tiny reply).
 // Prints {"msg":"ready","port":N} on stdout once it listens on 127.0.0.1 (free port).
 import grpc from '@grpc/grpc-js';
 
@@ -10,8 +12,13 @@ const method = (path) => ({
   path, requestStream: false, responseStream: false,
   requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw,
 });
-const service = { echo: method('/bench.Echo/Echo'), sink: method('/bench.Echo/Sink') };
-const ACK = Buffer.alloc(8);
+const service = { echo: method('/bench.Echo/Echo'), reply: method('/bench.Echo/Reply') };
+const replies = new Map();
+function replyOf(size) {
+  let b = replies.get(size);
+  if (!b) replies.set(size, (b = Buffer.alloc(size)));
+  return b;
+}
 
 // The same message-size options as a Loam node's server.
 const server = new grpc.Server({
@@ -20,7 +27,7 @@ const server = new grpc.Server({
 });
 server.addService(service, {
   echo: (call, cb) => cb(null, call.request),
-  sink: (call, cb) => cb(null, ACK),
+  reply: (call, cb) => cb(null, replyOf(call.request.length >= 4 ? call.request.readUInt32LE(0) : 0)),
 });
 server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, port) => {
   if (err) {

@@ -7,6 +7,9 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import v8 from 'node:v8';
+import vm from 'node:vm';
+import fsp from 'node:fs/promises';
 import grpc from '@grpc/grpc-js';
 
 export const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
@@ -205,11 +208,19 @@ const raw = {
   deserialize: (b) => b,
 };
 
-/** The echo service: Echo sends the request back, Sink answers with an 8-byte ack. */
-export const ECHO_SERVICE = {
-  echo: { path: '/bench.Echo/Echo', requestStream: false, responseStream: false, requestSerialize: raw.serialize, requestDeserialize: raw.deserialize, responseSerialize: raw.serialize, responseDeserialize: raw.deserialize },
-  sink: { path: '/bench.Echo/Sink', requestStream: false, responseStream: false, requestSerialize: raw.serialize, requestDeserialize: raw.deserialize, responseSerialize: raw.serialize, responseDeserialize: raw.deserialize },
-};
+const rawMethod = (p) => ({
+  path: p, requestStream: false, responseStream: false,
+  requestSerialize: raw.serialize, requestDeserialize: raw.deserialize, responseSerialize: raw.serialize, responseDeserialize: raw.deserialize,
+});
+/** The echo service: Echo sends the request back; Reply answers with u32le(request[0..4]) zero bytes. */
+export const ECHO_SERVICE = { echo: rawMethod('/bench.Echo/Echo'), reply: rawMethod('/bench.Echo/Reply') };
+
+/** A request for Reply of `requestBytes` bytes asking for `replyBytes` bytes back. */
+export function replyRequest(requestBytes, replyBytes) {
+  const b = Buffer.alloc(Math.max(4, requestBytes));
+  b.writeUInt32LE(replyBytes, 0);
+  return b;
+}
 
 /**
  * A client of the echo child with the same channel options as the SDK's NodeConnection, and
@@ -229,7 +240,7 @@ export async function echoClient(address) {
     new Promise((resolve, reject) => {
       client[method](buf, new grpc.Metadata(), { deadline: Date.now() + 30_000 }, (err, res) => (err ? reject(err) : resolve(res)));
     });
-  const c = { echo: call('echo'), sink: call('sink'), close: () => client.close() };
+  const c = { echo: call('echo'), reply: call('reply'), close: () => client.close() };
   onCleanup(() => client.close());
   return c;
 }
@@ -279,6 +290,43 @@ export async function concurrentRate(workers, ms, fn) {
   );
   clearTimeout(timer);
   return (done * 1000) / (now() - t0);
+}
+
+/** Full GC (works without --expose-gc on the command line). */
+export function gc() {
+  if (typeof globalThis.gc !== 'function') {
+    v8.setFlagsFromString('--expose-gc');
+    globalThis.gc = vm.runInNewContext('gc');
+  }
+  globalThis.gc();
+}
+
+/**
+ * The durability floor: ms to append `n` bytes to a file and fdatasync it, with the same async
+ * FileHandle calls the segment log uses (write at the end of a growing file, then datasync).
+ * Median of `rounds`, after one warm-up.
+ */
+export async function writeFsyncMs(dir, n, rounds = 5) {
+  const file = path.join(dir, `fsync-probe-${process.pid}`);
+  const h = await fsp.open(file, 'w+');
+  const buf = Buffer.alloc(n, 0x5a);
+  let pos = 0;
+  const times = [];
+  try {
+    for (let r = 0; r <= rounds; r++) {
+      const t0 = now();
+      let written = 0;
+      while (written < n) written += (await h.write(buf, written, n - written, pos + written)).bytesWritten;
+      await h.datasync();
+      const t = now() - t0;
+      pos += n;
+      if (r > 0) times.push(t);
+    }
+  } finally {
+    await h.close();
+    fs.rmSync(file, { force: true });
+  }
+  return median(times);
 }
 
 /** Gives the event loop, the child processes and the GC a moment between phases. */
