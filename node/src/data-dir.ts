@@ -43,15 +43,20 @@ function alive(pid: number): boolean {
   }
 }
 
-/** Reads the node's identity, creating it (atomically, durably) on first start. */
-export function loadIdentity(dir: string, number: number): NodeIdentity {
+/**
+ * Reads the node's identity, creating it (atomically, durably) on first start. `claim` gives
+ * the node number: in a cluster the metadata store allocates (or confirms) it.
+ */
+export async function loadIdentity(dir: string, claim: (id: string, existing?: number) => Promise<number>): Promise<NodeIdentity> {
   const file = path.join(dir, 'node.json');
   if (fs.existsSync(file)) {
     const id = JSON.parse(fs.readFileSync(file, 'utf8')) as NodeIdentity;
     if (typeof id.id !== 'string' || !Number.isInteger(id.number)) throw new Error(`${file} is malformed`);
+    await claim(id.id, id.number);
     return id;
   }
-  const identity: NodeIdentity = { id: randomUUID(), number, createdAt: new Date().toISOString() };
+  const uuid = randomUUID();
+  const identity: NodeIdentity = { id: uuid, number: await claim(uuid), createdAt: new Date().toISOString() };
   const tmp = `${file}.tmp`;
   const fd = fs.openSync(tmp, 'w');
   try {

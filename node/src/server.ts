@@ -7,6 +7,8 @@ import { NodeMetrics } from './metrics.js';
 import { createLogger, type Logger } from './logger.js';
 import { lockDataDir, loadIdentity, type NodeIdentity } from './data-dir.js';
 import { storeService, MalformedRequest } from './store-service.js';
+import { Membership } from './cluster/membership.js';
+import type { MetaStore } from './meta/meta-store.js';
 import type { ServiceDefinition } from '@grpc/grpc-js';
 
 export interface NodeOptions {
@@ -24,6 +26,8 @@ export interface NodeOptions {
   nodeNumber?: number;
   logger?: Logger;
   compactionIntervalMs?: number;
+  /** Cluster mode: the metadata store (etcd, or embedded for `loam dev --nodes N`). */
+  meta?: MetaStore;
 }
 
 /** One storage node: engine, gRPC server (store + health), metrics endpoint. */
@@ -38,9 +42,12 @@ export class LoamNode {
   private metricsServer?: { port: number; close: () => Promise<void> };
   private address = '';
   port = 0;
+  membership?: Membership;
+  private readonly meta?: MetaStore;
   private stopping?: Promise<void>;
 
-  private constructor(engine: Engine, identity: NodeIdentity, metrics: NodeMetrics, log: Logger, unlock: () => void) {
+  private constructor(engine: Engine, identity: NodeIdentity, metrics: NodeMetrics, log: Logger, unlock: () => void, meta?: MetaStore) {
+    this.meta = meta;
     this.engine = engine;
     this.identity = identity;
     this.metrics = metrics;
@@ -53,7 +60,10 @@ export class LoamNode {
     });
     this.health = new HealthImplementation({ '': 'NOT_SERVING', 'loam.v1.StoreService': 'NOT_SERVING' });
     this.health.addToServer(this.server);
-    this.server.addService(lenientDeserializers(StoreServiceService), storeService(engine, () => this.backend(), metrics, log));
+    this.server.addService(
+      lenientDeserializers(StoreServiceService),
+      storeService(engine, () => this.backend(), metrics, log, meta ? () => this.membership : undefined),
+    );
   }
 
   static async start(opts: NodeOptions): Promise<LoamNode> {
@@ -62,7 +72,9 @@ export class LoamNode {
     const unlock = lockDataDir(dataDir);
     let engine: Engine | undefined;
     try {
-      const identity = loadIdentity(dataDir, opts.nodeNumber ?? 1);
+      const meta = opts.meta;
+      const identity = await loadIdentity(dataDir, async (id, existing) =>
+        meta ? Membership.claimNumber(meta, id, existing) : (existing ?? opts.nodeNumber ?? 1));
       let engineRef: Engine | undefined;
       const metrics = new NodeMetrics(() => engineRef);
       const t0 = Date.now();
@@ -75,8 +87,11 @@ export class LoamNode {
         observer: metrics.observer((msg, fields) => log.warn(fields ?? {}, msg)),
       });
       log.info({ ms: Date.now() - t0, ...engine.recovery, objects: engine.stats().objects }, 'recovered log');
-      const node = new LoamNode(engine, identity, metrics, log, unlock);
+      const node = new LoamNode(engine, identity, metrics, log, unlock, meta);
       await node.listen(opts.host ?? '127.0.0.1', opts.port ?? 7480, opts.advertise);
+      if (meta) {
+        node.membership = await Membership.join(meta, { id: identity.id, number: identity.number, address: node.address, startedAt: new Date().toISOString() }, log);
+      }
       if ((opts.metricsPort ?? -1) >= 0) {
         node.metricsServer = await metrics.serve(opts.host ?? '127.0.0.1', opts.metricsPort!);
       }
@@ -132,6 +147,7 @@ export class LoamNode {
           resolve();
         });
       });
+      await this.membership?.leave();
       await this.metricsServer?.close();
       await this.engine.close();
       this.unlock();

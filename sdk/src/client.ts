@@ -1,7 +1,8 @@
 import type { Backend, CommitRequest, ObjectRecord, Limits } from './wire.js';
 import { DEFAULT_LIMITS, validateAlias, validateDatasetName } from './limits.js';
-import { ConflictError, InvalidArgumentError, NotFoundError, LoamError } from './errors.js';
-import { isOid } from './oid.js';
+import { ConflictError, InvalidArgumentError, NotFoundError, LoamError, UnavailableError } from './errors.js';
+import { isOid, oidHomeNode } from './oid.js';
+import { Router } from './router.js';
 import { Persistent, metaOf } from './model.js';
 import { Ref, parseUrl, DEFAULT_URL } from './ref.js';
 import { NodeConnection } from './rpc.js';
@@ -30,27 +31,42 @@ export interface BackendInfo {
 }
 
 /**
- * Connects to a Loam DataStore. `url` is `loam://host:port/dataset`; without it, the LOAM_URL
- * environment variable, then loam://127.0.0.1:7480/default.
+ * Connects to a Loam DataStore. `url` is `loam://host:port/dataset`, or several of them (seed
+ * nodes of one cluster, as an array or comma-separated): the first that answers is used and the
+ * client learns the other nodes from it. Without `url`: the LOAM_URL environment variable, then
+ * loam://127.0.0.1:7480/default.
  */
-export async function connect(url?: string, options: ConnectOptions = {}): Promise<Client> {
-  const target = url ?? process.env.LOAM_URL ?? DEFAULT_URL;
-  const ep = parseUrl(target);
-  validateDatasetName(ep.dataset);
-  const conn = new NodeConnection(`${ep.host}:${ep.port}`, {
-    deadlineMs: options.deadlineMs ?? 30_000,
-    maxMessageBytes: DEFAULT_LIMITS.maxBatchBytes + 4 * 1024 * 1024,
-  });
-  try {
-    await conn.waitForReady(options.connectTimeoutMs ?? 10_000);
-    const hello = await conn.hello({ dataset: ep.dataset, clientVersion: '0.1.0' });
-    if (!hello.backend) throw new LoamError('INTERNAL', 'node sent no identity');
-    const limits = hello.limits ?? DEFAULT_LIMITS;
-    return new Client(conn, ep.host, ep.port, ep.dataset, hello.backend, { ...DEFAULT_LIMITS, ...limits });
-  } catch (e) {
-    conn.close();
-    throw e;
+export async function connect(url?: string | string[], options: ConnectOptions = {}): Promise<Client> {
+  const raw = url ?? process.env.LOAM_URL ?? DEFAULT_URL;
+  const seeds = (Array.isArray(raw) ? raw : raw.split(',')).map((u) => u.trim()).filter(Boolean).map(parseUrl);
+  if (seeds.length === 0) throw new InvalidArgumentError('connect() needs at least one loam:// URL');
+  const dataset = seeds[0].dataset;
+  if (seeds.some((s) => s.dataset !== dataset)) throw new InvalidArgumentError('all seed URLs must name the same dataset');
+  validateDatasetName(dataset);
+  const rpc = { deadlineMs: options.deadlineMs ?? 30_000, maxMessageBytes: DEFAULT_LIMITS.maxBatchBytes + 4 * 1024 * 1024 };
+  const timeout = options.connectTimeoutMs ?? 10_000;
+  let lastErr: unknown;
+  for (const ep of seeds) {
+    const conn = new NodeConnection(`${ep.host}:${ep.port}`, rpc);
+    try {
+      await conn.waitForReady(timeout);
+      const hello = await conn.hello({ dataset, clientVersion: '0.1.0' });
+      if (!hello.backend) throw new LoamError('INTERNAL', 'node sent no identity');
+      const limits = hello.limits ?? DEFAULT_LIMITS;
+      const router = new Router(conn, hello.backend, rpc);
+      return new Client(router, ep.host, ep.port, dataset, { ...DEFAULT_LIMITS, ...limits });
+    } catch (e) {
+      conn.close();
+      if (!(e instanceof UnavailableError)) throw e; // a real answer (unknown dataset ...) is final
+      lastErr = e;
+    }
   }
+  throw lastErr;
+}
+
+export interface Location {
+  master: BackendInfo;
+  replicas: BackendInfo[];
 }
 
 export class Client {
@@ -58,31 +74,34 @@ export class Client {
   readonly host: string;
   readonly port: number;
   readonly limits: Limits;
-  /** @internal */ readonly conn: NodeConnection;
-  /** @internal */ readonly backend: Backend;
+  /** @internal */ readonly router: Router;
   /** @internal */ readonly space = new ObjectSpace(this);
   private readonly loader: BatchLoader;
   private readonly prefetched = new Map<string, Promise<Persistent>>();
   private closed = false;
 
   /** @internal use connect() */
-  constructor(conn: NodeConnection, host: string, port: number, dataset: string, backend: Backend, limits: Limits) {
-    this.conn = conn;
+  constructor(router: Router, host: string, port: number, dataset: string, limits: Limits) {
+    this.router = router;
     this.host = host;
     this.port = port;
     this.dataset = dataset;
-    this.backend = backend;
     this.limits = limits;
-    this.loader = new BatchLoader(conn, dataset, limits.maxBatchObjects);
+    this.loader = new BatchLoader(router, dataset, limits.maxBatchObjects);
+  }
+
+  /** @internal the connection of the node this client first reached */
+  get conn(): NodeConnection {
+    return this.router.seed;
   }
 
   get url(): string {
     return `loam://${this.host}:${this.port}/${this.dataset}`;
   }
 
-  /** @internal the node number new objects are created with */
+  /** @internal the node number new objects are created on unless a backend is chosen */
   get homeNode(): number {
-    return this.backend.number;
+    return this.router.seedBackend.number;
   }
 
   /** @internal */
@@ -91,10 +110,22 @@ export class Client {
     return this.loader.load(oid);
   }
 
-  /** @internal */
+  /**
+   * @internal Sends one atomic commit to the node that holds what it touches (creates go to the
+   * node their oids name). A commit whose objects live on several nodes needs a distributed
+   * transaction, which this version does not run: it is refused before anything is written.
+   */
   async commitRaw(req: Omit<CommitRequest, 'dataset'>): Promise<number[]> {
     this.assertOpen();
-    const res = await this.conn.commit({ dataset: this.dataset, ...req });
+    const nodes = new Set<number>();
+    for (const w of req.writes) nodes.add(w.expectedVersion === 0 ? oidHomeNode(w.oid) : this.router.nodeOf(w.oid));
+    for (const d of req.deletes) nodes.add(this.router.nodeOf(d.oid));
+    for (const r of req.reads) nodes.add(this.router.nodeOf(r.oid));
+    if (nodes.size > 1) {
+      throw new InvalidArgumentError(`this commit touches objects on nodes ${[...nodes].sort().join(', ')}; a commit must stay on one node in this version (move the objects together first)`);
+    }
+    const target = nodes.size === 1 ? [...nodes][0] : this.homeNode;
+    const res = await this.router.withNode(target, (c) => c.commit({ dataset: this.dataset, ...req }));
     return res.versions;
   }
 
@@ -103,9 +134,12 @@ export class Client {
    * their `$oid`. Already persisted objects it reaches are stored as references, not rewritten.
    * On an object that is already persisted it acts as save().
    */
-  async persist<T extends Persistent>(obj: T, options: { alias?: string } = {}): Promise<T> {
+  async persist<T extends Persistent>(obj: T, options: { alias?: string; backend?: string | number } = {}): Promise<T> {
     if (options.alias !== undefined) validateAlias(options.alias, this.limits);
-    const graph = this.space.encodeGraph([obj], this.homeNode, this.limits);
+    const home = options.backend !== undefined
+      ? (await this.router.resolveBackend(options.backend)).number
+      : obj.$oid ? this.router.nodeOf(obj.$oid) : this.homeNode;
+    const graph = this.space.encodeGraph([obj], home, this.limits);
     try {
       const versions = await this.commitRaw({
         reads: [], deletes: [], aliasDeletes: [],
@@ -121,7 +155,7 @@ export class Client {
   }
 
   /** Reads an object by oid or Ref (string or object); its references arrive as unloaded stubs. */
-  async get<T extends Persistent = Persistent>(oidOrRef: string | Ref): Promise<T> {
+  async get<T extends Persistent = Persistent>(oidOrRef: string | Ref, _options: { readFrom?: 'master' | 'any' } = {}): Promise<T> {
     const oid = this.oidOf(oidOrRef);
     const rec = await this.fetch(oid);
     if (!rec) throw new NotFoundError(`object ${oid} does not exist in dataset ${this.dataset}`, { oid, dataset: this.dataset });
@@ -131,8 +165,19 @@ export class Client {
   async getByAlias<T extends Persistent = Persistent>(alias: string): Promise<T> {
     validateAlias(alias, this.limits);
     this.assertOpen();
-    const { oid } = await this.conn.getAlias({ dataset: this.dataset, alias });
+    const { oid } = await this.router.withNode(this.homeNode, (c) => c.getAlias({ dataset: this.dataset, alias }));
     return this.get<T>(oid);
+  }
+
+  /** Where an object lives: its master node and its replicas. */
+  async locate(obj: Persistent | string | Ref): Promise<Location> {
+    this.assertOpen();
+    const oid = obj instanceof Persistent ? this.ownMeta(obj).oid! : this.oidOf(obj);
+    const res = await this.router.withNode(this.router.nodeOf(oid), (c) => c.locate({ dataset: this.dataset, oid }));
+    if (!res.master) throw new LoamError('INTERNAL', `node sent no master for ${oid}`);
+    this.router.learn(oid, res.master.number, res.master.address);
+    const info = (b: Backend): BackendInfo => ({ id: b.id, number: b.number, address: b.address, state: b.state });
+    return { master: info(res.master), replicas: res.replicas.map(info) };
   }
 
   /** Fills an unloaded stub in place (same instance) and returns it; a loaded object is returned as is. */
@@ -175,7 +220,7 @@ export class Client {
 
   async aliases(): Promise<{ alias: string; oid: string }[]> {
     this.assertOpen();
-    return (await this.conn.listAliases({ dataset: this.dataset })).aliases;
+    return (await this.router.withNode(this.homeNode, (c) => c.listAliases({ dataset: this.dataset }))).aliases;
   }
 
   /**
@@ -233,28 +278,29 @@ export class Client {
     }
   }
 
+  /** The live nodes of the DataStore. */
   async backends(): Promise<BackendInfo[]> {
     this.assertOpen();
-    const res = await this.conn.listBackends({});
-    return res.backends.map((b) => ({ id: b.id, number: b.number, address: b.address, state: b.state }));
+    const list = await this.router.refresh(true);
+    return list.map((b) => ({ id: b.id, number: b.number, address: b.address, state: b.state }));
   }
 
   async createDataset(name: string): Promise<boolean> {
     validateDatasetName(name);
     this.assertOpen();
-    return (await this.conn.createDataset({ name })).created;
+    return (await this.router.withNode(this.homeNode, (c) => c.createDataset({ name }))).created;
   }
 
   async datasets(): Promise<string[]> {
     this.assertOpen();
-    return (await this.conn.listDatasets({})).names;
+    return (await this.router.withNode(this.homeNode, (c) => c.listDatasets({}))).names;
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.loader.failAll(new LoamError('UNAVAILABLE', 'client closed'));
-    this.conn.close();
+    this.router.close();
   }
 
   private assertOpen(): void {
@@ -286,12 +332,12 @@ export class Client {
   }
 }
 
-/** Collects the gets of one tick into one Get request per batch-size chunk. */
+/** Collects the gets of one tick into one Get request per node (and batch-size chunk). */
 class BatchLoader {
   private waiting = new Map<string, { resolve: (r: ObjectRecord | undefined) => void; reject: (e: unknown) => void }[]>();
   private scheduled = false;
 
-  constructor(private readonly conn: NodeConnection, private readonly dataset: string, private readonly maxBatch: number) {}
+  constructor(private readonly router: Router, private readonly dataset: string, private readonly maxBatch: number) {}
 
   load(oid: string): Promise<ObjectRecord | undefined> {
     return new Promise((resolve, reject) => {
@@ -309,19 +355,14 @@ class BatchLoader {
     this.scheduled = false;
     const batch = this.waiting;
     this.waiting = new Map();
-    const oids = [...batch.keys()];
-    for (let i = 0; i < oids.length; i += this.maxBatch) {
-      const chunk = oids.slice(i, i + this.maxBatch);
-      this.conn.get({ dataset: this.dataset, oids: chunk }).then(
-        (res) => {
-          const found = new Map(res.objects.map((o) => [o.oid, o]));
-          for (const oid of chunk) for (const w of batch.get(oid)!) w.resolve(found.get(oid));
-        },
-        (err) => {
-          for (const oid of chunk) for (const w of batch.get(oid)!) w.reject(err);
-        },
-      );
-    }
+    this.router.fetch(this.dataset, [...batch.keys()], this.maxBatch).then(
+      (found) => {
+        for (const [oid, waiters] of batch) for (const w of waiters) w.resolve(found.get(oid));
+      },
+      (err) => {
+        for (const waiters of batch.values()) for (const w of waiters) w.reject(err);
+      },
+    );
   }
 
   failAll(err: unknown): void {

@@ -14,7 +14,8 @@ export type ErrorCode =
   | 'LIMIT_EXCEEDED'
   | 'UNAVAILABLE'
   | 'DEADLINE_EXCEEDED'
-  | 'INTERNAL';
+  | 'INTERNAL'
+  | 'REDIRECT';
 
 export interface ErrorFields {
   oid?: string;
@@ -23,6 +24,9 @@ export interface ErrorFields {
   expectedVersion?: number;
   actualVersion?: number;
   limit?: string;
+  /** With REDIRECT: the node number and address to ask instead. */
+  node?: number;
+  address?: string;
 }
 
 export class LoamError extends Error {
@@ -33,6 +37,8 @@ export class LoamError extends Error {
   readonly expectedVersion?: number;
   readonly actualVersion?: number;
   readonly limit?: string;
+  readonly node?: number;
+  readonly address?: string;
 
   constructor(code: ErrorCode, message: string, fields: ErrorFields = {}, options?: { cause?: unknown }) {
     super(message, options);
@@ -114,6 +120,16 @@ export class InternalError extends LoamError {
   }
 }
 
+/**
+ * The object is held (or known) by another node. The SDK follows it itself (a bounded number
+ * of hops) and updates its location cache; applications see it only if the hops run out.
+ */
+export class RedirectError extends LoamError {
+  constructor(message: string, fields?: ErrorFields) {
+    super('REDIRECT', message, fields);
+  }
+}
+
 const byCode: Record<ErrorCode, new (message: string, fields?: ErrorFields) => LoamError> = {
   NOT_FOUND: NotFoundError,
   UNKNOWN_DATASET: UnknownDatasetError,
@@ -126,6 +142,7 @@ const byCode: Record<ErrorCode, new (message: string, fields?: ErrorFields) => L
   UNAVAILABLE: UnavailableError,
   DEADLINE_EXCEEDED: DeadlineExceededError,
   INTERNAL: InternalError,
+  REDIRECT: RedirectError,
 };
 
 export function errorFromCode(code: string, message: string, fields?: ErrorFields): LoamError {

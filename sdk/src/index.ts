@@ -1,5 +1,5 @@
 /** @loam/sdk: keep graphs of ordinary class instances in a Loam DataStore. */
-export { connect, Client, type ConnectOptions, type TransactionOptions, type BackendInfo } from './client.js';
+export { connect, Client, type ConnectOptions, type TransactionOptions, type BackendInfo, type Location } from './client.js';
 export { Transaction } from './transaction.js';
 export { Persistent, GenericObject, model, registerModel } from './model.js';
 export { Ref, parseUrl, DEFAULT_URL } from './ref.js';
@@ -9,5 +9,5 @@ export { encodeValue, decodeValue, CODEC_V1 } from './codec.js';
 export {
   LoamError, NotFoundError, UnknownDatasetError, AliasExistsError, AlreadyExistsError, ConflictError,
   WriteConflictError, ReadConflictError, InvalidArgumentError, LimitExceededError, UnavailableError,
-  DeadlineExceededError, InternalError, type ErrorCode,
+  DeadlineExceededError, InternalError, RedirectError, type ErrorCode,
 } from './errors.js';

@@ -3,7 +3,7 @@ import {
   StoreServiceClient, type CommitRequest, type CommitResponse, type CreateDatasetRequest, type CreateDatasetResponse,
   type GetAliasRequest, type GetAliasResponse, type GetRequest, type GetResponse, type HelloRequest, type HelloResponse,
   type ListAliasesRequest, type ListAliasesResponse, type ListBackendsRequest, type ListBackendsResponse,
-  type ListDatasetsRequest, type ListDatasetsResponse,
+  type ListDatasetsRequest, type ListDatasetsResponse, type LocateRequest, type LocateResponse,
 } from './gen/loam/v1/store.js';
 import { fromServiceError } from './wire.js';
 import { UnavailableError } from './errors.js';
@@ -66,6 +66,9 @@ export class NodeConnection {
   }
   listDatasets(req: ListDatasetsRequest): Promise<ListDatasetsResponse> {
     return this.unary(this.client.listDatasets, req);
+  }
+  locate(req: LocateRequest): Promise<LocateResponse> {
+    return this.unary(this.client.locate, req);
   }
 
   /** Waits until the channel is connected, or fails with UnavailableError at the deadline. */

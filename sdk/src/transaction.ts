@@ -42,7 +42,7 @@ export class Transaction {
 
   async getByAlias<T extends Persistent = Persistent>(alias: string): Promise<T> {
     validateAlias(alias, this.client.limits);
-    const { oid } = await this.client.conn.getAlias({ dataset: this.client.dataset, alias });
+    const { oid } = await this.client.router.withNode(this.client.homeNode, (c) => c.getAlias({ dataset: this.client.dataset, alias }));
     return this.get<T>(oid);
   }
 
@@ -92,7 +92,9 @@ export class Transaction {
   async commit(): Promise<void> {
     this.assertOpen();
     const loaded = [...this.space.instances()].filter((o) => o.$loaded && o.$version > 0 && !this.deletes.has(o.$oid!));
-    const graph = this.space.encodeGraph([...loaded, ...this.persists], this.client.homeNode, this.client.limits, true);
+    // New objects are created where the objects this transaction read live, so that it stays on one node.
+    const home = loaded.length > 0 ? this.client.router.nodeOf(loaded[0].$oid!) : this.client.homeNode;
+    const graph = this.space.encodeGraph([...loaded, ...this.persists], home, this.client.limits, true);
     const reads: ReadCheck[] = graph.clean.map((o) => ({ oid: o.$oid!, version: o.$version }));
     const hasWork = graph.writes.length + reads.length + this.deletes.size + this.aliasSets.length + this.aliasDeletes.length > 0;
     if (!hasWork) {

@@ -27,6 +27,7 @@ const statusOf: Record<ErrorCode, Status> = {
   UNAVAILABLE: Status.UNAVAILABLE,
   DEADLINE_EXCEEDED: Status.DEADLINE_EXCEEDED,
   INTERNAL: Status.INTERNAL,
+  REDIRECT: Status.FAILED_PRECONDITION,
 };
 
 /** Turns any thrown value into a gRPC error carrying a typed ErrorDetail trailer. */
@@ -41,6 +42,8 @@ export function toServiceError(err: unknown): Partial<ServiceError> {
     expectedVersion: e.expectedVersion ?? 0,
     actualVersion: e.actualVersion ?? 0,
     limit: e.limit ?? '',
+    node: e.node ?? 0,
+    address: e.address ?? '',
   }).finish();
   const metadata = new Metadata();
   metadata.set(ERROR_TRAILER, Buffer.from(detail));
@@ -58,6 +61,7 @@ export function fromServiceError(err: unknown): LoamError {
       return errorFromCode(d.code, d.message, {
         oid: d.oid, alias: d.alias, dataset: d.dataset,
         expectedVersion: d.expectedVersion, actualVersion: d.actualVersion, limit: d.limit,
+        node: d.node, address: d.address,
       });
     } catch {
       // fall through: a garbled trailer is reported by status below

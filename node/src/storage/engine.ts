@@ -177,6 +177,13 @@ export class Engine {
     return id;
   }
 
+  /** True when this node holds the object (durable, or a create in flight). */
+  holds(oid: string): boolean {
+    const p = this.pendingObjects.get(oid);
+    if (p) return p.version !== 0;
+    return this.index.version(wordsFromHex(oid)) !== 0;
+  }
+
   hasDataset(name: string): boolean {
     return this.datasetIds.has(name);
   }

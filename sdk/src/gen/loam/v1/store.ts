@@ -66,6 +66,24 @@ export interface GetRequest {
 export interface GetResponse {
   objects: ObjectRecord[];
   missing: string[];
+  /** Objects this node does not hold, and the node to ask instead. */
+  redirects: Redirect[];
+}
+
+export interface Redirect {
+  oid: string;
+  node: number;
+  address: string;
+}
+
+export interface LocateRequest {
+  dataset: string;
+  oid: string;
+}
+
+export interface LocateResponse {
+  master: Backend | undefined;
+  replicas: Backend[];
 }
 
 export interface ReadCheck {
@@ -152,7 +170,7 @@ export interface ListDatasetsResponse {
 export interface ErrorDetail {
   /**
    * NOT_FOUND, ALIAS_EXISTS, WRITE_CONFLICT, READ_CONFLICT, INVALID_ARGUMENT, LIMIT_EXCEEDED,
-   * UNKNOWN_DATASET, ALREADY_EXISTS, UNAVAILABLE, INTERNAL
+   * UNKNOWN_DATASET, ALREADY_EXISTS, UNAVAILABLE, INTERNAL, REDIRECT
    */
   code: string;
   message: string;
@@ -162,6 +180,9 @@ export interface ErrorDetail {
   expectedVersion: number;
   actualVersion: number;
   limit: string;
+  /** With code REDIRECT: the node that holds (or knows) the object. */
+  node: number;
+  address: string;
 }
 
 function createBaseObjectRecord(): ObjectRecord {
@@ -655,7 +676,7 @@ export const GetRequest: MessageFns<GetRequest> = {
 };
 
 function createBaseGetResponse(): GetResponse {
-  return { objects: [], missing: [] };
+  return { objects: [], missing: [], redirects: [] };
 }
 
 export const GetResponse: MessageFns<GetResponse> = {
@@ -665,6 +686,9 @@ export const GetResponse: MessageFns<GetResponse> = {
     }
     for (const v of message.missing) {
       writer.uint32(18).string(v!);
+    }
+    for (const v of message.redirects) {
+      Redirect.encode(v!, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -698,6 +722,14 @@ export const GetResponse: MessageFns<GetResponse> = {
             message.missing.push(reader.string());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.redirects.push(Redirect.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -717,6 +749,222 @@ export const GetResponse: MessageFns<GetResponse> = {
     const message = createBaseGetResponse();
     message.objects = object.objects?.map((e) => ObjectRecord.fromPartial(e)) || [];
     message.missing = object.missing?.map((e) => e) || [];
+    message.redirects = object.redirects?.map((e) => Redirect.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseRedirect(): Redirect {
+  return { oid: "", node: 0, address: "" };
+}
+
+export const Redirect: MessageFns<Redirect> = {
+  encode(message: Redirect, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.oid !== "") {
+      writer.uint32(10).string(message.oid);
+    }
+    if (message.node !== 0) {
+      writer.uint32(16).uint32(message.node);
+    }
+    if (message.address !== "") {
+      writer.uint32(26).string(message.address);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Redirect {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRedirect();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.oid = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.node = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.address = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<Redirect>): Redirect {
+    return Redirect.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Redirect>): Redirect {
+    const message = createBaseRedirect();
+    message.oid = object.oid ?? "";
+    message.node = object.node ?? 0;
+    message.address = object.address ?? "";
+    return message;
+  },
+};
+
+function createBaseLocateRequest(): LocateRequest {
+  return { dataset: "", oid: "" };
+}
+
+export const LocateRequest: MessageFns<LocateRequest> = {
+  encode(message: LocateRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.dataset !== "") {
+      writer.uint32(10).string(message.dataset);
+    }
+    if (message.oid !== "") {
+      writer.uint32(18).string(message.oid);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LocateRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLocateRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.dataset = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.oid = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<LocateRequest>): LocateRequest {
+    return LocateRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LocateRequest>): LocateRequest {
+    const message = createBaseLocateRequest();
+    message.dataset = object.dataset ?? "";
+    message.oid = object.oid ?? "";
+    return message;
+  },
+};
+
+function createBaseLocateResponse(): LocateResponse {
+  return { master: undefined, replicas: [] };
+}
+
+export const LocateResponse: MessageFns<LocateResponse> = {
+  encode(message: LocateResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.master !== undefined) {
+      Backend.encode(message.master, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.replicas) {
+      Backend.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LocateResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLocateResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.master = Backend.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.replicas.push(Backend.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<LocateResponse>): LocateResponse {
+    return LocateResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LocateResponse>): LocateResponse {
+    const message = createBaseLocateResponse();
+    message.master = (object.master !== undefined && object.master !== null)
+      ? Backend.fromPartial(object.master)
+      : undefined;
+    message.replicas = object.replicas?.map((e) => Backend.fromPartial(e)) || [];
     return message;
   },
 };
@@ -1736,7 +1984,18 @@ export const ListDatasetsResponse: MessageFns<ListDatasetsResponse> = {
 };
 
 function createBaseErrorDetail(): ErrorDetail {
-  return { code: "", message: "", oid: "", alias: "", dataset: "", expectedVersion: 0, actualVersion: 0, limit: "" };
+  return {
+    code: "",
+    message: "",
+    oid: "",
+    alias: "",
+    dataset: "",
+    expectedVersion: 0,
+    actualVersion: 0,
+    limit: "",
+    node: 0,
+    address: "",
+  };
 }
 
 export const ErrorDetail: MessageFns<ErrorDetail> = {
@@ -1764,6 +2023,12 @@ export const ErrorDetail: MessageFns<ErrorDetail> = {
     }
     if (message.limit !== "") {
       writer.uint32(66).string(message.limit);
+    }
+    if (message.node !== 0) {
+      writer.uint32(72).uint32(message.node);
+    }
+    if (message.address !== "") {
+      writer.uint32(82).string(message.address);
     }
     return writer;
   },
@@ -1845,6 +2110,22 @@ export const ErrorDetail: MessageFns<ErrorDetail> = {
             message.limit = reader.string();
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.node = reader.uint32();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.address = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1870,6 +2151,8 @@ export const ErrorDetail: MessageFns<ErrorDetail> = {
     message.expectedVersion = object.expectedVersion ?? 0;
     message.actualVersion = object.actualVersion ?? 0;
     message.limit = object.limit ?? "";
+    message.node = object.node ?? 0;
+    message.address = object.address ?? "";
     return message;
   },
 };
@@ -1951,6 +2234,16 @@ export const StoreServiceService = {
       Buffer.from(CreateDatasetResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CreateDatasetResponse => CreateDatasetResponse.decode(value),
   },
+  /** Locate answers where an object lives; ask its home node (the number in its oid). */
+  locate: {
+    path: "/loam.v1.StoreService/Locate" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: LocateRequest): Buffer => Buffer.from(LocateRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): LocateRequest => LocateRequest.decode(value),
+    responseSerialize: (value: LocateResponse): Buffer => Buffer.from(LocateResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): LocateResponse => LocateResponse.decode(value),
+  },
   listDatasets: {
     path: "/loam.v1.StoreService/ListDatasets" as const,
     requestStream: false as const,
@@ -1980,6 +2273,8 @@ export interface StoreServiceServer extends UntypedServiceImplementation {
   listAliases: handleUnaryCall<ListAliasesRequest, ListAliasesResponse>;
   listBackends: handleUnaryCall<ListBackendsRequest, ListBackendsResponse>;
   createDataset: handleUnaryCall<CreateDatasetRequest, CreateDatasetResponse>;
+  /** Locate answers where an object lives; ask its home node (the number in its oid). */
+  locate: handleUnaryCall<LocateRequest, LocateResponse>;
   listDatasets: handleUnaryCall<ListDatasetsRequest, ListDatasetsResponse>;
 }
 
@@ -2094,6 +2389,22 @@ export interface StoreServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CreateDatasetResponse) => void,
+  ): ClientUnaryCall;
+  /** Locate answers where an object lives; ask its home node (the number in its oid). */
+  locate(
+    request: LocateRequest,
+    callback: (error: ServiceError | null, response: LocateResponse) => void,
+  ): ClientUnaryCall;
+  locate(
+    request: LocateRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: LocateResponse) => void,
+  ): ClientUnaryCall;
+  locate(
+    request: LocateRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: LocateResponse) => void,
   ): ClientUnaryCall;
   listDatasets(
     request: ListDatasetsRequest,

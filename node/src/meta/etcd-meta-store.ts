@@ -1,0 +1,102 @@
+import { Etcd3, type Lease, type Namespace } from 'etcd3';
+import { UnavailableError } from '@loam/sdk/wire';
+import type { MetaLease, MetaStore } from './meta-store.js';
+
+/** MetaStore on etcd v3. Every call has a deadline; an unreachable etcd is an UnavailableError. */
+export class EtcdMetaStore implements MetaStore {
+  readonly kind = 'etcd' as const;
+  private readonly client: Etcd3;
+  private readonly ns: Namespace;
+  private readonly leases = new Set<Lease>();
+  private readonly timeoutMs: number;
+
+  constructor(endpoints: string[], prefix: string, opts: { timeoutMs?: number } = {}) {
+    if (endpoints.length === 0) throw new Error('no etcd endpoints');
+    this.timeoutMs = opts.timeoutMs ?? 5000;
+    this.client = new Etcd3({ hosts: endpoints, dialTimeout: this.timeoutMs });
+    this.ns = this.client.namespace(prefix.endsWith('/') ? prefix : `${prefix}/`);
+  }
+
+  private opts() {
+    return { deadline: Date.now() + this.timeoutMs };
+  }
+
+  private async run<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      throw new UnavailableError(`metadata store (etcd) ${what} failed: ${(e as Error).message}`, {}, { cause: e });
+    }
+  }
+
+  get(key: string): Promise<string | undefined> {
+    return this.run('get', async () => (await this.ns.get(key).options(this.opts()).string()) ?? undefined);
+  }
+
+  list(prefix: string): Promise<Map<string, string>> {
+    return this.run('list', async () => new Map(Object.entries(await this.ns.getAll().prefix(prefix).options(this.opts()).strings())));
+  }
+
+  put(key: string, value: string, lease?: MetaLease): Promise<void> {
+    return this.run('put', async () => {
+      const b = this.ns.put(key).value(value).options(this.opts());
+      if (lease) b.lease(lease.id);
+      await b.exec();
+    });
+  }
+
+  createIfAbsent(key: string, value: string, lease?: MetaLease): Promise<{ created: boolean; value: string }> {
+    return this.run('create', async () => {
+      const put = this.ns.put(key).value(value);
+      if (lease) put.lease(lease.id);
+      const res = await this.ns.if(key, 'Create', '==', 0).then(put).else(this.ns.get(key)).options(this.opts()).commit();
+      if (res.succeeded) return { created: true, value };
+      const kv = res.responses[0]?.response_range?.kvs?.[0];
+      return { created: false, value: kv ? kv.value.toString() : '' };
+    });
+  }
+
+  compareAndSet(key: string, expected: string | undefined, value: string | undefined): Promise<boolean> {
+    return this.run('compare-and-set', async () => {
+      const cmp = expected === undefined ? this.ns.if(key, 'Create', '==', 0) : this.ns.if(key, 'Value', '==', expected);
+      const op = value === undefined ? this.ns.delete().key(key) : this.ns.put(key).value(value);
+      const res = await cmp.then(op).options(this.opts()).commit();
+      return res.succeeded;
+    });
+  }
+
+  delete(key: string): Promise<void> {
+    return this.run('delete', async () => {
+      await this.ns.delete().key(key).options(this.opts()).exec();
+    });
+  }
+
+  lease(ttlSeconds: number): Promise<MetaLease> {
+    return this.run('lease', async () => {
+      const l = this.ns.lease(ttlSeconds, { autoKeepAlive: true });
+      // A lease that cannot reach etcd must not crash the node with an unhandled 'lost' event.
+      const lostHandlers: ((e: Error) => void)[] = [];
+      l.on('lost', (err) => {
+        this.leases.delete(l);
+        for (const fn of lostHandlers) fn(err);
+      });
+      const id = await l.grant();
+      this.leases.add(l);
+      return {
+        id,
+        revoke: async () => {
+          this.leases.delete(l);
+          await l.revoke(this.opts()).catch(() => l.release());
+        },
+        onLost: (fn: (e: Error) => void) => void lostHandlers.push(fn),
+      };
+    });
+  }
+
+  async close(): Promise<void> {
+    // etcd3 keeps leases alive after close(): revoke (or at least release) them first.
+    for (const l of [...this.leases]) await l.revoke(this.opts()).catch(() => l.release());
+    this.leases.clear();
+    this.client.close();
+  }
+}

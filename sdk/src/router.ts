@@ -1,0 +1,178 @@
+import type { Backend, ObjectRecord } from './wire.js';
+import { LoamError, RedirectError, UnavailableError, InvalidArgumentError } from './errors.js';
+import { oidHomeNode } from './oid.js';
+import { NodeConnection, type RpcOptions } from './rpc.js';
+
+/** How many redirects one request follows before giving up (a loop means a moving object). */
+export const MAX_HOPS = 4;
+const LOCATION_CACHE_LIMIT = 100_000;
+const MEMBER_REFRESH_MS = 500;
+
+/**
+ * Which node to ask about what. Knows the cluster's members (learned from any node), keeps one
+ * connection per node, and caches where objects live; an object is first looked for on its
+ * home node (the number in its oid), and a typed redirect corrects the cache.
+ */
+export class Router {
+  private readonly conns = new Map<string, NodeConnection>();
+  private readonly members = new Map<number, Backend>();
+  private readonly locations = new Map<string, number>();
+  private lastRefresh = 0;
+  private refreshing?: Promise<void>;
+
+  constructor(
+    readonly seed: NodeConnection,
+    readonly seedBackend: Backend,
+    private readonly rpc: RpcOptions,
+  ) {
+    this.conns.set(seed.address, seed);
+    this.members.set(seedBackend.number, seedBackend);
+  }
+
+  conn(address: string): NodeConnection {
+    let c = this.conns.get(address);
+    if (!c) {
+      c = new NodeConnection(address, this.rpc);
+      this.conns.set(address, c);
+    }
+    return c;
+  }
+
+  backend(n: number): Backend | undefined {
+    return this.members.get(n);
+  }
+
+  knownBackends(): Backend[] {
+    return [...this.members.values()].sort((a, b) => a.number - b.number);
+  }
+
+  /** Learns the members again (at most every 500 ms unless forced). */
+  async refresh(force = false): Promise<Backend[]> {
+    if (!force && Date.now() - this.lastRefresh < MEMBER_REFRESH_MS) return this.knownBackends();
+    this.refreshing ??= (async () => {
+      let lastErr: unknown;
+      for (const c of [this.seed, ...[...this.conns.values()].filter((x) => x !== this.seed)]) {
+        try {
+          const res = await c.listBackends({});
+          this.members.clear();
+          for (const b of res.backends) this.members.set(b.number, b);
+          this.lastRefresh = Date.now();
+          return;
+        } catch (e) {
+          lastErr = e;
+        }
+      }
+      throw lastErr instanceof LoamError ? lastErr : new UnavailableError('no node of the cluster answers');
+    })().finally(() => {
+      this.refreshing = undefined;
+    });
+    await this.refreshing;
+    return this.knownBackends();
+  }
+
+  /** The node number an object is believed to be on. */
+  nodeOf(oid: string): number {
+    return this.locations.get(oid) ?? oidHomeNode(oid);
+  }
+
+  learn(oid: string, node: number, address?: string): void {
+    if (this.locations.size >= LOCATION_CACHE_LIMIT) this.locations.delete(this.locations.keys().next().value!);
+    if (oidHomeNode(oid) === node) this.locations.delete(oid);
+    else this.locations.set(oid, node);
+    if (address && !this.members.has(node)) this.members.set(node, { id: '', number: node, address, state: 'ready' });
+  }
+
+  /** The connection of node `n`, refreshing the member list once if it is unknown. */
+  async connFor(n: number): Promise<NodeConnection> {
+    let b = this.members.get(n);
+    if (!b) {
+      await this.refresh();
+      b = this.members.get(n);
+    }
+    if (!b) throw new UnavailableError(`node ${n} is not a live member of the cluster`, { node: n });
+    return this.conn(b.address);
+  }
+
+  /** Resolves a backend given as id, number or address. */
+  async resolveBackend(backend: string | number): Promise<Backend> {
+    const find = () => this.knownBackends().find((b) => b.number === backend || b.id === backend || b.address === backend);
+    let b = find();
+    if (!b) {
+      await this.refresh(true);
+      b = find();
+    }
+    if (!b) throw new InvalidArgumentError(`no backend ${JSON.stringify(backend)} in the cluster`);
+    return b;
+  }
+
+  /**
+   * Runs `call` against node `n`, following redirects (via `onRedirect`, which may pick another
+   * node) and retrying once on another view of the members when the node is unreachable.
+   */
+  async withNode<T>(n: number, call: (c: NodeConnection) => Promise<T>): Promise<T> {
+    let node = n;
+    let retriedUnavailable = false;
+    for (let hop = 0; ; hop++) {
+      try {
+        return await call(await this.connFor(node));
+      } catch (e) {
+        if (e instanceof RedirectError && e.node !== undefined && hop < MAX_HOPS) {
+          if (e.oid) this.learn(e.oid, e.node, e.address);
+          else if (e.address && !this.members.has(e.node)) this.members.set(e.node, { id: '', number: e.node, address: e.address, state: 'ready' });
+          node = e.node;
+          continue;
+        }
+        if (e instanceof UnavailableError && !retriedUnavailable) {
+          retriedUnavailable = true;
+          await this.refresh(true).catch(() => undefined);
+          continue;
+        }
+        throw e;
+      }
+    }
+  }
+
+  /**
+   * Fetches objects from wherever they are: one Get per node, redirects followed per oid.
+   * Resolves each oid to its record, or undefined when it does not exist.
+   */
+  async fetch(dataset: string, oids: string[], maxBatch: number): Promise<Map<string, ObjectRecord | undefined>> {
+    const out = new Map<string, ObjectRecord | undefined>();
+    let todo = oids.map((oid) => ({ oid, hops: 0 }));
+    while (todo.length > 0) {
+      const byNode = new Map<number, { oid: string; hops: number }[]>();
+      for (const t of todo) {
+        const n = this.nodeOf(t.oid);
+        let list = byNode.get(n);
+        if (!list) byNode.set(n, (list = []));
+        list.push(t);
+      }
+      const next: { oid: string; hops: number }[] = [];
+      await Promise.all([...byNode].map(async ([n, items]) => {
+        for (let i = 0; i < items.length; i += maxBatch) {
+          const chunk = items.slice(i, i + maxBatch);
+          const res = await this.withNode(n, (c) => c.get({ dataset, oids: chunk.map((x) => x.oid) }));
+          for (const o of res.objects) {
+            out.set(o.oid, o);
+            if (n !== oidHomeNode(o.oid)) this.learn(o.oid, n);
+          }
+          for (const m of res.missing) out.set(m, undefined);
+          for (const r of res.redirects) {
+            const item = chunk.find((x) => x.oid === r.oid)!;
+            if (!r.address) throw new UnavailableError(`node ${r.node}, which holds object ${r.oid}, is not available`, { oid: r.oid, node: r.node });
+            if (item.hops >= MAX_HOPS) throw new UnavailableError(`object ${r.oid} kept moving: gave up after ${MAX_HOPS} redirects`, { oid: r.oid });
+            this.learn(r.oid, r.node, r.address);
+            next.push({ oid: r.oid, hops: item.hops + 1 });
+          }
+        }
+      }));
+      todo = next;
+    }
+    return out;
+  }
+
+  close(): void {
+    for (const c of this.conns.values()) c.close();
+    this.conns.clear();
+  }
+}
