@@ -1,7 +1,11 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError as CliArgError, Option } from 'commander';
 import { LoamNode } from './server.js';
-import { createLogger, LOG_LEVELS } from './logger.js';
+import path from 'node:path';
+import { createLogger, LOG_LEVELS, type Logger } from './logger.js';
+import { EtcdMetaStore } from './meta/etcd-meta-store.js';
+import { EmbeddedMetaStore } from './meta/embedded-meta-store.js';
+import type { MetaStore } from './meta/meta-store.js';
 import { SERVER_VERSION } from './store-service.js';
 import type { LevelWithSilent } from 'pino';
 
@@ -24,50 +28,143 @@ const program = new Command('loam')
   .version(SERVER_VERSION, '-v, --version')
   .showHelpAfterError();
 
-program
-  .command('dev')
-  .description('run a local DataStore in one process: embedded metadata, data on local disk')
-  .option('--data <dir>', 'data directory', process.env.LOAM_DATA ?? './.loam-data')
-  .option('--host <host>', 'address to listen on', process.env.LOAM_HOST ?? '127.0.0.1')
-  .option('--port <port>', 'gRPC port (0 picks a free one)', parsePort, Number(process.env.LOAM_PORT ?? 7480))
-  .option('--metrics-port <port>', 'Prometheus /metrics port (0 picks a free one)', parsePort, Number(process.env.LOAM_METRICS_PORT ?? 7481))
-  .option('--no-metrics', 'do not serve /metrics')
-  .option('--cache-size <size>', 'object cache memory bound', parseSize, parseSize(process.env.LOAM_CACHE_SIZE ?? '64MiB'))
-  .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default(process.env.LOAM_LOG_LEVEL ?? 'info'))
-  .action(async (opts: { data: string; host: string; port: number; metricsPort: number; metrics: boolean; cacheSize: number; logLevel: LevelWithSilent }) => {
-    const log = createLogger(opts.logLevel);
-    let node: LoamNode;
-    try {
-      node = await LoamNode.start({
-        dataDir: opts.data,
-        host: opts.host,
-        port: opts.port,
-        metricsPort: opts.metrics ? opts.metricsPort : -1,
-        cacheBytes: opts.cacheSize,
-        logger: log,
-      });
-    } catch (e) {
-      log.fatal({ err: e }, 'failed to start');
-      process.stderr.write(`loam: ${(e as Error).message}\n`);
-      process.exit(1);
+function parseHostPort(v: string): { host: string; port: number } {
+  const m = /^(\[[0-9a-fA-F:]+\]|[^:\s]+):(\d{1,5})$/.exec(v.trim());
+  if (!m || Number(m[2]) > 65535) throw new CliArgError(`not HOST:PORT: ${v}`);
+  return { host: m[1].replace(/^\[|\]$/g, ''), port: Number(m[2]) };
+}
+
+function parseEndpoints(v: string): string[] {
+  const list = v.split(',').map((s) => s.trim()).filter(Boolean).map((s) => (/^https?:\/\//.test(s) ? s : `http://${s}`));
+  if (list.length === 0) throw new CliArgError(`no etcd endpoint in ${JSON.stringify(v)}`);
+  return list;
+}
+
+interface CommonOpts {
+  metricsPort: number;
+  metrics: boolean;
+  cacheSize: number;
+  logLevel: LevelWithSilent;
+}
+
+function common(cmd: Command, defaultMetricsPort: number): Command {
+  return cmd
+    .option('--metrics-port <port>', 'Prometheus /metrics port (0 picks a free one)', parsePort, Number(process.env.LOAM_METRICS_PORT ?? defaultMetricsPort))
+    .option('--no-metrics', 'do not serve /metrics')
+    .option('--cache-size <size>', 'object cache memory bound (per node)', parseSize, parseSize(process.env.LOAM_CACHE_SIZE ?? '64MiB'))
+    .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default(process.env.LOAM_LOG_LEVEL ?? 'info'));
+}
+
+/** Runs until SIGINT/SIGTERM, then stops every node cleanly (a second signal exits at once). */
+function serveUntilSignal(log: Logger, nodes: LoamNode[], cleanup: () => Promise<void> = async () => undefined): void {
+  let signals = 0;
+  const shutdown = (sig: string) => {
+    if (++signals > 1) process.exit(130);
+    log.info({ signal: sig }, 'stopping');
+    Promise.all(nodes.map((n) => n.stop())).then(cleanup).then(
+      () => process.exit(0),
+      (e) => {
+        log.error({ err: e }, 'stop failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+}
+
+function fail(log: Logger, e: unknown): never {
+  log.fatal({ err: e }, 'failed to start');
+  process.stderr.write(`loam: ${(e as Error).message}\n`);
+  process.exit(1);
+}
+
+common(
+  program
+    .command('dev')
+    .description('run a local DataStore in one process: embedded metadata (or --etcd), data on local disk')
+    .option('--data <dir>', 'data directory', process.env.LOAM_DATA ?? './.loam-data')
+    .option('--host <host>', 'address to listen on', process.env.LOAM_HOST ?? '127.0.0.1')
+    .option('--port <port>', 'gRPC port of the first node (0 picks free ones); node i listens on port+i-1', parsePort, Number(process.env.LOAM_PORT ?? 7480))
+    .option('--nodes <n>', 'number of nodes (a cluster when more than 1)', (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1 || n > 16) throw new CliArgError(`--nodes takes 1 to 16, got ${v}`);
+      return n;
+    }, 1)
+    .option('--etcd <urls>', 'keep cluster metadata in this etcd (comma-separated endpoints) instead of embedded', process.env.LOAM_ETCD)
+    .option('--prefix <prefix>', 'etcd key prefix of this DataStore', process.env.LOAM_PREFIX ?? '/loam/dev'),
+  7481,
+).action(async (opts: CommonOpts & { data: string; host: string; port: number; nodes: number; etcd?: string; prefix: string }) => {
+  const log = createLogger(opts.logLevel);
+  const clustered = opts.nodes > 1 || opts.etcd !== undefined;
+  let meta: MetaStore | undefined;
+  const nodes: LoamNode[] = [];
+  try {
+    if (clustered) {
+      meta = opts.etcd ? new EtcdMetaStore(parseEndpoints(opts.etcd), opts.prefix) : new EmbeddedMetaStore(path.join(opts.data, 'meta.jsonl'));
     }
-    log.info({ endpoint: node.endpoint, metricsPort: node.metricsPort, dataDir: opts.data, nodeId: node.identity.id }, 'ready');
-    process.stderr.write(`Loam is running at ${node.endpoint}  (data in ${opts.data}; Ctrl-C stops it)\n`);
-    let signals = 0;
-    const shutdown = (sig: string) => {
-      if (++signals > 1) process.exit(130); // a second Ctrl-C does not wait
-      log.info({ signal: sig }, 'stopping');
-      node.stop().then(
-        () => process.exit(0),
-        (e) => {
-          log.error({ err: e }, 'stop failed');
-          process.exit(1);
-        },
-      );
-    };
-    process.on('SIGINT', () => shutdown('SIGINT'));
-    process.on('SIGTERM', () => shutdown('SIGTERM'));
-  });
+    for (let i = 0; i < opts.nodes; i++) {
+      nodes.push(await LoamNode.start({
+        dataDir: clustered ? path.join(opts.data, `node-${i + 1}`) : opts.data,
+        host: opts.host,
+        port: opts.port === 0 ? 0 : opts.port + i,
+        metricsPort: !opts.metrics ? -1 : opts.metricsPort === 0 ? 0 : opts.metricsPort + i * 2,
+        cacheBytes: opts.cacheSize,
+        logger: opts.nodes > 1 ? log.child({ node: i + 1 }) : log,
+        meta,
+      }));
+    }
+  } catch (e) {
+    for (const n of nodes) await n.stop().catch(() => undefined);
+    await meta?.close().catch(() => undefined);
+    fail(log, e);
+  }
+  const endpoints = nodes.map((n) => n.endpoint);
+  log.info({
+    endpoint: endpoints.join(','), endpoints, metricsPort: nodes[0].metricsPort, metricsPorts: nodes.map((n) => n.metricsPort),
+    dataDir: opts.data, nodeId: nodes[0].identity.id, meta: meta?.kind ?? 'node-log',
+  }, 'ready');
+  process.stderr.write(`Loam is running at ${endpoints.join(',')}  (data in ${opts.data}; Ctrl-C stops it)\n`);
+  serveUntilSignal(log, nodes, async () => meta?.close());
+});
+
+common(
+  program
+    .command('node')
+    .description('run one node of a cluster whose metadata lives in etcd (what the operator\'s pods run)')
+    .option('--etcd <urls>', 'etcd endpoints, comma-separated [LOAM_ETCD]', process.env.LOAM_ETCD)
+    .option('--prefix <prefix>', 'etcd key prefix of this DataStore, e.g. /loam/NAME [LOAM_PREFIX]', process.env.LOAM_PREFIX)
+    .option('--listen <host:port>', 'gRPC address to listen on [LOAM_LISTEN]', process.env.LOAM_LISTEN ?? '0.0.0.0:7480')
+    .option('--advertise <host:port>', 'address other nodes and clients use [LOAM_ADVERTISE] (default: the listen address)', process.env.LOAM_ADVERTISE)
+    .option('--data <dir>', 'data directory [LOAM_DATA]', process.env.LOAM_DATA ?? '/var/lib/loam'),
+  9464,
+).action(async (opts: CommonOpts & { etcd?: string; prefix?: string; listen: string; advertise?: string; data: string }) => {
+  const log = createLogger(opts.logLevel);
+  if (!opts.etcd) fail(log, new Error('--etcd (or LOAM_ETCD) is required: a cluster node keeps its metadata in etcd'));
+  if (!opts.prefix || !opts.prefix.startsWith('/')) fail(log, new Error('--prefix (or LOAM_PREFIX) is required, like /loam/NAME'));
+  let node: LoamNode;
+  let meta: MetaStore | undefined;
+  try {
+    const listen = parseHostPort(opts.listen);
+    const advertise = opts.advertise ? parseHostPort(opts.advertise) : undefined;
+    meta = new EtcdMetaStore(parseEndpoints(opts.etcd!), opts.prefix!);
+    node = await LoamNode.start({
+      dataDir: opts.data,
+      host: listen.host,
+      port: listen.port,
+      advertise: advertise ? `${advertise.host}:${advertise.port}` : undefined,
+      metricsPort: opts.metrics ? opts.metricsPort : -1,
+      cacheBytes: opts.cacheSize,
+      logger: log,
+      meta,
+    });
+  } catch (e) {
+    await meta?.close().catch(() => undefined);
+    fail(log, e);
+  }
+  log.info({ endpoint: node.endpoint, metricsPort: node.metricsPort, dataDir: opts.data, nodeId: node.identity.id, number: node.identity.number }, 'ready');
+  serveUntilSignal(log, [node], async () => meta?.close());
+});
 
 program.parseAsync(process.argv).catch((e: Error) => {
   process.stderr.write(`loam: ${e.message}\n`);

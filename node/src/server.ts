@@ -1,12 +1,14 @@
 import path from 'node:path';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
-import { StoreServiceService, type Backend, type Limits } from '@loam/sdk/wire';
+import { NodeServiceService, StoreServiceService, type Backend, type Limits } from '@loam/sdk/wire';
 import { Engine } from './storage/engine.js';
 import { NodeMetrics } from './metrics.js';
 import { createLogger, type Logger } from './logger.js';
 import { lockDataDir, loadIdentity, type NodeIdentity } from './data-dir.js';
-import { storeService, MalformedRequest } from './store-service.js';
+import { storeService, MalformedRequest, type ClusterContext } from './store-service.js';
+import { nodeService } from './node-service.js';
+import { Placement } from './cluster/placement.js';
 import { Membership } from './cluster/membership.js';
 import type { MetaStore } from './meta/meta-store.js';
 import type { ServiceDefinition } from '@grpc/grpc-js';
@@ -43,6 +45,7 @@ export class LoamNode {
   private address = '';
   port = 0;
   membership?: Membership;
+  placement?: Placement;
   private readonly meta?: MetaStore;
   private stopping?: Promise<void>;
 
@@ -60,10 +63,10 @@ export class LoamNode {
     });
     this.health = new HealthImplementation({ '': 'NOT_SERVING', 'loam.v1.StoreService': 'NOT_SERVING' });
     this.health.addToServer(this.server);
-    this.server.addService(
-      lenientDeserializers(StoreServiceService),
-      storeService(engine, () => this.backend(), metrics, log, meta ? () => this.membership : undefined),
-    );
+    const cluster = (): ClusterContext | undefined =>
+      this.membership && this.placement ? { membership: this.membership, placement: this.placement } : undefined;
+    this.server.addService(lenientDeserializers(StoreServiceService), storeService(engine, () => this.backend(), metrics, log, meta ? cluster : undefined));
+    if (meta) this.server.addService(lenientDeserializers(NodeServiceService), nodeService(engine, metrics, log, cluster));
   }
 
   static async start(opts: NodeOptions): Promise<LoamNode> {
@@ -90,7 +93,9 @@ export class LoamNode {
       const node = new LoamNode(engine, identity, metrics, log, unlock, meta);
       await node.listen(opts.host ?? '127.0.0.1', opts.port ?? 7480, opts.advertise);
       if (meta) {
-        node.membership = await Membership.join(meta, { id: identity.id, number: identity.number, address: node.address, startedAt: new Date().toISOString() }, log);
+        const membership = await Membership.join(meta, { id: identity.id, number: identity.number, address: node.address, startedAt: new Date().toISOString() }, log);
+        node.placement = new Placement(engine, membership, log);
+        node.membership = membership;
       }
       if ((opts.metricsPort ?? -1) >= 0) {
         node.metricsServer = await metrics.serve(opts.host ?? '127.0.0.1', opts.metricsPort!);
@@ -147,6 +152,7 @@ export class LoamNode {
           resolve();
         });
       });
+      this.placement?.close();
       await this.membership?.leave();
       await this.metricsServer?.close();
       await this.engine.close();

@@ -1,4 +1,3 @@
-import type { ServerUnaryCall, sendUnaryData } from '@grpc/grpc-js';
 import {
   AliasExistsError, InvalidArgumentError, NotFoundError, PROTOCOL_VERSION, RedirectError, UnavailableError, UnknownDatasetError,
   oidHomeNode, toServiceError, validateAlias, validateDatasetName, isOid,
@@ -9,12 +8,16 @@ import type { NodeMetrics } from './metrics.js';
 import type { Logger } from './logger.js';
 import type { Membership } from './cluster/membership.js';
 import { META_KEYS } from './meta/meta-store.js';
+import { Placement } from './cluster/placement.js';
+import { unaryHandler } from './rpc-handler.js';
 
 export const SERVER_VERSION = '0.1.0';
 
-/** What a request that is not valid protobuf deserializes to (see lenientDeserializers). */
-export class MalformedRequest {
-  constructor(readonly reason: string) {}
+export { MalformedRequest } from './rpc-handler.js';
+
+export interface ClusterContext {
+  membership: Membership;
+  placement: Placement;
 }
 
 /**
@@ -28,57 +31,22 @@ export function storeService(
   self: () => Backend,
   metrics: NodeMetrics,
   log: Logger,
-  /** Cluster mode only: the membership, undefined while the node is still joining. */
-  cluster?: () => Membership | undefined,
+  /** Cluster mode only: membership and placement, undefined while the node is still joining. */
+  cluster?: () => ClusterContext | undefined,
 ): StoreServiceServer {
-  function unary<Req, Res>(method: string, fn: (req: Req) => Res | Promise<Res>) {
-    return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
-      const t0 = process.hrtime.bigint();
-      const done = (outcome: string) => {
-        const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-        metrics.requests.inc({ method, outcome });
-        metrics.requestSeconds.observe({ method, outcome }, seconds);
-      };
-      let result: Res | Promise<Res>;
-      try {
-        if (call.request === null || call.request === undefined) throw new InvalidArgumentError('empty request');
-        if (call.request instanceof MalformedRequest) throw new InvalidArgumentError(`malformed request: ${call.request.reason}`);
-        joined();
-        result = fn(call.request);
-      } catch (e) {
-        fail(e);
-        return;
-      }
-      if (result instanceof Promise) {
-        result.then((r) => {
-          done('ok');
-          callback(null, r);
-        }, fail);
-      } else {
-        done('ok');
-        callback(null, result);
-      }
-      function fail(e: unknown) {
-        const se = toServiceError(e);
-        const code = (e as { code?: string }).code ?? 'INTERNAL';
-        done(code.toLowerCase());
-        if (code === 'INTERNAL' || code === 'UNAVAILABLE') log.error({ method, err: e }, 'request failed');
-        else log.debug({ method, code, msg: (e as Error).message }, 'request rejected');
-        callback(se as Parameters<sendUnaryData<Res>>[0]);
-      }
-    };
-  }
-
+  const unary = unaryHandler(metrics, log, () => joined());
   const me = () => self();
   // Resolved per call: in cluster mode nothing is answered before the node has joined.
   let membership: Membership | undefined;
+  let placement: Placement | undefined;
   let meta: Membership['meta'] | undefined;
-  const joined = () => {
+  function joined(): void {
     if (!cluster) return;
-    membership = cluster();
-    if (!membership) throw new UnavailableError('node is joining the cluster');
+    const ctx = cluster();
+    if (!ctx) throw new UnavailableError('node is joining the cluster');
+    ({ membership, placement } = ctx);
     meta = membership.meta;
-  };
+  }
 
   /** In a cluster a dataset exists when the metadata store says so; the engine learns it lazily. */
   async function ensureDataset(name: string): Promise<void> {
@@ -91,23 +59,17 @@ export function storeService(
     throw new UnknownDatasetError(`unknown dataset ${JSON.stringify(name)}`, { dataset: name });
   }
 
-  /** Where to send a request for an object this node does not hold; undefined when it is ours to answer. */
-  async function redirectFor(oid: string): Promise<Redirect | undefined> {
-    if (!membership) return undefined;
-    const home = oidHomeNode(oid);
-    const server = await membership.homeServer(home);
-    if (server?.id === me().id) return undefined; // we are its home: no directory entry means it does not exist
-    return { oid, node: server?.number ?? home, address: server?.address ?? '' };
-  }
-
-  function redirectError(r: Redirect): RedirectError | UnavailableError {
-    if (!r.address) return new UnavailableError(`node ${r.node}, which holds object ${r.oid}, is not available`, { oid: r.oid, node: r.node });
-    return new RedirectError(`object ${r.oid} is on node ${r.node} at ${r.address}`, { oid: r.oid, node: r.node, address: r.address });
-  }
+  const redirectFor = (oid: string) => placement!.redirectFor(oid);
+  const redirectError = (r: Redirect) => Placement.redirectError(r);
 
   async function commitInCluster(req: CommitRequest): Promise<number[]> {
     await ensureDataset(req.dataset);
     const mine = me().number;
+    const touched = [...req.writes.map((w) => w.oid), ...req.deletes.map((d) => d.oid), ...req.reads.map((r) => r.oid)];
+    await placement!.waitUnlocked(touched);
+    if (placement!.isDrained && req.writes.some((w) => w.expectedVersion === 0)) {
+      throw new UnavailableError(`node ${mine} is drained: create objects on another node`);
+    }
     for (const w of req.writes) {
       if (w.expectedVersion === 0 && isOid(w.oid) && oidHomeNode(w.oid) !== mine) {
         throw new InvalidArgumentError(`object ${w.oid} must be created on its home node ${oidHomeNode(w.oid)}, not on node ${mine}`, { oid: w.oid });
@@ -219,10 +181,23 @@ export function storeService(
     locate: unary('Locate', async (req) => {
       await ensureDataset(req.dataset);
       if (!isOid(req.oid)) throw new InvalidArgumentError(`malformed oid ${JSON.stringify(req.oid)}`);
+      if (placement) return placement.locate(req.dataset, req.oid);
       if (engine.get(req.dataset, [req.oid]).objects.length > 0) return { master: me(), replicas: [] };
-      const r = await redirectFor(req.oid);
-      if (r) throw redirectError(r);
       throw new NotFoundError(`object ${req.oid} does not exist`, { oid: req.oid, dataset: req.dataset });
+    }),
+    move: unary('Move', async (req) => {
+      await ensureDataset(req.dataset);
+      if (req.oids.length === 0 || req.oids.length > engine.limits.maxBatchObjects) throw new InvalidArgumentError(`move takes 1 to ${engine.limits.maxBatchObjects} oids`);
+      for (const oid of req.oids) if (!isOid(oid)) throw new InvalidArgumentError(`malformed oid ${JSON.stringify(oid)}`);
+      if (placement) return placement.move(req.dataset, req.oids, req.target, req.recursive);
+      if (req.target !== me().number) throw new InvalidArgumentError(`node ${req.target} does not exist: this DataStore has one node`);
+      const held = engine.get(req.dataset, req.oids);
+      if (held.missing.length) throw new NotFoundError(`object ${held.missing[0]} does not exist`, { oid: held.missing[0] });
+      return { moved: req.oids, remote: [] };
+    }),
+    drain: unary('Drain', async () => {
+      if (!placement) throw new InvalidArgumentError('cannot drain the only node of a single-node DataStore');
+      return placement.drain();
     }),
   };
 }

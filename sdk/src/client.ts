@@ -246,6 +246,46 @@ export class Client {
     }
   }
 
+  /**
+   * Moves an object to another node. With `recursive`, what it references moves too: on its
+   * node in one step, and (unless `remotes: false`) referents that live on other nodes as well.
+   */
+  async move(obj: Persistent | string | Ref, backend: string | number, options: { recursive?: boolean; remotes?: boolean; timeoutMs?: number } = {}): Promise<{ moved: number }> {
+    this.assertOpen();
+    const oid = obj instanceof Persistent ? this.ownMeta(obj).oid! : this.oidOf(obj);
+    const target = await this.router.resolveBackend(backend);
+    const recursive = options.recursive ?? false;
+    const remotes = options.remotes ?? true;
+    const seen = new Set([oid]);
+    let todo = [oid];
+    let moved = 0;
+    while (todo.length > 0) {
+      const byNode = new Map<number, string[]>();
+      for (const o of todo) {
+        const n = this.router.nodeOf(o);
+        byNode.set(n, [...(byNode.get(n) ?? []), o]);
+      }
+      const next: string[] = [];
+      for (const [n, oids] of byNode) {
+        const res = await this.router.withNode(n, (c) => c.move({ dataset: this.dataset, oids, target: target.number, recursive }, options.timeoutMs ?? 300_000));
+        moved += res.moved.length;
+        for (const m of res.moved) this.router.learn(m, target.number, target.address);
+        if (recursive && remotes) for (const r of res.remote) if (!seen.has(r)) (seen.add(r), next.push(r));
+      }
+      todo = next;
+    }
+    return { moved };
+  }
+
+  /** Moves everything a node masters to the others and hands its home directory over (also `loam drain`). */
+  async drain(backend: string | number, options: { timeoutMs?: number } = {}): Promise<{ moved: number; homeSuccessor: number }> {
+    this.assertOpen();
+    const b = await this.router.resolveBackend(backend);
+    const res = await this.router.withNode(b.number, (c) => c.drain({}, options.timeoutMs ?? 600_000));
+    await this.router.refresh(true).catch(() => undefined);
+    return { moved: res.moved, homeSuccessor: res.homeSuccessor };
+  }
+
   /** A serializable reference to a persisted object: `loam://host:port/dataset/oid`. */
   ref(obj: Persistent | string): Ref {
     const oid = typeof obj === 'string' ? this.oidOf(obj) : obj.$oid;

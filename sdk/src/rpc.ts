@@ -4,6 +4,7 @@ import {
   type GetAliasRequest, type GetAliasResponse, type GetRequest, type GetResponse, type HelloRequest, type HelloResponse,
   type ListAliasesRequest, type ListAliasesResponse, type ListBackendsRequest, type ListBackendsResponse,
   type ListDatasetsRequest, type ListDatasetsResponse, type LocateRequest, type LocateResponse,
+  type MoveRequest, type MoveResponse, type DrainRequest, type DrainResponse,
 } from './gen/loam/v1/store.js';
 import { fromServiceError } from './wire.js';
 import { UnavailableError } from './errors.js';
@@ -34,9 +35,9 @@ export class NodeConnection {
     });
   }
 
-  private unary<Req, Res>(fn: Unary<Req, Res>, req: Req): Promise<Res> {
+  private unary<Req, Res>(fn: Unary<Req, Res>, req: Req, deadlineMs = this.opts.deadlineMs): Promise<Res> {
     return new Promise((resolve, reject) => {
-      fn.call(this.client, req, new Metadata(), { deadline: Date.now() + this.opts.deadlineMs }, (err, res) => {
+      fn.call(this.client, req, new Metadata(), { deadline: Date.now() + deadlineMs }, (err, res) => {
         if (err) reject(fromServiceError(err));
         else resolve(res);
       });
@@ -69,6 +70,12 @@ export class NodeConnection {
   }
   locate(req: LocateRequest): Promise<LocateResponse> {
     return this.unary(this.client.locate, req);
+  }
+  move(req: MoveRequest, deadlineMs?: number): Promise<MoveResponse> {
+    return this.unary(this.client.move, req, deadlineMs);
+  }
+  drain(req: DrainRequest, deadlineMs?: number): Promise<DrainResponse> {
+    return this.unary(this.client.drain, req, deadlineMs);
   }
 
   /** Waits until the channel is connected, or fails with UnavailableError at the deadline. */

@@ -106,6 +106,11 @@ export class Membership {
     return this.cache;
   }
 
+  /** Forgets the cached view (after this node changed it). */
+  invalidate(): void {
+    this.cache = undefined;
+  }
+
   async members(): Promise<Member[]> {
     return (await this.view()).members;
   }

@@ -3,7 +3,7 @@ import { LRUCache } from 'lru-cache';
 import {
   AliasExistsError, AlreadyExistsError, DEFAULT_LIMITS, InternalError, InvalidArgumentError, LimitExceededError,
   NotFoundError, ReadConflictError, UnavailableError, UnknownDatasetError, WriteConflictError,
-  assertOid, validateAlias, validateClassName, validateDatasetName, type Limits,
+  assertOid, oidHomeNode, validateAlias, validateClassName, validateDatasetName, type Limits,
 } from '@loam/sdk/wire';
 import { OidIndex, bytesFromHex, hexFromWords, wordsFromBytes, wordsFromHex, type OidWords } from './oid-index.js';
 import { encodeBatch, checkFrame, decodeFrame, setFrameFlags, FLAG_END, RecordType, type LogRecord } from './record.js';
@@ -63,6 +63,18 @@ interface AliasEntry {
   length: number;
 }
 
+interface PlacedEntry<T> {
+  value: T;
+  segment: number;
+  offset: number;
+  length: number;
+}
+
+export interface DirectoryEntry {
+  master: number;
+  replicas: number[];
+}
+
 interface PendingObject {
   version: number; // 0 while a delete is in flight
   dataset: number;
@@ -73,7 +85,7 @@ const MAX_DATASETS = 0xffff;
 
 export class Engine {
   readonly limits: Limits;
-  private readonly log: SegmentLog;
+  private log!: SegmentLog;
   private readonly observer: EngineObserver;
   private readonly index: OidIndex;
   private readonly cache: LRUCache<string, CachedObject>;
@@ -81,17 +93,21 @@ export class Engine {
   private readonly aliases = new Map<string, AliasEntry>(); // `${datasetId}\0${alias}`
   private readonly pendingObjects = new Map<string, PendingObject>();
   private readonly pendingAliases = new Map<string, string | null>();
+  /** In-flight forward/directory records by `${type}:${oid}` (a count: several may be queued). */
+  private readonly pendingSystem = new Map<string, number>();
   private readonly liveBytes = new Map<number, number>();
+  /** Objects this node moved away, and to which node (kept until their home directory agrees). */
+  private readonly forwards = new Map<string, PlacedEntry<number>>();
+  /** Home-directory entries for objects homed here that do not simply live here. */
+  private readonly directory = new Map<string, PlacedEntry<DirectoryEntry>>();
   private readonly compactBelow: number;
   private compacting?: Promise<CompactionResult>;
   private compactTimer?: NodeJS.Timeout;
   private closed = false;
-  readonly recovery: RecoveryReport;
+  recovery!: RecoveryReport;
 
-  private constructor(log: SegmentLog, index: OidIndex, report: RecoveryReport, opts: EngineOptions, state: RecoveredState) {
-    this.log = log;
-    this.index = index;
-    this.recovery = report;
+  private constructor(opts: EngineOptions) {
+    this.index = new OidIndex();
     this.observer = opts.observer ?? {};
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.compactBelow = opts.compactBelowLiveRatio ?? 0.5;
@@ -99,22 +115,11 @@ export class Engine {
       maxSize: Math.max(1, opts.cacheBytes ?? 64 * 1024 * 1024),
       sizeCalculation: (v) => v.state.length + v.className.length + 96,
     });
-    for (const [k, v] of state.datasets) this.datasetIds.set(k, v);
-    for (const [k, v] of state.aliases) this.aliases.set(k, v);
-    for (const [k, v] of state.liveBytes) this.liveBytes.set(k, v);
-    const interval = opts.compactionIntervalMs ?? 10_000;
-    if (interval > 0) {
-      this.compactTimer = setInterval(() => {
-        this.compact().catch((e) => this.observer.warn?.('compaction failed', { err: (e as Error).message }));
-      }, interval);
-      this.compactTimer.unref();
-    }
   }
 
+  /** Opens the data directory: replays the log (through the same publish() commits use). */
   static async open(opts: EngineOptions): Promise<Engine> {
-    const index = new OidIndex();
-    const st: RecoveredState = { datasets: new Map(), aliases: new Map(), liveBytes: new Map() };
-    const live = (seg: number, delta: number) => st.liveBytes.set(seg, (st.liveBytes.get(seg) ?? 0) + delta);
+    const engine = new Engine(opts);
     const { log, report } = await SegmentLog.open(
       {
         dir: path.join(opts.dir, 'log'),
@@ -122,47 +127,22 @@ export class Engine {
         onFsync: opts.observer?.fsync?.bind(opts.observer),
       },
       (batch) => {
-        for (const { record: r, segment, offset, length } of batch) {
-          switch (r.type) {
-            case RecordType.Put: {
-              const prev = index.set(wordsFromBytes(r.oid), { segment, offset, length, version: r.version, dataset: r.dataset });
-              if (prev) live(prev.segment, -prev.length);
-              live(segment, length);
-              break;
-            }
-            case RecordType.Delete: {
-              const prev = index.delete(wordsFromBytes(r.oid));
-              if (prev) live(prev.segment, -prev.length);
-              break;
-            }
-            case RecordType.AliasSet: {
-              const key = aliasKey(r.dataset, r.alias);
-              const prev = st.aliases.get(key);
-              if (prev) live(prev.segment, -prev.length);
-              st.aliases.set(key, { oid: r.oid.toString('hex'), segment, offset, length });
-              live(segment, length);
-              break;
-            }
-            case RecordType.AliasDelete: {
-              const key = aliasKey(r.dataset, r.alias);
-              const prev = st.aliases.get(key);
-              if (prev) live(prev.segment, -prev.length);
-              st.aliases.delete(key);
-              break;
-            }
-            case RecordType.Dataset:
-              st.datasets.set(r.name, r.dataset);
-              live(segment, length);
-              break;
-          }
-        }
+        for (const { record, segment, offset, length } of batch) engine.publish(record, segment, offset, length, true);
       },
     );
+    engine.log = log;
+    engine.recovery = report;
     if (report.truncatedBytes > 0) {
       opts.observer?.warn?.('cut a torn log tail', { bytes: report.truncatedBytes, reason: report.truncatedReason });
     }
-    const engine = new Engine(log, index, report, opts, st);
     if (!engine.datasetIds.has(DEFAULT_DATASET)) await engine.createDataset(DEFAULT_DATASET);
+    const interval = opts.compactionIntervalMs ?? 10_000;
+    if (interval > 0) {
+      engine.compactTimer = setInterval(() => {
+        engine.compact().catch((e) => engine.observer.warn?.('compaction failed', { err: (e as Error).message }));
+      }, interval);
+      engine.compactTimer.unref();
+    }
     return engine;
   }
 
@@ -472,14 +452,16 @@ export class Engine {
   }
 
   /** Makes a durable record visible in the index, alias map and cache. */
-  private publish(r: LogRecord, segment: number, offset: number, length: number): void {
+  private publish(r: LogRecord, segment: number, offset: number, length: number, recovering = false): void {
     switch (r.type) {
       case RecordType.Put: {
         const oid = r.oid.toString('hex');
         const prev = this.index.set(wordsFromBytes(r.oid), { segment, offset, length, version: r.version, dataset: r.dataset });
         if (prev) this.liveDelta(prev.segment, -prev.length);
         this.liveDelta(segment, length);
-        this.cache.set(oid, { className: r.className, state: r.state, version: r.version });
+        // Replayed records are views into a whole segment file: caching them would pin it.
+        if (recovering) this.cache.delete(oid);
+        else this.cache.set(oid, { className: r.className, state: r.state, version: r.version });
         break;
       }
       case RecordType.Delete: {
@@ -504,8 +486,147 @@ export class Engine {
         break;
       }
       case RecordType.Dataset:
+        this.datasetIds.set(r.name, r.dataset);
         this.liveDelta(segment, length);
         break;
+      case RecordType.Forward:
+        this.placeEntry(this.forwards, r.oid.toString('hex'), r.node === 0 ? undefined : r.node, segment, offset, length);
+        break;
+      case RecordType.Directory:
+        this.placeEntry(this.directory, r.oid.toString('hex'), r.master === 0 ? undefined : { master: r.master, replicas: r.replicas }, segment, offset, length);
+        break;
+    }
+  }
+
+  private placeEntry<T>(map: Map<string, PlacedEntry<T>>, key: string, value: T | undefined, segment: number, offset: number, length: number): void {
+    const prev = map.get(key);
+    if (prev) this.liveDelta(prev.segment, -prev.length);
+    if (value === undefined) {
+      map.delete(key);
+    } else {
+      map.set(key, { value, segment, offset, length });
+      this.liveDelta(segment, length);
+    }
+  }
+
+  // ---------------------------------------------------------------- placement (cluster)
+
+  forwardOf(oid: string): number | undefined {
+    return this.forwards.get(oid)?.value;
+  }
+
+  directoryOf(oid: string): DirectoryEntry | undefined {
+    return this.directory.get(oid)?.value;
+  }
+
+  /** Forward pointers not yet confirmed by the home directory (to finish after a crash). */
+  pendingForwards(): { oid: string; node: number }[] {
+    return [...this.forwards].map(([oid, e]) => ({ oid, node: e.value }));
+  }
+
+  /** The oids this node masters in `dataset` (for drain). */
+  oidsIn(dataset: string): string[] {
+    const ds = this.datasetId(dataset);
+    const out: string[] = [];
+    this.index.forEach((w, loc) => {
+      if (loc.dataset === ds) out.push(hexFromWords(w));
+    });
+    return out;
+  }
+
+  /**
+   * Takes objects moved here from another node: written with the versions they had, replacing
+   * any older copy, and clearing a forward pointer this node may hold for them.
+   */
+  async install(dataset: string, objects: StoredObject[]): Promise<void> {
+    const ds = this.datasetId(dataset);
+    const records: LogRecord[] = [];
+    for (const o of objects) {
+      assertOid(o.oid);
+      validateClassName(o.className);
+      if (!Number.isSafeInteger(o.version) || o.version < 1) throw new InvalidArgumentError(`bad version ${o.version} for ${o.oid}`);
+      const oid = bytesFromHex(o.oid);
+      records.push({ type: RecordType.Put, dataset: ds, oid, version: o.version, className: o.className, state: o.state });
+      if (this.forwards.has(o.oid)) records.push({ type: RecordType.Forward, dataset: ds, oid, node: 0 });
+    }
+    if (records.length === 0) return;
+    await this.appendAndPublish(records);
+  }
+
+  /**
+   * Atomically forgets objects that now live on `target` and leaves a forward pointer to it.
+   * `versions` are what was copied: if one changed since, nothing is forgotten.
+   */
+  async moveOut(dataset: string, items: { oid: string; version: number }[], target: number): Promise<void> {
+    const ds = this.datasetId(dataset);
+    const records: LogRecord[] = [];
+    for (const it of items) {
+      const cur = this.currentVersion(it.oid, wordsFromHex(it.oid));
+      if (cur.version !== it.version) {
+        throw new WriteConflictError(`object ${it.oid} changed while it was being moved`, { oid: it.oid, expectedVersion: it.version, actualVersion: cur.version });
+      }
+      const oid = bytesFromHex(it.oid);
+      records.push({ type: RecordType.Delete, dataset: ds, oid, version: cur.version + 1 });
+      records.push({ type: RecordType.Forward, dataset: ds, oid, node: target });
+    }
+    if (records.length === 0) return;
+    await this.appendAndPublish(records);
+  }
+
+  /** Drops forward pointers (their objects' home directories now point at the new master). */
+  async clearForwards(oids: string[]): Promise<void> {
+    const records: LogRecord[] = oids.filter((o) => this.forwards.has(o)).map((o) => ({ type: RecordType.Forward, dataset: 0, oid: bytesFromHex(o), node: 0 }));
+    if (records.length > 0) await this.appendAndPublish(records);
+  }
+
+  /** Records where objects homed here live; an entry that says "on its home node, no replicas" is removed. */
+  async setDirectory(entries: { oid: string; master: number; replicas: number[] }[]): Promise<void> {
+    const records: LogRecord[] = entries.map((e) => {
+      const dflt = e.master === oidHomeNode(assertOid(e.oid)) && e.replicas.length === 0;
+      return { type: RecordType.Directory, dataset: 0, oid: bytesFromHex(assertOid(e.oid)), master: dflt ? 0 : e.master, replicas: dflt ? [] : e.replicas };
+    });
+    if (records.length > 0) await this.appendAndPublish(records);
+  }
+
+  /** Adopts another node's home directory (drain hands it over). */
+  async adoptDirectory(entries: { oid: string; master: number; replicas: number[] }[]): Promise<void> {
+    const records: LogRecord[] = entries.map((e) => ({ type: RecordType.Directory, dataset: 0, oid: bytesFromHex(assertOid(e.oid)), master: e.master, replicas: e.replicas }));
+    if (records.length > 0) await this.appendAndPublish(records);
+  }
+
+  directoryEntries(): { oid: string; master: number; replicas: number[] }[] {
+    return [...this.directory].map(([oid, e]) => ({ oid, ...e.value }));
+  }
+
+  /**
+   * Appends node-internal records and publishes them once durable. While in flight their keys
+   * are marked pending, so validation sees them and compaction does not copy what they replace.
+   */
+  private async appendAndPublish(records: LogRecord[]): Promise<void> {
+    const mine: [string, PendingObject][] = [];
+    const sys: string[] = [];
+    for (const r of records) {
+      if (r.type === RecordType.Put || r.type === RecordType.Delete) {
+        const p = { version: r.type === RecordType.Put ? r.version : 0, dataset: r.dataset };
+        const oid = r.oid.toString('hex');
+        this.pendingObjects.set(oid, p);
+        mine.push([oid, p]);
+      } else if (r.type === RecordType.Forward || r.type === RecordType.Directory) {
+        const key = `${r.type}:${r.oid.toString('hex')}`;
+        this.pendingSystem.set(key, (this.pendingSystem.get(key) ?? 0) + 1);
+        sys.push(key);
+      }
+    }
+    try {
+      const at = await this.append(records);
+      for (let i = 0; i < records.length; i++) this.publish(records[i], at.segment, at.offsets[i], at.sizes[i]);
+    } finally {
+      for (const [oid, p] of mine) if (this.pendingObjects.get(oid) === p) this.pendingObjects.delete(oid);
+      for (const key of sys) {
+        const n = this.pendingSystem.get(key)! - 1;
+        if (n === 0) this.pendingSystem.delete(key);
+        else this.pendingSystem.set(key, n);
+      }
     }
   }
 
@@ -544,7 +665,7 @@ export class Engine {
   private async compactSegment(seg: number): Promise<number> {
     const data = await this.log.readSegment(seg);
     const hasOlder = this.log.segments().some((s) => s < seg);
-    const copies: { frame: Buffer; kind: 'put' | 'alias' | 'keep'; key: string; offset: number }[] = [];
+    const copies: { frame: Buffer; kind: 'put' | 'alias' | 'forward' | 'dir' | 'keep'; key: string; offset: number }[] = [];
     for (let pos = 0; pos < data.length;) {
       const check = checkFrame(data, pos);
       if (!check.ok) throw new InternalError(`segment ${seg} damaged at ${pos} (${check.reason}); not compacting it`);
@@ -566,6 +687,16 @@ export class Engine {
         case RecordType.Dataset:
           copies.push({ frame, kind: 'keep', key: '', offset: pos });
           break;
+        case RecordType.Forward:
+        case RecordType.Directory: {
+          const key = r.oid.toString('hex');
+          const map = r.type === RecordType.Forward ? this.forwards : this.directory;
+          const e = map.get(key);
+          const removal = r.type === RecordType.Forward ? r.node === 0 : r.master === 0;
+          if (e && e.segment === seg && e.offset === pos && !this.pendingSystem.has(`${r.type}:${key}`)) copies.push({ frame, kind: r.type === RecordType.Forward ? 'forward' : 'dir', key, offset: pos });
+          else if (removal && hasOlder) copies.push({ frame, kind: 'keep', key: '', offset: pos });
+          break;
+        }
         case RecordType.Delete:
         case RecordType.AliasDelete:
           // A tombstone matters only while an older segment may still hold what it deleted.
@@ -603,6 +734,14 @@ export class Engine {
             this.liveDelta(seg, -len);
             this.liveDelta(at.segment, len);
           }
+        } else if (c.kind === 'forward' || c.kind === 'dir') {
+          const map: Map<string, PlacedEntry<unknown>> = c.kind === 'forward' ? this.forwards : this.directory;
+          const e = map.get(c.key);
+          if (e && e.segment === seg && e.offset === c.offset) {
+            map.set(c.key, { ...e, segment: at.segment, offset: off });
+            this.liveDelta(seg, -len);
+            this.liveDelta(at.segment, len);
+          }
         } else if (frameIsDataset(c.frame)) {
           this.liveDelta(at.segment, len);
         }
@@ -629,12 +768,6 @@ export interface CompactionResult {
   segments: number;
   bytesBefore: number;
   bytesAfter: number;
-}
-
-interface RecoveredState {
-  datasets: Map<string, number>;
-  aliases: Map<string, AliasEntry>;
-  liveBytes: Map<number, number>;
 }
 
 function aliasKey(ds: number, alias: string): string {

@@ -13,7 +13,7 @@ export const FLAG_END = 1;
 export const MAX_FRAME_BODY = 256 * 1024 * 1024;
 
 // A plain object, not a const enum: const enums vanish under per-file transpilers.
-export const RecordType = { Put: 1, Delete: 2, AliasSet: 3, AliasDelete: 4, Dataset: 5 } as const;
+export const RecordType = { Put: 1, Delete: 2, AliasSet: 3, AliasDelete: 4, Dataset: 5, Forward: 6, Directory: 7 } as const;
 export type RecordType = (typeof RecordType)[keyof typeof RecordType];
 
 export interface PutRecord {
@@ -46,7 +46,22 @@ export interface DatasetRecord {
   dataset: number;
   name: string;
 }
-export type LogRecord = PutRecord | DeleteRecord | AliasSetRecord | AliasDeleteRecord | DatasetRecord;
+/** This node moved the object to `node` (0: the pointer is no longer needed). */
+export interface ForwardRecord {
+  type: typeof RecordType.Forward;
+  dataset: number;
+  oid: Buffer;
+  node: number;
+}
+/** Home-directory entry: where an object homed here lives (master 0: back to the default). */
+export interface DirectoryRecord {
+  type: typeof RecordType.Directory;
+  dataset: number;
+  oid: Buffer;
+  master: number;
+  replicas: number[];
+}
+export type LogRecord = PutRecord | DeleteRecord | AliasSetRecord | AliasDeleteRecord | DatasetRecord | ForwardRecord | DirectoryRecord;
 
 function bodySize(r: LogRecord): number {
   switch (r.type) {
@@ -60,6 +75,10 @@ function bodySize(r: LogRecord): number {
       return 2 + 2 + 2 + Buffer.byteLength(r.alias);
     case RecordType.Dataset:
       return 2 + 2 + 2 + Buffer.byteLength(r.name);
+    case RecordType.Forward:
+      return 2 + 2 + 16 + 2;
+    case RecordType.Directory:
+      return 2 + 2 + 16 + 2 + 2 + 2 * r.replicas.length;
   }
 }
 
@@ -99,6 +118,16 @@ export function writeFrame(buf: Buffer, pos: number, r: LogRecord, flags: number
     case RecordType.Dataset:
       p = buf.writeUInt16LE(Buffer.byteLength(r.name), p);
       p += buf.write(r.name, p);
+      break;
+    case RecordType.Forward:
+      p += r.oid.copy(buf, p);
+      p = buf.writeUInt16LE(r.node, p);
+      break;
+    case RecordType.Directory:
+      p += r.oid.copy(buf, p);
+      p = buf.writeUInt16LE(r.master, p);
+      p = buf.writeUInt16LE(r.replicas.length, p);
+      for (const n of r.replicas) p = buf.writeUInt16LE(n, p);
       break;
   }
   const bodyLen = p - start - FRAME_HEADER;
@@ -180,6 +209,16 @@ export function decodeFrame(buf: Buffer, pos: number): LogRecord {
     case RecordType.Dataset: {
       const nl = buf.readUInt16LE(p);
       return { type, dataset, name: buf.toString('utf8', p + 2, p + 2 + nl) };
+    }
+    case RecordType.Forward:
+      return { type, dataset, oid: buf.subarray(p, p + 16), node: buf.readUInt16LE(p + 16) };
+    case RecordType.Directory: {
+      const oid = buf.subarray(p, p + 16);
+      const master = buf.readUInt16LE(p + 16);
+      const n = buf.readUInt16LE(p + 18);
+      const replicas: number[] = [];
+      for (let i = 0; i < n; i++) replicas.push(buf.readUInt16LE(p + 20 + 2 * i));
+      return { type, dataset, oid, master, replicas };
     }
     default:
       throw new Error(`unknown record type ${type} at offset ${pos}`);

@@ -141,6 +141,65 @@ export interface ListAliasesResponse {
   aliases: AliasSet[];
 }
 
+export interface MoveRequest {
+  dataset: string;
+  oids: string[];
+  /** Target node number. */
+  target: number;
+  recursive: boolean;
+}
+
+export interface MoveResponse {
+  /** Objects now on the target. */
+  moved: string[];
+  /** Referenced objects that live on other nodes (not moved: the caller decides). */
+  remote: string[];
+}
+
+export interface DrainRequest {
+}
+
+export interface DrainResponse {
+  moved: number;
+  /** The node that serves this node's home directory now. */
+  homeSuccessor: number;
+}
+
+export interface InstallRequest {
+  dataset: string;
+  objects: ObjectRecord[];
+}
+
+export interface InstallResponse {
+}
+
+export interface MasterChange {
+  oid: string;
+  from: number;
+  to: number;
+}
+
+export interface SetMasterRequest {
+  changes: MasterChange[];
+}
+
+export interface SetMasterResponse {
+}
+
+export interface DirectoryEntry {
+  oid: string;
+  master: number;
+  replicas: number[];
+}
+
+export interface AdoptHomeRequest {
+  homes: number[];
+  entries: DirectoryEntry[];
+}
+
+export interface AdoptHomeResponse {
+}
+
 export interface ListBackendsRequest {
 }
 
@@ -1677,6 +1736,778 @@ export const ListAliasesResponse: MessageFns<ListAliasesResponse> = {
   },
 };
 
+function createBaseMoveRequest(): MoveRequest {
+  return { dataset: "", oids: [], target: 0, recursive: false };
+}
+
+export const MoveRequest: MessageFns<MoveRequest> = {
+  encode(message: MoveRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.dataset !== "") {
+      writer.uint32(10).string(message.dataset);
+    }
+    for (const v of message.oids) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.target !== 0) {
+      writer.uint32(24).uint32(message.target);
+    }
+    if (message.recursive !== false) {
+      writer.uint32(32).bool(message.recursive);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MoveRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMoveRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.dataset = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.oids.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.target = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.recursive = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<MoveRequest>): MoveRequest {
+    return MoveRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MoveRequest>): MoveRequest {
+    const message = createBaseMoveRequest();
+    message.dataset = object.dataset ?? "";
+    message.oids = object.oids?.map((e) => e) || [];
+    message.target = object.target ?? 0;
+    message.recursive = object.recursive ?? false;
+    return message;
+  },
+};
+
+function createBaseMoveResponse(): MoveResponse {
+  return { moved: [], remote: [] };
+}
+
+export const MoveResponse: MessageFns<MoveResponse> = {
+  encode(message: MoveResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.moved) {
+      writer.uint32(10).string(v!);
+    }
+    for (const v of message.remote) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MoveResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMoveResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.moved.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.remote.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<MoveResponse>): MoveResponse {
+    return MoveResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MoveResponse>): MoveResponse {
+    const message = createBaseMoveResponse();
+    message.moved = object.moved?.map((e) => e) || [];
+    message.remote = object.remote?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseDrainRequest(): DrainRequest {
+  return {};
+}
+
+export const DrainRequest: MessageFns<DrainRequest> = {
+  encode(_: DrainRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DrainRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDrainRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<DrainRequest>): DrainRequest {
+    return DrainRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<DrainRequest>): DrainRequest {
+    const message = createBaseDrainRequest();
+    return message;
+  },
+};
+
+function createBaseDrainResponse(): DrainResponse {
+  return { moved: 0, homeSuccessor: 0 };
+}
+
+export const DrainResponse: MessageFns<DrainResponse> = {
+  encode(message: DrainResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.moved !== 0) {
+      writer.uint32(8).uint64(message.moved);
+    }
+    if (message.homeSuccessor !== 0) {
+      writer.uint32(16).uint32(message.homeSuccessor);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DrainResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDrainResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.moved = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.homeSuccessor = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<DrainResponse>): DrainResponse {
+    return DrainResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DrainResponse>): DrainResponse {
+    const message = createBaseDrainResponse();
+    message.moved = object.moved ?? 0;
+    message.homeSuccessor = object.homeSuccessor ?? 0;
+    return message;
+  },
+};
+
+function createBaseInstallRequest(): InstallRequest {
+  return { dataset: "", objects: [] };
+}
+
+export const InstallRequest: MessageFns<InstallRequest> = {
+  encode(message: InstallRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.dataset !== "") {
+      writer.uint32(10).string(message.dataset);
+    }
+    for (const v of message.objects) {
+      ObjectRecord.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): InstallRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseInstallRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.dataset = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.objects.push(ObjectRecord.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<InstallRequest>): InstallRequest {
+    return InstallRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<InstallRequest>): InstallRequest {
+    const message = createBaseInstallRequest();
+    message.dataset = object.dataset ?? "";
+    message.objects = object.objects?.map((e) => ObjectRecord.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseInstallResponse(): InstallResponse {
+  return {};
+}
+
+export const InstallResponse: MessageFns<InstallResponse> = {
+  encode(_: InstallResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): InstallResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseInstallResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<InstallResponse>): InstallResponse {
+    return InstallResponse.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<InstallResponse>): InstallResponse {
+    const message = createBaseInstallResponse();
+    return message;
+  },
+};
+
+function createBaseMasterChange(): MasterChange {
+  return { oid: "", from: 0, to: 0 };
+}
+
+export const MasterChange: MessageFns<MasterChange> = {
+  encode(message: MasterChange, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.oid !== "") {
+      writer.uint32(10).string(message.oid);
+    }
+    if (message.from !== 0) {
+      writer.uint32(16).uint32(message.from);
+    }
+    if (message.to !== 0) {
+      writer.uint32(24).uint32(message.to);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MasterChange {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMasterChange();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.oid = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.from = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.to = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<MasterChange>): MasterChange {
+    return MasterChange.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MasterChange>): MasterChange {
+    const message = createBaseMasterChange();
+    message.oid = object.oid ?? "";
+    message.from = object.from ?? 0;
+    message.to = object.to ?? 0;
+    return message;
+  },
+};
+
+function createBaseSetMasterRequest(): SetMasterRequest {
+  return { changes: [] };
+}
+
+export const SetMasterRequest: MessageFns<SetMasterRequest> = {
+  encode(message: SetMasterRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.changes) {
+      MasterChange.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetMasterRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetMasterRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.changes.push(MasterChange.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<SetMasterRequest>): SetMasterRequest {
+    return SetMasterRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SetMasterRequest>): SetMasterRequest {
+    const message = createBaseSetMasterRequest();
+    message.changes = object.changes?.map((e) => MasterChange.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseSetMasterResponse(): SetMasterResponse {
+  return {};
+}
+
+export const SetMasterResponse: MessageFns<SetMasterResponse> = {
+  encode(_: SetMasterResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetMasterResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetMasterResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<SetMasterResponse>): SetMasterResponse {
+    return SetMasterResponse.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<SetMasterResponse>): SetMasterResponse {
+    const message = createBaseSetMasterResponse();
+    return message;
+  },
+};
+
+function createBaseDirectoryEntry(): DirectoryEntry {
+  return { oid: "", master: 0, replicas: [] };
+}
+
+export const DirectoryEntry: MessageFns<DirectoryEntry> = {
+  encode(message: DirectoryEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.oid !== "") {
+      writer.uint32(10).string(message.oid);
+    }
+    if (message.master !== 0) {
+      writer.uint32(16).uint32(message.master);
+    }
+    if (message.replicas.length !== 0) {
+      writer.uint32(26).fork();
+      for (const v of message.replicas) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DirectoryEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDirectoryEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.oid = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.master = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag === 24) {
+              message.replicas.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 26) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.replicas.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<DirectoryEntry>): DirectoryEntry {
+    return DirectoryEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DirectoryEntry>): DirectoryEntry {
+    const message = createBaseDirectoryEntry();
+    message.oid = object.oid ?? "";
+    message.master = object.master ?? 0;
+    message.replicas = object.replicas?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseAdoptHomeRequest(): AdoptHomeRequest {
+  return { homes: [], entries: [] };
+}
+
+export const AdoptHomeRequest: MessageFns<AdoptHomeRequest> = {
+  encode(message: AdoptHomeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.homes.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.homes) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    for (const v of message.entries) {
+      DirectoryEntry.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AdoptHomeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAdoptHomeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 8) {
+              message.homes.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.homes.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.entries.push(DirectoryEntry.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AdoptHomeRequest>): AdoptHomeRequest {
+    return AdoptHomeRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AdoptHomeRequest>): AdoptHomeRequest {
+    const message = createBaseAdoptHomeRequest();
+    message.homes = object.homes?.map((e) => e) || [];
+    message.entries = object.entries?.map((e) => DirectoryEntry.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseAdoptHomeResponse(): AdoptHomeResponse {
+  return {};
+}
+
+export const AdoptHomeResponse: MessageFns<AdoptHomeResponse> = {
+  encode(_: AdoptHomeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AdoptHomeResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAdoptHomeResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AdoptHomeResponse>): AdoptHomeResponse {
+    return AdoptHomeResponse.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<AdoptHomeResponse>): AdoptHomeResponse {
+    const message = createBaseAdoptHomeResponse();
+    return message;
+  },
+};
+
 function createBaseListBackendsRequest(): ListBackendsRequest {
   return {};
 }
@@ -2234,6 +3065,16 @@ export const StoreServiceService = {
       Buffer.from(CreateDatasetResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CreateDatasetResponse => CreateDatasetResponse.decode(value),
   },
+  listDatasets: {
+    path: "/loam.v1.StoreService/ListDatasets" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListDatasetsRequest): Buffer => Buffer.from(ListDatasetsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListDatasetsRequest => ListDatasetsRequest.decode(value),
+    responseSerialize: (value: ListDatasetsResponse): Buffer =>
+      Buffer.from(ListDatasetsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListDatasetsResponse => ListDatasetsResponse.decode(value),
+  },
   /** Locate answers where an object lives; ask its home node (the number in its oid). */
   locate: {
     path: "/loam.v1.StoreService/Locate" as const,
@@ -2244,15 +3085,25 @@ export const StoreServiceService = {
     responseSerialize: (value: LocateResponse): Buffer => Buffer.from(LocateResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): LocateResponse => LocateResponse.decode(value),
   },
-  listDatasets: {
-    path: "/loam.v1.StoreService/ListDatasets" as const,
+  /** Move sends objects (and with `recursive`, what they reference on this node) to another node. */
+  move: {
+    path: "/loam.v1.StoreService/Move" as const,
     requestStream: false as const,
     responseStream: false as const,
-    requestSerialize: (value: ListDatasetsRequest): Buffer => Buffer.from(ListDatasetsRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): ListDatasetsRequest => ListDatasetsRequest.decode(value),
-    responseSerialize: (value: ListDatasetsResponse): Buffer =>
-      Buffer.from(ListDatasetsResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): ListDatasetsResponse => ListDatasetsResponse.decode(value),
+    requestSerialize: (value: MoveRequest): Buffer => Buffer.from(MoveRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): MoveRequest => MoveRequest.decode(value),
+    responseSerialize: (value: MoveResponse): Buffer => Buffer.from(MoveResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): MoveResponse => MoveResponse.decode(value),
+  },
+  /** Drain moves everything this node masters to the others and hands its home directory over. */
+  drain: {
+    path: "/loam.v1.StoreService/Drain" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DrainRequest): Buffer => Buffer.from(DrainRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DrainRequest => DrainRequest.decode(value),
+    responseSerialize: (value: DrainResponse): Buffer => Buffer.from(DrainResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DrainResponse => DrainResponse.decode(value),
   },
 } as const;
 
@@ -2273,9 +3124,13 @@ export interface StoreServiceServer extends UntypedServiceImplementation {
   listAliases: handleUnaryCall<ListAliasesRequest, ListAliasesResponse>;
   listBackends: handleUnaryCall<ListBackendsRequest, ListBackendsResponse>;
   createDataset: handleUnaryCall<CreateDatasetRequest, CreateDatasetResponse>;
+  listDatasets: handleUnaryCall<ListDatasetsRequest, ListDatasetsResponse>;
   /** Locate answers where an object lives; ask its home node (the number in its oid). */
   locate: handleUnaryCall<LocateRequest, LocateResponse>;
-  listDatasets: handleUnaryCall<ListDatasetsRequest, ListDatasetsResponse>;
+  /** Move sends objects (and with `recursive`, what they reference on this node) to another node. */
+  move: handleUnaryCall<MoveRequest, MoveResponse>;
+  /** Drain moves everything this node masters to the others and hands its home directory over. */
+  drain: handleUnaryCall<DrainRequest, DrainResponse>;
 }
 
 export interface StoreServiceClient extends Client {
@@ -2390,6 +3245,21 @@ export interface StoreServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CreateDatasetResponse) => void,
   ): ClientUnaryCall;
+  listDatasets(
+    request: ListDatasetsRequest,
+    callback: (error: ServiceError | null, response: ListDatasetsResponse) => void,
+  ): ClientUnaryCall;
+  listDatasets(
+    request: ListDatasetsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListDatasetsResponse) => void,
+  ): ClientUnaryCall;
+  listDatasets(
+    request: ListDatasetsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListDatasetsResponse) => void,
+  ): ClientUnaryCall;
   /** Locate answers where an object lives; ask its home node (the number in its oid). */
   locate(
     request: LocateRequest,
@@ -2406,20 +3276,34 @@ export interface StoreServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: LocateResponse) => void,
   ): ClientUnaryCall;
-  listDatasets(
-    request: ListDatasetsRequest,
-    callback: (error: ServiceError | null, response: ListDatasetsResponse) => void,
-  ): ClientUnaryCall;
-  listDatasets(
-    request: ListDatasetsRequest,
+  /** Move sends objects (and with `recursive`, what they reference on this node) to another node. */
+  move(request: MoveRequest, callback: (error: ServiceError | null, response: MoveResponse) => void): ClientUnaryCall;
+  move(
+    request: MoveRequest,
     metadata: Metadata,
-    callback: (error: ServiceError | null, response: ListDatasetsResponse) => void,
+    callback: (error: ServiceError | null, response: MoveResponse) => void,
   ): ClientUnaryCall;
-  listDatasets(
-    request: ListDatasetsRequest,
+  move(
+    request: MoveRequest,
     metadata: Metadata,
     options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: ListDatasetsResponse) => void,
+    callback: (error: ServiceError | null, response: MoveResponse) => void,
+  ): ClientUnaryCall;
+  /** Drain moves everything this node masters to the others and hands its home directory over. */
+  drain(
+    request: DrainRequest,
+    callback: (error: ServiceError | null, response: DrainResponse) => void,
+  ): ClientUnaryCall;
+  drain(
+    request: DrainRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DrainResponse) => void,
+  ): ClientUnaryCall;
+  drain(
+    request: DrainRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DrainResponse) => void,
   ): ClientUnaryCall;
 }
 
@@ -2429,6 +3313,107 @@ export const StoreServiceClient = makeGenericClientConstructor(
 ) as unknown as {
   new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): StoreServiceClient;
   service: typeof StoreServiceService;
+  serviceName: string;
+};
+
+/** NodeService is node-to-node: only nodes of the same cluster call it. */
+export type NodeServiceService = typeof NodeServiceService;
+export const NodeServiceService = {
+  /** Install makes moved objects durable here, with the versions they had. */
+  install: {
+    path: "/loam.v1.NodeService/Install" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: InstallRequest): Buffer => Buffer.from(InstallRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): InstallRequest => InstallRequest.decode(value),
+    responseSerialize: (value: InstallResponse): Buffer => Buffer.from(InstallResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): InstallResponse => InstallResponse.decode(value),
+  },
+  /** SetMaster switches home-directory entries from one master to another (compare-and-set). */
+  setMaster: {
+    path: "/loam.v1.NodeService/SetMaster" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SetMasterRequest): Buffer => Buffer.from(SetMasterRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SetMasterRequest => SetMasterRequest.decode(value),
+    responseSerialize: (value: SetMasterResponse): Buffer => Buffer.from(SetMasterResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SetMasterResponse => SetMasterResponse.decode(value),
+  },
+  /** AdoptHome takes over the home directory of a draining node. */
+  adoptHome: {
+    path: "/loam.v1.NodeService/AdoptHome" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AdoptHomeRequest): Buffer => Buffer.from(AdoptHomeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AdoptHomeRequest => AdoptHomeRequest.decode(value),
+    responseSerialize: (value: AdoptHomeResponse): Buffer => Buffer.from(AdoptHomeResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AdoptHomeResponse => AdoptHomeResponse.decode(value),
+  },
+} as const;
+
+export interface NodeServiceServer extends UntypedServiceImplementation {
+  /** Install makes moved objects durable here, with the versions they had. */
+  install: handleUnaryCall<InstallRequest, InstallResponse>;
+  /** SetMaster switches home-directory entries from one master to another (compare-and-set). */
+  setMaster: handleUnaryCall<SetMasterRequest, SetMasterResponse>;
+  /** AdoptHome takes over the home directory of a draining node. */
+  adoptHome: handleUnaryCall<AdoptHomeRequest, AdoptHomeResponse>;
+}
+
+export interface NodeServiceClient extends Client {
+  /** Install makes moved objects durable here, with the versions they had. */
+  install(
+    request: InstallRequest,
+    callback: (error: ServiceError | null, response: InstallResponse) => void,
+  ): ClientUnaryCall;
+  install(
+    request: InstallRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: InstallResponse) => void,
+  ): ClientUnaryCall;
+  install(
+    request: InstallRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: InstallResponse) => void,
+  ): ClientUnaryCall;
+  /** SetMaster switches home-directory entries from one master to another (compare-and-set). */
+  setMaster(
+    request: SetMasterRequest,
+    callback: (error: ServiceError | null, response: SetMasterResponse) => void,
+  ): ClientUnaryCall;
+  setMaster(
+    request: SetMasterRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SetMasterResponse) => void,
+  ): ClientUnaryCall;
+  setMaster(
+    request: SetMasterRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SetMasterResponse) => void,
+  ): ClientUnaryCall;
+  /** AdoptHome takes over the home directory of a draining node. */
+  adoptHome(
+    request: AdoptHomeRequest,
+    callback: (error: ServiceError | null, response: AdoptHomeResponse) => void,
+  ): ClientUnaryCall;
+  adoptHome(
+    request: AdoptHomeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AdoptHomeResponse) => void,
+  ): ClientUnaryCall;
+  adoptHome(
+    request: AdoptHomeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AdoptHomeResponse) => void,
+  ): ClientUnaryCall;
+}
+
+export const NodeServiceClient = makeGenericClientConstructor(NodeServiceService, "loam.v1.NodeService") as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): NodeServiceClient;
+  service: typeof NodeServiceService;
   serviceName: string;
 };
 

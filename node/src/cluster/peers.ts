@@ -1,0 +1,64 @@
+import { credentials, Metadata, type CallOptions, type ServiceError } from '@grpc/grpc-js';
+import {
+  NodeServiceClient, StoreServiceClient, fromServiceError,
+  type AdoptHomeRequest, type InstallRequest, type MoveRequest, type MoveResponse, type SetMasterRequest,
+} from '@loam/sdk/wire';
+
+type Unary<Req, Res> = (req: Req, md: Metadata, opts: Partial<CallOptions>, cb: (e: ServiceError | null, r: Res) => void) => unknown;
+
+/** Connections from this node to the other nodes of its cluster (one channel per address). */
+export class Peers {
+  private readonly nodes = new Map<string, NodeServiceClient>();
+  private readonly stores = new Map<string, StoreServiceClient>();
+
+  constructor(private readonly deadlineMs = 30_000, private readonly maxMessageBytes = 128 * 1024 * 1024) {}
+
+  private opts() {
+    return { 'grpc.max_receive_message_length': this.maxMessageBytes, 'grpc.max_send_message_length': this.maxMessageBytes };
+  }
+
+  private node(address: string): NodeServiceClient {
+    let c = this.nodes.get(address);
+    if (!c) this.nodes.set(address, (c = new NodeServiceClient(address, credentials.createInsecure(), this.opts())));
+    return c;
+  }
+
+  private store(address: string): StoreServiceClient {
+    let c = this.stores.get(address);
+    if (!c) this.stores.set(address, (c = new StoreServiceClient(address, credentials.createInsecure(), this.opts())));
+    return c;
+  }
+
+  private call<Req, Res>(client: object, fn: Unary<Req, Res>, req: Req): Promise<Res> {
+    return new Promise((resolve, reject) => {
+      fn.call(client, req, new Metadata(), { deadline: Date.now() + this.deadlineMs }, (err, res) => (err ? reject(fromServiceError(err)) : resolve(res)));
+    });
+  }
+
+  install(address: string, req: InstallRequest): Promise<unknown> {
+    const c = this.node(address);
+    return this.call(c, c.install, req);
+  }
+
+  setMaster(address: string, req: SetMasterRequest): Promise<unknown> {
+    const c = this.node(address);
+    return this.call(c, c.setMaster, req);
+  }
+
+  adoptHome(address: string, req: AdoptHomeRequest): Promise<unknown> {
+    const c = this.node(address);
+    return this.call(c, c.adoptHome, req);
+  }
+
+  move(address: string, req: MoveRequest): Promise<MoveResponse> {
+    const c = this.store(address);
+    return this.call(c, c.move, req);
+  }
+
+  close(): void {
+    for (const c of this.nodes.values()) c.close();
+    for (const c of this.stores.values()) c.close();
+    this.nodes.clear();
+    this.stores.clear();
+  }
+}

@@ -1,0 +1,281 @@
+import {
+  InvalidArgumentError, NotFoundError, RedirectError, UnavailableError, WriteConflictError, oidHomeNode,
+  type Backend, type DrainResponse, type MasterChange, type MoveResponse, type Redirect,
+} from '@loam/sdk/wire';
+import { decodeValue } from '@loam/sdk/codec';
+import type { Engine, StoredObject } from '../storage/engine.js';
+import type { Logger } from '../logger.js';
+import { META_KEYS } from '../meta/meta-store.js';
+import type { Member, Membership } from './membership.js';
+import { Peers } from './peers.js';
+
+/** Objects sent to the target per Install call: bounded so one call stays well under message limits. */
+const MOVE_CHUNK_OBJECTS = 5_000;
+const MOVE_CHUNK_BYTES = 16 * 1024 * 1024;
+const DRAIN_MAX_PASSES = 20;
+const FINISH_EVERY_MS = 2_000;
+
+/**
+ * Where objects live and how they get somewhere else. A move copies objects to the target
+ * (durable there), then atomically forgets them here leaving forward pointers, then switches
+ * the home directory by compare-and-set; a crash between the last two steps is finished later
+ * from the forward pointers, so an object is never mastered twice nor lost. Writes to an object
+ * wait while it moves.
+ */
+export class Placement {
+  private readonly moving = new Map<string, Promise<void>>();
+  private readonly peers = new Peers();
+  private handingOff = false;
+  private drained = false;
+  private finishTimer?: NodeJS.Timeout;
+  private finishing?: Promise<void>;
+
+  constructor(
+    private readonly engine: Engine,
+    private readonly membership: Membership,
+    private readonly log: Logger,
+  ) {
+    this.finishTimer = setInterval(() => void this.finishForwards(), FINISH_EVERY_MS);
+    this.finishTimer.unref();
+    void this.finishForwards();
+  }
+
+  private get me(): Member {
+    return this.membership.self;
+  }
+
+  get isDrained(): boolean {
+    return this.drained;
+  }
+
+  /** Waits until none of `oids` is being moved (their writers then see where they went). */
+  async waitUnlocked(oids: Iterable<string>): Promise<void> {
+    for (;;) {
+      const waits: Promise<void>[] = [];
+      for (const o of oids) {
+        const p = this.moving.get(o);
+        if (p) waits.push(p);
+      }
+      if (waits.length === 0) return;
+      await Promise.allSettled(waits);
+    }
+  }
+
+  private async member(n: number): Promise<Member | undefined> {
+    return this.membership.byNumber(n);
+  }
+
+  private redirectTo(oid: string, m: Member | undefined, n: number): Redirect {
+    return { oid, node: m?.number ?? n, address: m?.address ?? '' };
+  }
+
+  /** Where to send a request for an object this node does not hold; undefined: it does not exist. */
+  async redirectFor(oid: string): Promise<Redirect | undefined> {
+    if (this.engine.holds(oid)) return undefined;
+    const fwd = this.engine.forwardOf(oid);
+    if (fwd !== undefined) return this.redirectTo(oid, await this.member(fwd), fwd);
+    const home = oidHomeNode(oid);
+    const server = await this.membership.homeServer(home);
+    if (server && server.id !== this.me.id) return this.redirectTo(oid, server, home);
+    if (!server && home !== this.me.number) return this.redirectTo(oid, undefined, home);
+    const entry = this.engine.directoryOf(oid);
+    if (!entry || entry.master === this.me.number) return undefined;
+    return this.redirectTo(oid, await this.member(entry.master), entry.master);
+  }
+
+  static redirectError(r: Redirect): RedirectError | UnavailableError {
+    if (!r.address) return new UnavailableError(`node ${r.node}, which holds object ${r.oid}, is not available`, { oid: r.oid, node: r.node });
+    return new RedirectError(`object ${r.oid} is on node ${r.node} at ${r.address}`, { oid: r.oid, node: r.node, address: r.address });
+  }
+
+  /** Master and replicas of an object, answered by its home (or its current master). */
+  async locate(dataset: string, oid: string): Promise<{ master: Backend; replicas: Backend[] }> {
+    const backend = (m: Member): Backend => ({ id: m.id, number: m.number, address: m.address, state: 'ready' });
+    if (this.engine.holds(oid) && this.engine.get(dataset, [oid]).objects.length > 0) {
+      const entry = this.engine.directoryOf(oid);
+      const replicas = await Promise.all((entry?.replicas ?? []).map((n) => this.member(n)));
+      return { master: backend(this.me), replicas: replicas.filter((m): m is Member => !!m).map(backend) };
+    }
+    const r = await this.redirectFor(oid);
+    if (r) throw Placement.redirectError(r);
+    throw new NotFoundError(`object ${oid} does not exist`, { oid, dataset });
+  }
+
+  // ------------------------------------------------------------------ move
+
+  async move(dataset: string, oids: string[], target: number, recursive: boolean): Promise<MoveResponse> {
+    for (const oid of oids) {
+      if (!this.engine.holds(oid)) {
+        const r = await this.redirectFor(oid);
+        throw r ? Placement.redirectError(r) : new NotFoundError(`object ${oid} does not exist`, { oid, dataset });
+      }
+    }
+    const set = [...new Set(oids)];
+    const remote: string[] = [];
+    if (recursive) {
+      const seen = new Set(set);
+      for (let i = 0; i < set.length; i++) {
+        const [obj] = this.engine.get(dataset, [set[i]]).objects;
+        if (!obj) continue;
+        for (const ref of referencesOf(obj)) {
+          if (seen.has(ref)) continue;
+          seen.add(ref);
+          if (this.engine.holds(ref)) set.push(ref);
+          else remote.push(ref);
+        }
+      }
+    }
+    if (target === this.me.number) return { moved: set, remote };
+    const dest = await this.member(target);
+    if (!dest) throw new UnavailableError(`target node ${target} is not a live member`, { node: target });
+
+    let release!: () => void;
+    const lock = new Promise<void>((r) => (release = r));
+    const locked = set.filter((o) => !this.moving.has(o));
+    for (const o of locked) this.moving.set(o, lock);
+    const moved: string[] = [];
+    try {
+      for (let i = 0; i < set.length;) {
+        const chunk: StoredObject[] = [];
+        let bytes = 0;
+        for (; i < set.length && chunk.length < MOVE_CHUNK_OBJECTS && bytes < MOVE_CHUNK_BYTES; i++) {
+          const [o] = this.engine.get(dataset, [set[i]]).objects;
+          if (o) {
+            chunk.push(o);
+            bytes += o.state.length;
+          }
+        }
+        if (chunk.length === 0) continue;
+        await this.peers.install(dest.address, { dataset, objects: chunk });
+        await this.engine.moveOut(dataset, chunk.map((o) => ({ oid: o.oid, version: o.version })), target);
+        moved.push(...chunk.map((o) => o.oid));
+        await this.switchHomes(chunk.map((o) => ({ oid: o.oid, from: this.me.number, to: target })));
+      }
+    } finally {
+      for (const o of locked) this.moving.delete(o);
+      release();
+    }
+    return { moved, remote };
+  }
+
+  /** Asks each object's home to point at its new master, then drops the forward pointers. */
+  private async switchHomes(changes: MasterChange[]): Promise<void> {
+    const byHome = new Map<string, { server: Member | undefined; changes: MasterChange[] }>();
+    for (const c of changes) {
+      const server = await this.membership.homeServer(oidHomeNode(c.oid));
+      const key = server?.id ?? `missing-${oidHomeNode(c.oid)}`;
+      let g = byHome.get(key);
+      if (!g) byHome.set(key, (g = { server, changes: [] }));
+      g.changes.push(c);
+    }
+    for (const { server, changes: cs } of byHome.values()) {
+      try {
+        if (!server) throw new UnavailableError('home node is not available');
+        if (server.id === this.me.id) await this.setMaster(cs);
+        else await this.peers.setMaster(server.address, { changes: cs });
+        await this.engine.clearForwards(cs.map((c) => c.oid));
+      } catch (e) {
+        // The forward pointers keep redirecting; the finisher retries the switch.
+        this.log.warn({ err: (e as Error).message, objects: cs.length }, 'home directory switch deferred');
+      }
+    }
+  }
+
+  /** Finishes moves whose home switch did not happen (crash, home unreachable). */
+  finishForwards(): Promise<void> {
+    this.finishing ??= (async () => {
+      const pending = this.engine.pendingForwards();
+      if (pending.length > 0) await this.switchHomes(pending.map((p) => ({ oid: p.oid, from: this.me.number, to: p.node })));
+    })().catch((e) => this.log.warn({ err: (e as Error).message }, 'finishing moves failed')).finally(() => {
+      this.finishing = undefined;
+    });
+    return this.finishing;
+  }
+
+  /** Home side: compare-and-set of masters in this node's home directory. */
+  async setMaster(changes: MasterChange[]): Promise<void> {
+    if (this.handingOff) throw new UnavailableError('this home directory is being handed to another node; retry');
+    const entries: { oid: string; master: number; replicas: number[] }[] = [];
+    for (const c of changes) {
+      const home = oidHomeNode(c.oid);
+      const server = await this.membership.homeServer(home);
+      if (server && server.id !== this.me.id) throw Placement.redirectError({ oid: c.oid, node: server.number, address: server.address });
+      const entry = this.engine.directoryOf(c.oid);
+      const current = entry?.master ?? home;
+      if (current === c.to) continue; // already done (a retried switch)
+      if (current !== c.from) {
+        throw new WriteConflictError(`object ${c.oid} is mastered by node ${current}, not ${c.from}`, { oid: c.oid });
+      }
+      entries.push({ oid: c.oid, master: c.to, replicas: entry?.replicas ?? [] });
+    }
+    await this.engine.setDirectory(entries);
+  }
+
+  async adoptHome(homes: number[], entries: { oid: string; master: number; replicas: number[] }[]): Promise<void> {
+    await this.engine.adoptDirectory(entries);
+    this.log.info({ homes, entries: entries.length }, 'adopted home directories');
+  }
+
+  // ------------------------------------------------------------------ drain
+
+  /**
+   * Moves everything this node masters to the other nodes (round-robin, so evenly), then hands
+   * its home directory (and any it had adopted) to the lowest-numbered other node.
+   */
+  async drain(): Promise<DrainResponse> {
+    const others = (await this.membership.members()).filter((m) => m.id !== this.me.id);
+    if (others.length === 0) throw new InvalidArgumentError('cannot drain the only node of the cluster');
+    let moved = 0;
+    let next = 0;
+    for (let pass = 0; pass < DRAIN_MAX_PASSES; pass++) {
+      let left = 0;
+      for (const ds of this.engine.listDatasets()) {
+        const oids = this.engine.oidsIn(ds);
+        left += oids.length;
+        // Chunks no larger than an even share, dealt round-robin, so every node gets about as much.
+        const chunk = Math.max(1, Math.min(1000, Math.ceil(oids.length / others.length)));
+        for (let i = 0; i < oids.length; i += chunk) {
+          const target = others[next++ % others.length];
+          const part = oids.slice(i, i + chunk).filter((o) => this.engine.holds(o));
+          if (part.length === 0) continue;
+          const res = await this.move(ds, part, target.number, false);
+          moved += res.moved.length;
+        }
+      }
+      if (left === 0) break;
+      if (pass === DRAIN_MAX_PASSES - 1) throw new UnavailableError(`drain did not converge: ${left} objects still arriving`);
+    }
+    await this.finishForwards();
+    const successor = others.reduce((a, b) => (a.number <= b.number ? a : b));
+    const homes = new Set<number>([this.me.number]);
+    for (const [k, v] of await this.membership.meta.list(META_KEYS.homes)) if (v === this.me.id) homes.add(Number(k.slice(META_KEYS.homes.length)));
+    this.handingOff = true;
+    try {
+      await this.peers.adoptHome(successor.address, { homes: [...homes], entries: this.engine.directoryEntries() });
+      for (const h of homes) await this.membership.meta.put(META_KEYS.home(h), successor.id);
+      this.membership.invalidate();
+    } finally {
+      this.handingOff = false;
+    }
+    this.drained = true;
+    this.log.info({ moved, successor: successor.number, homes: [...homes] }, 'drained');
+    return { moved, homeSuccessor: successor.number };
+  }
+
+  close(): void {
+    if (this.finishTimer) clearInterval(this.finishTimer);
+    this.peers.close();
+  }
+}
+
+/** The oids an object's state references (decoded with the SDK codec; no model classes needed). */
+export function referencesOf(obj: StoredObject): string[] {
+  const refs: string[] = [];
+  decodeValue(obj.state, {
+    stubFor: (oid) => {
+      refs.push(oid);
+      return {} as never;
+    },
+  });
+  return refs;
+}
