@@ -11,5 +11,6 @@ export default defineConfig({
     hookTimeout: 60_000,
     reporters: ['default', './test/summary-reporter.ts'],
     setupFiles: ['test/setup.ts'],
+    globalSetup: ['test/global-setup.ts'],
   },
 });

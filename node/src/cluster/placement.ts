@@ -146,8 +146,7 @@ export class Placement {
           }
         }
         if (chunk.length === 0) continue;
-        await this.peers.install(dest.address, { dataset, objects: chunk });
-        await this.engine.moveOut(dataset, chunk.map((o) => ({ oid: o.oid, version: o.version })), target);
+        await this.moveChunk(dataset, chunk, dest, target);
         moved.push(...chunk.map((o) => o.oid));
         await this.switchHomes(chunk.map((o) => ({ oid: o.oid, from: this.me.number, to: target })));
       }
@@ -156,6 +155,24 @@ export class Placement {
       release();
     }
     return { moved, remote };
+  }
+
+  /**
+   * Copies a chunk to the target and forgets it here. A commit already in flight when the move
+   * lock was taken can land between the copy and the forget; the forget then sees a newer
+   * version and refuses, and the chunk is copied again (the lock lets no further commit in).
+   */
+  private async moveChunk(dataset: string, chunk: StoredObject[], dest: Member, target: number): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      await this.peers.install(dest.address, { dataset, objects: chunk });
+      try {
+        await this.engine.moveOut(dataset, chunk.map((o) => ({ oid: o.oid, version: o.version })), target);
+        return;
+      } catch (e) {
+        if (!(e instanceof WriteConflictError) || attempt >= 5) throw e;
+        chunk = this.engine.get(dataset, chunk.map((o) => o.oid)).objects;
+      }
+    }
   }
 
   /** Asks each object's home to point at its new master, then drops the forward pointers. */

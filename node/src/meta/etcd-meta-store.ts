@@ -13,7 +13,12 @@ export class EtcdMetaStore implements MetaStore {
   constructor(endpoints: string[], prefix: string, opts: { timeoutMs?: number } = {}) {
     if (endpoints.length === 0) throw new Error('no etcd endpoints');
     this.timeoutMs = opts.timeoutMs ?? 5000;
-    this.client = new Etcd3({ hosts: endpoints, dialTimeout: this.timeoutMs });
+    this.client = new Etcd3({
+      hosts: endpoints,
+      // grpc-js backs off up to 120 s before reconnecting to a member that was down; a node must
+      // notice a restarted etcd member within a second or two.
+      grpcOptions: { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1000 },
+    });
     this.ns = this.client.namespace(prefix.endsWith('/') ? prefix : `${prefix}/`);
   }
 

@@ -1,0 +1,202 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Etcd3 } from 'etcd3';
+import {
+  connect, Persistent, registerModel, AliasExistsError, InvalidArgumentError, NotFoundError, type Client,
+} from '@loam/sdk';
+import { startEtcd, type EtcdCluster } from './harness/etcd.js';
+import { startClusterNode, startNode, waitFor, type NodeProcess } from './harness/node-process.js';
+
+class Doc extends Persistent {
+  kids: Doc[] = [];
+  constructor(public n: number, public text = 'x') {
+    super();
+  }
+}
+registerModel(Doc, 'Cluster.Doc');
+
+let etcd: EtcdCluster;
+let kv: Etcd3;
+const clients: Client[] = [];
+let seq = 0;
+
+async function cluster(n: number): Promise<{ prefix: string; nodes: NodeProcess[] }> {
+  const prefix = `/loam/test-${process.pid}-${++seq}`;
+  const nodes: NodeProcess[] = [];
+  for (let i = 0; i < n; i++) nodes.push(await startClusterNode({ etcd: etcd.endpoints, prefix }));
+  return { prefix, nodes };
+}
+async function client(url: string | string[]): Promise<Client> {
+  const c = await connect(url, { deadlineMs: 10_000, connectTimeoutMs: 5_000 });
+  clients.push(c);
+  return c;
+}
+
+beforeAll(async () => {
+  etcd = await startEtcd({ members: 1 });
+  kv = new Etcd3({ hosts: etcd.endpoints });
+});
+afterAll(async () => {
+  for (const c of clients) await c.close();
+  kv?.close();
+});
+
+describe('a cluster of loam nodes on a real etcd', () => {
+  it('nodes register with numbers; a dead node leaves backends() within seconds; a restart keeps identity and objects', async () => {
+    const { prefix, nodes } = await cluster(3);
+    const c = await client(nodes[0].url);
+    const before = await c.backends();
+    expect(before.map((b) => b.number)).toEqual([1, 2, 3]);
+    const doc = await c.persist(new Doc(42), { backend: 2 });
+    const victim = before.find((b) => b.number === 2)!;
+
+    await nodes[1].kill();
+    await waitFor(async () => !(await c.backends()).some((b) => b.id === victim.id), 'the dead node to leave backends()', 10_000);
+
+    await startClusterNode({ etcd: etcd.endpoints, prefix, dataDir: nodes[1].dataDir, port: nodes[1].port });
+    const after = await c.backends();
+    expect(after.find((b) => b.number === 2)?.id).toBe(victim.id);
+    expect((await c.get<Doc>(doc.$oid!)).n).toBe(42); // the client picks the node up at its address again
+  });
+
+  it('creating objects writes nothing per object to etcd', async () => {
+    const { prefix, nodes } = await cluster(2);
+    const c = await client(nodes[0].url);
+    await c.persist(new Doc(0)); // warm: datasets, connections
+    const count = () => kv.getAll().prefix(prefix).count();
+    const keysBefore = await count();
+    const root = new Doc(1);
+    for (let i = 0; i < 1000; i++) root.kids.push(new Doc(i));
+    await c.persist(root);
+    await c.persist(new Doc(2), { backend: 2 });
+    expect(await count()).toBe(keysBefore);
+  });
+
+  it('connects through any seed, learns the others and follows redirects', async () => {
+    const { nodes } = await cluster(3);
+    const c1 = await client(['loam://127.0.0.1:1/default', nodes[0].url]); // a dead seed first
+    const d = await c1.persist(new Doc(7, 'on three'), { backend: 3 });
+    expect(parseInt(d.$oid!.slice(0, 4), 16)).toBe(3);
+    expect((await c1.locate(d)).master.number).toBe(3);
+    const c2 = await client(nodes[1].url); // knows nothing about where d is
+    const got = await c2.get<Doc>(d.$oid!);
+    expect(got.text).toBe('on three');
+    got.text = 'changed via node 2';
+    await c2.save(got);
+    expect((await c1.get<Doc>(d.$oid!)).text).toBe('changed via node 2');
+    await expect(c2.get('0003' + '0'.repeat(28))).rejects.toBeInstanceOf(NotFoundError);
+  });
+
+  it('aliases are unique per dataset across nodes (etcd compare-and-set)', async () => {
+    const { nodes } = await cluster(3);
+    const cs = await Promise.all(nodes.map((n) => client(n.url)));
+    const results = await Promise.allSettled(cs.map((c, i) => c.persist(new Doc(i), { alias: 'the-one' })));
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    for (const r of results) if (r.status === 'rejected') expect(r.reason).toBeInstanceOf(AliasExistsError);
+    const winner = results.findIndex((r) => r.status === 'fulfilled');
+    for (const c of cs) expect((await c.getByAlias<Doc>('the-one')).n).toBe(winner);
+    await cs[0].createDataset('other');
+    const o = await client(nodes[2].url.replace('/default', '/other'));
+    await o.persist(new Doc(99), { alias: 'the-one' }); // same alias, other dataset
+    expect((await o.getByAlias<Doc>('the-one')).n).toBe(99);
+  });
+
+  it('moves objects recursively, or leaves remote referents with remotes: false', async () => {
+    const { nodes } = await cluster(3);
+    const c = await client(nodes[0].url);
+    const root = new Doc(0);
+    for (let i = 1; i <= 50; i++) root.kids.push(new Doc(i));
+    await c.persist(root, { alias: 'tree' });
+    const elsewhere = await c.persist(new Doc(1000), { backend: 3 });
+    root.kids.push(elsewhere);
+    await c.save(root);
+
+    expect((await c.move(root, 2, { recursive: true, remotes: false })).moved).toBe(51);
+    expect((await c.locate(root)).master.number).toBe(2);
+    expect((await c.locate(root.kids[10])).master.number).toBe(2);
+    expect((await c.locate(elsewhere)).master.number).toBe(3);
+
+    await c.move(root, 1, { recursive: true }); // remotes default: follows the referent on node 3 too
+    expect((await c.locate(elsewhere)).master.number).toBe(1);
+    const other = await client(nodes[2].url);
+    const t = await other.getByAlias<Doc>('tree');
+    await other.load(t.kids[5]);
+    expect(t.kids[5].n).toBe(6);
+    t.kids[5].n = 600;
+    await other.save(t.kids[5]);
+    expect((await c.get<Doc>(t.kids[5].$oid!)).n).toBe(600);
+  });
+
+  it('drains a node evenly while reads and writes keep working, and hands over its home directory', async () => {
+    const { nodes } = await cluster(3);
+    const c = await client(nodes[0].url);
+    const docs: Doc[] = [];
+    for (let b = 0; b < 3; b++) {
+      const root = new Doc(-1);
+      for (let i = 0; i < 200; i++) root.kids.push(new Doc(i));
+      await c.persist(root, { backend: 2 });
+      docs.push(...root.kids);
+    }
+    const writer = await client(nodes[2].url);
+    const hot = await writer.get<Doc>(docs[0].$oid!);
+    let stop = false;
+    let writes = 0;
+    const errors: unknown[] = [];
+    const load = (async () => {
+      while (!stop) {
+        try {
+          hot.n++;
+          await writer.save(hot);
+          const d = await writer.get<Doc>(docs[(writes * 37) % docs.length].$oid!);
+          expect(d).toBeInstanceOf(Doc);
+          writes++;
+        } catch (e) {
+          errors.push(e);
+          return;
+        }
+      }
+    })();
+    await waitFor(() => writes > 5, 'the load to run', 10_000);
+    const res = await c.drain(2);
+    stop = true;
+    await load;
+    expect(errors).toEqual([]);
+    expect(res.moved).toBe(603);
+    const spread: Record<number, number> = {};
+    for (const d of docs) {
+      const m = (await c.locate(d)).master.number;
+      spread[m] = (spread[m] ?? 0) + 1;
+    }
+    expect(spread[2]).toBeUndefined();
+    expect(Math.abs((spread[1] ?? 0) - (spread[3] ?? 0))).toBeLessThanOrEqual(200); // even, in whole chunks
+    expect((await c.get<Doc>(hot.$oid!)).n).toBe(hot.n);
+    const fresh = await client(nodes[0].url); // a client with no cached locations finds home-2 objects via the successor
+    expect((await fresh.get<Doc>(docs[123].$oid!)).n).toBe(123);
+  });
+
+  it('refuses a commit that spans nodes instead of half-applying it', async () => {
+    const { nodes } = await cluster(2);
+    const c = await client(nodes[0].url);
+    const a = await c.persist(new Doc(1), { backend: 1 });
+    const b = await c.persist(new Doc(2), { backend: 2 });
+    const err = await c.transaction(async (tx) => {
+      (await tx.get<Doc>(a.$oid!)).n = 10;
+      (await tx.get<Doc>(b.$oid!)).n = 20;
+    }, { retries: 0 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InvalidArgumentError);
+    expect((await c.get<Doc>(a.$oid!)).n).toBe(1);
+    expect((await c.get<Doc>(b.$oid!)).n).toBe(2);
+  });
+});
+
+describe('loam dev --nodes 3 (embedded metadata, no etcd)', () => {
+  it('runs a local three-node cluster in one process', async () => {
+    const dev = await startNode({ args: ['--nodes', '3'] });
+    const c = await client(dev.url);
+    expect((await c.backends()).map((b) => b.number)).toEqual([1, 2, 3]);
+    const d = await c.persist(new Doc(5), { backend: 3, alias: 'dev' });
+    const c2 = await client(dev.url.split(',')[1]);
+    expect((await c2.getByAlias<Doc>('dev')).$oid).toBe(d.$oid);
+    await c.move(d, 1);
+    expect((await c2.locate(d.$oid!)).master.number).toBe(1);
+  });
+});
