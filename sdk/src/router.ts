@@ -7,6 +7,8 @@ import { NodeConnection, type RpcOptions } from './rpc.js';
 export const MAX_HOPS = 4;
 const LOCATION_CACHE_LIMIT = 100_000;
 const MEMBER_REFRESH_MS = 500;
+/** How long a call waits for a node that was unreachable to come back before failing. */
+const RECONNECT_WAIT_MS = 3000;
 
 /**
  * Which node to ask about what. Knows the cluster's members (learned from any node), keeps one
@@ -123,8 +125,12 @@ export class Router {
           continue;
         }
         if (e instanceof UnavailableError && !retriedUnavailable) {
+          // The node may have restarted (same address) or moved (new member list): look again,
+          // give the channel a moment to reconnect, and try once more.
           retriedUnavailable = true;
           await this.refresh(true).catch(() => undefined);
+          const b = this.members.get(node);
+          if (b) await this.conn(b.address).waitForReady(RECONNECT_WAIT_MS).catch(() => undefined);
           continue;
         }
         throw e;

@@ -32,6 +32,11 @@ export class NodeConnection {
       'grpc.max_send_message_length': opts.maxMessageBytes,
       'grpc.keepalive_time_ms': 30_000,
       'grpc.enable_retries': 0,
+      // A restarted node must be found again within a second or two, not after grpc-js's
+      // default reconnect backoff (up to 120 s).
+      'grpc.initial_reconnect_backoff_ms': 100,
+      'grpc.max_reconnect_backoff_ms': 1000,
+      'grpc.dns_min_time_between_resolutions_ms': 200,
     });
   }
 

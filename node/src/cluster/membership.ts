@@ -11,7 +11,7 @@ export interface Member {
 
 /** Seconds a dead node's member key outlives it: how fast `backends()` forgets a dead node. */
 export const MEMBER_TTL_SECONDS = 3;
-const CACHE_MS = 250;
+const REFRESH_MS = 500;
 
 /**
  * This node's place in the cluster: its number (allocated once, first writer wins), its leased
@@ -20,6 +20,8 @@ const CACHE_MS = 250;
 export class Membership {
   private lease?: MetaLease;
   private cache?: { at: number; members: Member[]; homes: Map<number, string> };
+  private refreshing?: Promise<void>;
+  private refreshTimer?: NodeJS.Timeout;
   private stopped = false;
   private rejoining = false;
 
@@ -54,6 +56,9 @@ export class Membership {
   static async join(meta: MetaStore, self: Member, log: Logger): Promise<Membership> {
     const m = new Membership(meta, self, log);
     await m.register();
+    await m.refresh();
+    m.refreshTimer = setInterval(() => void m.refresh().catch(() => undefined), REFRESH_MS);
+    m.refreshTimer.unref();
     return m;
   }
 
@@ -66,7 +71,6 @@ export class Membership {
     });
     await this.meta.put(META_KEYS.member(this.self.id), JSON.stringify(this.self), lease);
     this.lease = lease;
-    this.cache = undefined;
   }
 
   /** Keeps trying to register again after the lease was lost (etcd down, partition). */
@@ -88,52 +92,80 @@ export class Membership {
     }
   }
 
-  private async view(): Promise<{ members: Member[]; homes: Map<number, string> }> {
-    if (this.cache && Date.now() - this.cache.at < CACHE_MS) return this.cache;
-    const [raw, homesRaw] = await Promise.all([this.meta.list(META_KEYS.members), this.meta.list(META_KEYS.homes)]);
-    const members: Member[] = [];
-    for (const v of raw.values()) {
+  /**
+   * Reloads the view of members and home owners. It runs in the background every
+   * REFRESH_MS, so requests never wait on the metadata store: when etcd is unreachable, routing
+   * goes on with the last view (addresses rarely change; a wrong guess only costs a redirect).
+   */
+  private refresh(): Promise<void> {
+    this.refreshing ??= (async () => {
       try {
-        members.push(JSON.parse(v) as Member);
-      } catch {
-        this.log.warn({ value: v.slice(0, 100) }, 'ignoring a malformed member key');
+        const [raw, homesRaw] = await Promise.all([this.meta.list(META_KEYS.members), this.meta.list(META_KEYS.homes)]);
+        const members: Member[] = [];
+        for (const v of raw.values()) {
+          try {
+            members.push(JSON.parse(v) as Member);
+          } catch {
+            this.log.warn({ value: v.slice(0, 100) }, 'ignoring a malformed member key');
+          }
+        }
+        members.sort((a, b) => a.number - b.number);
+        const homes = new Map<number, string>();
+        for (const [k, v] of homesRaw) homes.set(Number(k.slice(META_KEYS.homes.length)), v);
+        this.cache = { at: Date.now(), members, homes };
+      } catch (e) {
+        this.log.debug({ err: (e as Error).message }, 'member view not refreshed; using the last one');
+        if (!this.cache) throw e;
       }
-    }
-    members.sort((a, b) => a.number - b.number);
-    const homes = new Map<number, string>();
-    for (const [k, v] of homesRaw) homes.set(Number(k.slice(META_KEYS.homes.length)), v);
-    this.cache = { at: Date.now(), members, homes };
-    return this.cache;
+    })().finally(() => {
+      this.refreshing = undefined;
+    });
+    return this.refreshing;
   }
 
-  /** Forgets the cached view (after this node changed it). */
-  invalidate(): void {
-    this.cache = undefined;
+  private async view(): Promise<{ members: Member[]; homes: Map<number, string> }> {
+    if (!this.cache) await this.refresh();
+    return this.cache!;
   }
 
-  async members(): Promise<Member[]> {
+  /** Reloads the view now (after this node changed it). */
+  async invalidate(): Promise<void> {
+    await this.refresh();
+  }
+
+  /** The live members; `fresh` reads the metadata store now (falling back to the last view). */
+  async members(fresh = false): Promise<Member[]> {
+    if (fresh) await this.refresh().catch(() => undefined);
     return (await this.view()).members;
   }
 
   async backends(): Promise<Backend[]> {
-    return (await this.members()).map((m) => ({ id: m.id, number: m.number, address: m.address, state: 'ready' }));
+    return (await this.members(true)).map((m) => ({ id: m.id, number: m.number, address: m.address, state: 'ready' }));
   }
 
   /** The live member that serves the home directory of node number `home`, if any. */
   async homeServer(home: number): Promise<Member | undefined> {
-    const v = await this.view();
-    const owner = v.homes.get(home);
-    if (owner !== undefined) return v.members.find((m) => m.id === owner);
-    return v.members.find((m) => m.number === home);
+    const find = (v: { members: Member[]; homes: Map<number, string> }) => {
+      const owner = v.homes.get(home);
+      return owner !== undefined ? v.members.find((m) => m.id === owner) : v.members.find((m) => m.number === home);
+    };
+    const found = find(await this.view());
+    if (found) return found;
+    await this.refresh().catch(() => undefined); // a node that just joined: look once more
+    return find(await this.view());
   }
 
   async byNumber(n: number): Promise<Member | undefined> {
-    return (await this.members()).find((m) => m.number === n);
+    const found = (await this.view()).members.find((m) => m.number === n);
+    if (found) return found;
+    await this.refresh().catch(() => undefined);
+    return (await this.view()).members.find((m) => m.number === n);
   }
 
   /** Removes this node's member key at once (a clean stop does not wait for the lease to expire). */
   async leave(): Promise<void> {
     this.stopped = true;
+    if (this.refreshTimer) clearInterval(this.refreshTimer);
     const lease = this.lease;
     this.lease = undefined;
     await lease?.revoke().catch(() => undefined);

@@ -270,7 +270,7 @@ export class Placement {
     try {
       await this.peers.adoptHome(successor.address, { homes: [...homes], entries: this.engine.directoryEntries() });
       for (const h of homes) await this.membership.meta.put(META_KEYS.home(h), successor.id);
-      this.membership.invalidate();
+      await this.membership.invalidate();
     } finally {
       this.handingOff = false;
     }

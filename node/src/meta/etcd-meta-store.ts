@@ -13,17 +13,21 @@ export class EtcdMetaStore implements MetaStore {
   constructor(endpoints: string[], prefix: string, opts: { timeoutMs?: number } = {}) {
     if (endpoints.length === 0) throw new Error('no etcd endpoints');
     this.timeoutMs = opts.timeoutMs ?? 5000;
+    const attemptMs = Math.max(200, Math.floor(this.timeoutMs / 3));
     this.client = new Etcd3({
       hosts: endpoints,
-      // grpc-js backs off up to 120 s before reconnecting to a member that was down; a node must
-      // notice a restarted etcd member within a second or two.
-      grpcOptions: { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1000 },
+      // grpc-js backs off up to 120 s before reconnecting to a member that was down, and waits for
+      // a re-resolution after a connection drops: a node must notice a restarted member quickly.
+      grpcOptions: {
+        'grpc.initial_reconnect_backoff_ms': 100,
+        'grpc.max_reconnect_backoff_ms': 1000,
+        'grpc.dns_min_time_between_resolutions_ms': 200,
+      },
+      // A deadline per attempt (etcd3 recomputes it on each of its retries), so that a call that
+      // picked a member which just died is retried on a live one instead of using up all the time.
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + attemptMs }),
     });
     this.ns = this.client.namespace(prefix.endsWith('/') ? prefix : `${prefix}/`);
-  }
-
-  private opts() {
-    return { deadline: Date.now() + this.timeoutMs };
   }
 
   private async run<T>(what: string, fn: () => Promise<T>): Promise<T> {
@@ -35,16 +39,16 @@ export class EtcdMetaStore implements MetaStore {
   }
 
   get(key: string): Promise<string | undefined> {
-    return this.run('get', async () => (await this.ns.get(key).options(this.opts()).string()) ?? undefined);
+    return this.run('get', async () => (await this.ns.get(key).string()) ?? undefined);
   }
 
   list(prefix: string): Promise<Map<string, string>> {
-    return this.run('list', async () => new Map(Object.entries(await this.ns.getAll().prefix(prefix).options(this.opts()).strings())));
+    return this.run('list', async () => new Map(Object.entries(await this.ns.getAll().prefix(prefix).strings())));
   }
 
   put(key: string, value: string, lease?: MetaLease): Promise<void> {
     return this.run('put', async () => {
-      const b = this.ns.put(key).value(value).options(this.opts());
+      const b = this.ns.put(key).value(value);
       if (lease) b.lease(lease.id);
       await b.exec();
     });
@@ -54,7 +58,7 @@ export class EtcdMetaStore implements MetaStore {
     return this.run('create', async () => {
       const put = this.ns.put(key).value(value);
       if (lease) put.lease(lease.id);
-      const res = await this.ns.if(key, 'Create', '==', 0).then(put).else(this.ns.get(key)).options(this.opts()).commit();
+      const res = await this.ns.if(key, 'Create', '==', 0).then(put).else(this.ns.get(key)).commit();
       if (res.succeeded) return { created: true, value };
       const kv = res.responses[0]?.response_range?.kvs?.[0];
       return { created: false, value: kv ? kv.value.toString() : '' };
@@ -65,14 +69,14 @@ export class EtcdMetaStore implements MetaStore {
     return this.run('compare-and-set', async () => {
       const cmp = expected === undefined ? this.ns.if(key, 'Create', '==', 0) : this.ns.if(key, 'Value', '==', expected);
       const op = value === undefined ? this.ns.delete().key(key) : this.ns.put(key).value(value);
-      const res = await cmp.then(op).options(this.opts()).commit();
+      const res = await cmp.then(op).commit();
       return res.succeeded;
     });
   }
 
   delete(key: string): Promise<void> {
     return this.run('delete', async () => {
-      await this.ns.delete().key(key).options(this.opts()).exec();
+      await this.ns.delete().key(key).exec();
     });
   }
 
@@ -91,7 +95,7 @@ export class EtcdMetaStore implements MetaStore {
         id,
         revoke: async () => {
           this.leases.delete(l);
-          await l.revoke(this.opts()).catch(() => l.release());
+          await l.revoke().catch(() => l.release());
         },
         onLost: (fn: (e: Error) => void) => void lostHandlers.push(fn),
       };
@@ -100,7 +104,7 @@ export class EtcdMetaStore implements MetaStore {
 
   async close(): Promise<void> {
     // etcd3 keeps leases alive after close(): revoke (or at least release) them first.
-    for (const l of [...this.leases]) await l.revoke(this.opts()).catch(() => l.release());
+    for (const l of [...this.leases]) await l.revoke().catch(() => l.release());
     this.leases.clear();
     this.client.close();
   }
