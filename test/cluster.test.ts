@@ -4,7 +4,11 @@ import {
   connect, Persistent, registerModel, AliasExistsError, InvalidArgumentError, NotFoundError, type Client,
 } from '@loam/sdk';
 import { startEtcd, type EtcdCluster } from './harness/etcd.js';
-import { startClusterNode, startNode, waitFor, type NodeProcess } from './harness/node-process.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { CLI, startClusterNode, startNode, waitFor, type NodeProcess } from './harness/node-process.js';
+
+const execFileP = promisify(execFile);
 
 class Doc extends Persistent {
   kids: Doc[] = [];
@@ -198,5 +202,12 @@ describe('loam dev --nodes 3 (embedded metadata, no etcd)', () => {
     expect((await c2.getByAlias<Doc>('dev')).$oid).toBe(d.$oid);
     await c.move(d, 1);
     expect((await c2.locate(d.$oid!)).master.number).toBe(1);
+
+    // `loam drain` on the command line
+    const onThree = await c.persist(new Doc(33), { backend: 3 });
+    const { stdout } = await execFileP(process.execPath, [CLI, 'drain', '3', '--url', dev.url.split(',')[0]], { encoding: 'utf8' });
+    expect(stdout).toMatch(/^drained node 3: moved 1 objects in [\d.]+ s; node 1 serves its home directory now/);
+    expect([1, 2]).toContain((await c.locate(onThree)).master.number);
+    expect((await c2.get<Doc>(onThree.$oid!)).n).toBe(33);
   });
 });
