@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Etcd3 } from 'etcd3';
 import {
-  connect, Persistent, registerModel, AliasExistsError, InvalidArgumentError, NotFoundError, type Client,
+  connect, Persistent, registerModel, AliasExistsError, NotFoundError, WriteConflictError, type Client,
 } from '@loam/sdk';
 import { startEtcd, type EtcdCluster } from './harness/etcd.js';
 import { execFile } from 'node:child_process';
@@ -177,18 +177,46 @@ describe('a cluster of loam nodes on a real etcd', () => {
     expect((await fresh.get<Doc>(docs[123].$oid!)).n).toBe(123);
   });
 
-  it('refuses a commit that spans nodes instead of half-applying it', async () => {
-    const { nodes } = await cluster(2);
+  it('commits a transaction across nodes atomically (two-phase commit) and detects its conflicts', async () => {
+    const { prefix, nodes } = await cluster(3);
     const c = await client(nodes[0].url);
     const a = await c.persist(new Doc(1), { backend: 1 });
     const b = await c.persist(new Doc(2), { backend: 2 });
+    const r = await c.persist(new Doc(3), { backend: 3 });
+    await c.transaction(async (tx) => {
+      const x = await tx.get<Doc>(a.$oid!);
+      const y = await tx.get<Doc>(b.$oid!);
+      await tx.get<Doc>(r.$oid!); // only read: checked at commit on node 3
+      x.n = 10;
+      y.n = 20;
+      tx.persist(new Doc(30), { alias: 'made-in-2pc' });
+    });
+    const other = await client(nodes[2].url);
+    expect((await other.get<Doc>(a.$oid!)).n).toBe(10);
+    expect((await other.get<Doc>(b.$oid!)).n).toBe(20);
+    expect((await other.getByAlias<Doc>('made-in-2pc')).n).toBe(30);
+
+    // a conflict on one node aborts the whole transaction, on every node
     const err = await c.transaction(async (tx) => {
-      (await tx.get<Doc>(a.$oid!)).n = 10;
-      (await tx.get<Doc>(b.$oid!)).n = 20;
+      const x = await tx.get<Doc>(a.$oid!);
+      const y = await tx.get<Doc>(b.$oid!);
+      const theirs = await other.get<Doc>(b.$oid!);
+      theirs.n = 21;
+      await other.save(theirs);
+      x.n = 11;
+      y.n = 22;
     }, { retries: 0 }).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(InvalidArgumentError);
-    expect((await c.get<Doc>(a.$oid!)).n).toBe(1);
-    expect((await c.get<Doc>(b.$oid!)).n).toBe(2);
+    expect(err).toBeInstanceOf(WriteConflictError);
+    expect((await other.get<Doc>(a.$oid!)).n).toBe(10);
+    expect((await other.get<Doc>(b.$oid!)).n).toBe(21);
+
+    // and with retries it goes through; no decision key is left in etcd
+    await c.transaction(async (tx) => {
+      (await tx.get<Doc>(a.$oid!)).n++;
+      (await tx.get<Doc>(b.$oid!)).n++;
+    });
+    expect((await other.get<Doc>(a.$oid!)).n).toBe(11);
+    expect(await kv.getAll().prefix(`${prefix}/tx/`).count()).toBe(0);
   });
 });
 

@@ -28,5 +28,14 @@ export function nodeService(engine: Engine, metrics: NodeMetrics, log: Logger, c
       await ctx().placement.adoptHome(req.homes, req.entries);
       return {};
     }),
+    prepare: unary('Prepare', async (req) => {
+      if (!req.ops) throw new InvalidArgumentError('prepare without operations');
+      if (!engine.hasDataset(req.ops.dataset)) await engine.createDataset(req.ops.dataset);
+      return { versions: await ctx().transactions.prepareHere(req.txid, req.coordinator, req.ops) };
+    }),
+    finish: unary('Finish', async (req) => {
+      await ctx().transactions.finishHere(req.txid, req.commit);
+      return {};
+    }),
   };
 }

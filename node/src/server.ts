@@ -9,6 +9,7 @@ import { lockDataDir, loadIdentity, type NodeIdentity } from './data-dir.js';
 import { storeService, MalformedRequest, type ClusterContext } from './store-service.js';
 import { nodeService } from './node-service.js';
 import { Placement } from './cluster/placement.js';
+import { Transactions } from './cluster/transactions.js';
 import { Membership } from './cluster/membership.js';
 import type { MetaStore } from './meta/meta-store.js';
 import type { ServiceDefinition } from '@grpc/grpc-js';
@@ -46,6 +47,7 @@ export class LoamNode {
   port = 0;
   membership?: Membership;
   placement?: Placement;
+  transactions?: Transactions;
   private readonly meta?: MetaStore;
   private stopping?: Promise<void>;
 
@@ -64,7 +66,9 @@ export class LoamNode {
     this.health = new HealthImplementation({ '': 'NOT_SERVING', 'loam.v1.StoreService': 'NOT_SERVING' });
     this.health.addToServer(this.server);
     const cluster = (): ClusterContext | undefined =>
-      this.membership && this.placement ? { membership: this.membership, placement: this.placement } : undefined;
+      this.membership && this.placement && this.transactions
+        ? { membership: this.membership, placement: this.placement, transactions: this.transactions }
+        : undefined;
     this.server.addService(lenientDeserializers(StoreServiceService), storeService(engine, () => this.backend(), metrics, log, meta ? cluster : undefined));
     if (meta) this.server.addService(lenientDeserializers(NodeServiceService), nodeService(engine, metrics, log, cluster));
   }
@@ -95,6 +99,7 @@ export class LoamNode {
       if (meta) {
         const membership = await Membership.join(meta, { id: identity.id, number: identity.number, address: node.address, startedAt: new Date().toISOString() }, log);
         node.placement = new Placement(engine, membership, log);
+        node.transactions = new Transactions(engine, membership, node.placement, log);
         node.membership = membership;
       }
       if ((opts.metricsPort ?? -1) >= 0) {
@@ -152,6 +157,7 @@ export class LoamNode {
           resolve();
         });
       });
+      this.transactions?.close();
       this.placement?.close();
       await this.membership?.leave();
       await this.metricsServer?.close();

@@ -9,6 +9,7 @@ import type { Logger } from './logger.js';
 import type { Membership } from './cluster/membership.js';
 import { META_KEYS } from './meta/meta-store.js';
 import { Placement } from './cluster/placement.js';
+import type { Transactions } from './cluster/transactions.js';
 import { unaryHandler } from './rpc-handler.js';
 
 export const SERVER_VERSION = '0.1.0';
@@ -18,6 +19,7 @@ export { MalformedRequest } from './rpc-handler.js';
 export interface ClusterContext {
   membership: Membership;
   placement: Placement;
+  transactions: Transactions;
 }
 
 /**
@@ -39,12 +41,13 @@ export function storeService(
   // Resolved per call: in cluster mode nothing is answered before the node has joined.
   let membership: Membership | undefined;
   let placement: Placement | undefined;
+  let transactions: Transactions | undefined;
   let meta: Membership['meta'] | undefined;
   function joined(): void {
     if (!cluster) return;
     const ctx = cluster();
     if (!ctx) throw new UnavailableError('node is joining the cluster');
-    ({ membership, placement } = ctx);
+    ({ membership, placement, transactions } = ctx);
     meta = membership.meta;
   }
 
@@ -127,6 +130,20 @@ export function storeService(
     }),
     get: unary('Get', async (req) => {
       if (!engine.hasDataset(req.dataset)) await ensureDataset(req.dataset);
+      // An object locked by a prepared transaction may be about to change: wait (bounded) for the
+      // decision, so a reader never sees the state before a transaction it was told committed.
+      const txs = new Set<string>();
+      for (const o of req.oids) {
+        const tx = engine.lockedBy(o);
+        if (tx) txs.add(tx);
+      }
+      if (txs.size > 0 && transactions) {
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          Promise.all([...txs].map((t) => engine.waitForTx(t))),
+          new Promise<void>((r) => (timer = setTimeout(r, transactions!.preparedTimeoutMs + 2000))),
+        ]).finally(() => clearTimeout(timer));
+      }
       const res = engine.get(req.dataset, req.oids);
       const redirects: Redirect[] = [];
       let missing = res.missing;
@@ -194,6 +211,11 @@ export function storeService(
       const held = engine.get(req.dataset, req.oids);
       if (held.missing.length) throw new NotFoundError(`object ${held.missing[0]} does not exist`, { oid: held.missing[0] });
       return { moved: req.oids, remote: [] };
+    }),
+    commitMulti: unary('CommitMulti', async (req) => {
+      if (!transactions) throw new InvalidArgumentError('a single-node DataStore has no distributed transactions: use Commit');
+      await ensureDataset(req.dataset);
+      return transactions.commitMulti(req);
     }),
     drain: unary('Drain', async () => {
       if (!placement) throw new InvalidArgumentError('cannot drain the only node of a single-node DataStore');

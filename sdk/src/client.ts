@@ -1,8 +1,9 @@
 import type { Backend, CommitRequest, ObjectRecord, Limits } from './wire.js';
 import { DEFAULT_LIMITS, validateAlias, validateDatasetName } from './limits.js';
-import { ConflictError, InvalidArgumentError, NotFoundError, LoamError, UnavailableError } from './errors.js';
+import { ConflictError, InvalidArgumentError, NotFoundError, LoamError, RedirectError, UnavailableError } from './errors.js';
 import { isOid, oidHomeNode } from './oid.js';
-import { Router } from './router.js';
+import { Router, MAX_HOPS } from './router.js';
+import { randomBytes } from 'node:crypto';
 import { Persistent, metaOf } from './model.js';
 import { Ref, parseUrl, DEFAULT_URL } from './ref.js';
 import { NodeConnection } from './rpc.js';
@@ -111,22 +112,62 @@ export class Client {
   }
 
   /**
-   * @internal Sends one atomic commit to the node that holds what it touches (creates go to the
-   * node their oids name). A commit whose objects live on several nodes needs a distributed
-   * transaction, which this version does not run: it is refused before anything is written.
+   * @internal Sends one atomic commit where its objects live: to their node when they are all on
+   * one, else as a distributed transaction (two-phase commit) coordinated by one of the nodes.
+   * Creates go to the node their oids name. A redirect (an object was elsewhere) teaches the
+   * location cache and the commit is split again, a bounded number of times.
    */
   async commitRaw(req: Omit<CommitRequest, 'dataset'>): Promise<number[]> {
     this.assertOpen();
-    const nodes = new Set<number>();
-    for (const w of req.writes) nodes.add(w.expectedVersion === 0 ? oidHomeNode(w.oid) : this.router.nodeOf(w.oid));
-    for (const d of req.deletes) nodes.add(this.router.nodeOf(d.oid));
-    for (const r of req.reads) nodes.add(this.router.nodeOf(r.oid));
-    if (nodes.size > 1) {
-      throw new InvalidArgumentError(`this commit touches objects on nodes ${[...nodes].sort().join(', ')}; a commit must stay on one node in this version (move the objects together first)`);
+    for (let hop = 0; ; hop++) {
+      const parts = this.splitByNode(req);
+      try {
+        if (parts.size <= 1) {
+          const node = parts.size === 1 ? [...parts.keys()][0] : this.homeNode;
+          const res = await this.router.withNode(node, (c) => c.commit({ dataset: this.dataset, ...req }), false);
+          return res.versions;
+        }
+        const list = [...parts];
+        const res = await this.router.withNode(list[0][0], (c) => c.commitMulti({
+          dataset: this.dataset,
+          txid: randomBytes(16).toString('hex'),
+          parts: list.map(([node, p]) => ({ node, ops: { dataset: this.dataset, ...p.ops } })),
+          aliasSets: req.aliasSets,
+          aliasDeletes: req.aliasDeletes,
+        }), false);
+        const versions: number[] = new Array(req.writes.length);
+        list.forEach(([, p], i) => p.writeIndex.forEach((w, j) => (versions[w] = res.parts[i].versions[j])));
+        return versions;
+      } catch (e) {
+        if (e instanceof RedirectError && e.oid && e.node !== undefined && hop < MAX_HOPS) {
+          this.router.learn(e.oid, e.node, e.address);
+          continue;
+        }
+        throw e;
+      }
     }
-    const target = nodes.size === 1 ? [...nodes][0] : this.homeNode;
-    const res = await this.router.withNode(target, (c) => c.commit({ dataset: this.dataset, ...req }));
-    return res.versions;
+  }
+
+  private splitByNode(req: Omit<CommitRequest, 'dataset'>) {
+    const parts = new Map<number, { ops: Omit<CommitRequest, 'dataset'>; writeIndex: number[] }>();
+    const part = (n: number) => {
+      let p = parts.get(n);
+      if (!p) parts.set(n, (p = { ops: { reads: [], writes: [], deletes: [], aliasSets: [], aliasDeletes: [] }, writeIndex: [] }));
+      return p;
+    };
+    req.writes.forEach((w, i) => {
+      const p = part(w.expectedVersion === 0 ? oidHomeNode(w.oid) : this.router.nodeOf(w.oid));
+      p.ops.writes.push(w);
+      p.writeIndex.push(i);
+    });
+    for (const d of req.deletes) part(this.router.nodeOf(d.oid)).ops.deletes.push(d);
+    for (const r of req.reads) part(this.router.nodeOf(r.oid)).ops.reads.push(r);
+    if (parts.size === 1) {
+      const only = [...parts.values()][0];
+      only.ops.aliasSets = req.aliasSets;
+      only.ops.aliasDeletes = req.aliasDeletes;
+    }
+    return parts;
   }
 
   /**

@@ -111,14 +111,14 @@ export class Router {
    * Runs `call` against node `n`, following redirects (via `onRedirect`, which may pick another
    * node) and retrying once on another view of the members when the node is unreachable.
    */
-  async withNode<T>(n: number, call: (c: NodeConnection) => Promise<T>): Promise<T> {
+  async withNode<T>(n: number, call: (c: NodeConnection) => Promise<T>, followRedirects = true): Promise<T> {
     let node = n;
     let retriedUnavailable = false;
     for (let hop = 0; ; hop++) {
       try {
         return await call(await this.connFor(node));
       } catch (e) {
-        if (e instanceof RedirectError && e.node !== undefined && hop < MAX_HOPS) {
+        if (followRedirects && e instanceof RedirectError && e.node !== undefined && hop < MAX_HOPS) {
           if (e.oid) this.learn(e.oid, e.node, e.address);
           else if (e.address && !this.members.has(e.node)) this.members.set(e.node, { id: '', number: e.node, address: e.address, state: 'ready' });
           node = e.node;

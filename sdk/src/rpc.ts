@@ -4,7 +4,7 @@ import {
   type GetAliasRequest, type GetAliasResponse, type GetRequest, type GetResponse, type HelloRequest, type HelloResponse,
   type ListAliasesRequest, type ListAliasesResponse, type ListBackendsRequest, type ListBackendsResponse,
   type ListDatasetsRequest, type ListDatasetsResponse, type LocateRequest, type LocateResponse,
-  type MoveRequest, type MoveResponse, type DrainRequest, type DrainResponse,
+  type MoveRequest, type MoveResponse, type DrainRequest, type DrainResponse, type CommitMultiRequest, type CommitMultiResponse,
 } from './gen/loam/v1/store.js';
 import { fromServiceError } from './wire.js';
 import { UnavailableError } from './errors.js';
@@ -78,6 +78,9 @@ export class NodeConnection {
   }
   move(req: MoveRequest, deadlineMs?: number): Promise<MoveResponse> {
     return this.unary(this.client.move, req, deadlineMs);
+  }
+  commitMulti(req: CommitMultiRequest): Promise<CommitMultiResponse> {
+    return this.unary(this.client.commitMulti, req);
   }
   drain(req: DrainRequest, deadlineMs?: number): Promise<DrainResponse> {
     return this.unary(this.client.drain, req, deadlineMs);

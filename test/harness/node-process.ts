@@ -50,18 +50,21 @@ export async function startNode(opts: { dataDir?: string; args?: string[]; timeo
  * Starts one `loam node` of a cluster on etcd. `port` 0 picks a free one; pass the port of an
  * earlier run to restart the same node where clients expect it.
  */
-export async function startClusterNode(opts: { etcd: string[]; prefix: string; dataDir?: string; port?: number; args?: string[]; timeoutMs?: number }): Promise<NodeProcess> {
+export async function startClusterNode(opts: {
+  etcd: string[]; prefix: string; dataDir?: string; port?: number; args?: string[]; timeoutMs?: number; env?: Record<string, string>;
+}): Promise<NodeProcess> {
   const dataDir = opts.dataDir ?? tempDir();
   return launch([
     'node', '--etcd', opts.etcd.join(','), '--prefix', opts.prefix, '--listen', `127.0.0.1:${opts.port ?? 0}`,
     '--data', dataDir, '--metrics-port', '0', '--log-level', 'info', ...(opts.args ?? []),
-  ], dataDir, opts.timeoutMs);
+  ], dataDir, opts.timeoutMs, opts.env);
 }
 
-async function launch(args: string[], dataDir: string, readyWithinMs?: number): Promise<NodeProcess> {
+async function launch(args: string[], dataDir: string, readyWithinMs?: number, env?: Record<string, string>): Promise<NodeProcess> {
   const opts = { timeoutMs: readyWithinMs };
   const child = spawn(process.execPath, [CLI, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
   });
   const logs: Record<string, unknown>[] = [];
   let stderr = '';

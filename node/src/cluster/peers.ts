@@ -1,7 +1,8 @@
 import { credentials, Metadata, type CallOptions, type ServiceError } from '@grpc/grpc-js';
 import {
   NodeServiceClient, StoreServiceClient, fromServiceError,
-  type AdoptHomeRequest, type InstallRequest, type MoveRequest, type MoveResponse, type SetMasterRequest,
+  type AdoptHomeRequest, type FinishRequest, type InstallRequest, type MoveRequest, type MoveResponse, type PrepareRequest,
+  type PrepareResponse, type SetMasterRequest,
 } from '@loam/sdk/wire';
 
 type Unary<Req, Res> = (req: Req, md: Metadata, opts: Partial<CallOptions>, cb: (e: ServiceError | null, r: Res) => void) => unknown;
@@ -48,6 +49,16 @@ export class Peers {
   adoptHome(address: string, req: AdoptHomeRequest): Promise<unknown> {
     const c = this.node(address);
     return this.call(c, c.adoptHome, req);
+  }
+
+  prepare(address: string, req: PrepareRequest): Promise<PrepareResponse> {
+    const c = this.node(address);
+    return this.call(c, c.prepare, req);
+  }
+
+  finish(address: string, req: FinishRequest): Promise<unknown> {
+    const c = this.node(address);
+    return this.call(c, c.finish, req);
   }
 
   move(address: string, req: MoveRequest): Promise<MoveResponse> {

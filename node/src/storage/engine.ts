@@ -6,7 +6,7 @@ import {
   assertOid, oidHomeNode, validateAlias, validateClassName, validateDatasetName, type Limits,
 } from '@loam/sdk/wire';
 import { OidIndex, bytesFromHex, hexFromWords, wordsFromBytes, wordsFromHex, type OidWords } from './oid-index.js';
-import { encodeBatch, checkFrame, decodeFrame, setFrameFlags, FLAG_END, RecordType, type LogRecord } from './record.js';
+import { encodeBatch, checkFrame, decodeFrame, decodeFrames, setFrameFlags, FLAG_END, RecordType, type LogRecord, type PutRecord } from './record.js';
 import { SegmentLog, type RecoveryReport } from './segment-log.js';
 
 /**
@@ -75,6 +75,18 @@ export interface DirectoryEntry {
   replicas: number[];
 }
 
+interface PreparedTx {
+  records: LogRecord[];
+  versions: number[];
+  locked: string[];
+  coordinator: number;
+  dataset: number;
+  preparedAt: number;
+  segment: number;
+  offset: number;
+  length: number;
+}
+
 interface PendingObject {
   version: number; // 0 while a delete is in flight
   dataset: number;
@@ -98,6 +110,10 @@ export class Engine {
   private readonly liveBytes = new Map<number, number>();
   /** Objects this node moved away, and to which node (kept until their home directory agrees). */
   private readonly forwards = new Map<string, PlacedEntry<number>>();
+  /** Prepared parts of distributed transactions, by txid (hex), and the oids they lock. */
+  private readonly prepared = new Map<string, PreparedTx>();
+  private readonly locks = new Map<string, string>();
+  private readonly txWaiters = new Map<string, (() => void)[]>();
   /** Home-directory entries for objects homed here that do not simply live here. */
   private readonly directory = new Map<string, PlacedEntry<DirectoryEntry>>();
   private readonly compactBelow: number;
@@ -312,6 +328,42 @@ export class Engine {
   }
 
   private async commitInner(input: CommitInput): Promise<number[]> {
+    const { ds, records, versions } = this.validate(input);
+    if (records.length === 0) return versions; // read-only validation passed
+    const aliasSets = input.aliasSets ?? [];
+    const aliasDeletes = input.aliasDeletes ?? [];
+
+    // 3. Reserve, make durable, then publish.
+    const mine = new Map<string, PendingObject>();
+    for (const r of records) {
+      if (r.type === RecordType.Put || r.type === RecordType.Delete) {
+        const oid = r.oid.toString('hex');
+        const p = { version: r.type === RecordType.Put ? r.version : 0, dataset: ds };
+        mine.set(oid, p);
+        this.pendingObjects.set(oid, p);
+      }
+    }
+    const myAliases = new Map<string, string | null>();
+    for (const a of aliasSets) myAliases.set(aliasKey(ds, a.alias), a.oid);
+    for (const a of aliasDeletes) myAliases.set(aliasKey(ds, a), null);
+    for (const [k, v] of myAliases) this.pendingAliases.set(k, v);
+
+    try {
+      const at = await this.append(records);
+      for (let i = 0; i < records.length; i++) this.publish(records[i], at.segment, at.offsets[i], at.sizes[i]);
+      return versions;
+    } finally {
+      for (const [oid, p] of mine) if (this.pendingObjects.get(oid) === p) this.pendingObjects.delete(oid);
+      for (const [k, v] of myAliases) if (this.pendingAliases.get(k) === v) this.pendingAliases.delete(k);
+    }
+  }
+
+  /**
+   * Checks a commit against committed state, commits in flight and prepared transactions'
+   * locks, synchronously (no interleaving), and builds its records. Throws the typed error of
+   * the first problem; changes nothing.
+   */
+  private validate(input: CommitInput): { ds: number; records: LogRecord[]; versions: number[] } {
     const ds = this.datasetId(input.dataset);
     const writes = input.writes ?? [];
     const deletes = input.deletes ?? [];
@@ -368,6 +420,14 @@ export class Engine {
       if (!w) words.set(oid, (w = wordsFromHex(oid)));
       return w;
     };
+    for (const oid of touched) {
+      const tx = this.locks.get(oid);
+      if (tx) throw new WriteConflictError(`object ${oid} is locked by prepared transaction ${tx}`, { oid });
+    }
+    for (const r of reads) {
+      const tx = this.locks.get(r.oid);
+      if (tx) throw new ReadConflictError(`object ${r.oid} is locked by prepared transaction ${tx}`, { oid: r.oid });
+    }
     for (const w of writes) {
       const cur = this.currentVersion(w.oid, wordsOf(w.oid));
       if (cur.version !== 0 && cur.dataset !== ds) {
@@ -424,31 +484,7 @@ export class Engine {
       }
       records.push({ type: RecordType.AliasDelete, dataset: ds, alias });
     }
-    if (records.length === 0) return versions; // read-only validation passed
-
-    // 3. Reserve, make durable, then publish.
-    const mine = new Map<string, PendingObject>();
-    for (const r of records) {
-      if (r.type === RecordType.Put || r.type === RecordType.Delete) {
-        const oid = r.oid.toString('hex');
-        const p = { version: r.type === RecordType.Put ? r.version : 0, dataset: ds };
-        mine.set(oid, p);
-        this.pendingObjects.set(oid, p);
-      }
-    }
-    const myAliases = new Map<string, string | null>();
-    for (const a of aliasSets) myAliases.set(aliasKey(ds, a.alias), a.oid);
-    for (const a of aliasDeletes) myAliases.set(aliasKey(ds, a), null);
-    for (const [k, v] of myAliases) this.pendingAliases.set(k, v);
-
-    try {
-      const at = await this.append(records);
-      for (let i = 0; i < records.length; i++) this.publish(records[i], at.segment, at.offsets[i], at.sizes[i]);
-      return versions;
-    } finally {
-      for (const [oid, p] of mine) if (this.pendingObjects.get(oid) === p) this.pendingObjects.delete(oid);
-      for (const [k, v] of myAliases) if (this.pendingAliases.get(k) === v) this.pendingAliases.delete(k);
-    }
+    return { ds, records, versions };
   }
 
   /** Makes a durable record visible in the index, alias map and cache. */
@@ -495,7 +531,89 @@ export class Engine {
       case RecordType.Directory:
         this.placeEntry(this.directory, r.oid.toString('hex'), r.master === 0 ? undefined : { master: r.master, replicas: r.replicas }, segment, offset, length);
         break;
+      case RecordType.Prepare: {
+        const txid = r.txid.toString('hex');
+        const records = decodeFrames(r.body);
+        const locked = r.locked.map((o) => o.toString('hex'));
+        const versions = records.filter((x): x is PutRecord => x.type === RecordType.Put).map((x) => x.version);
+        this.prepared.set(txid, { records, versions, locked, coordinator: r.coordinator, dataset: r.dataset, preparedAt: Date.now(), segment, offset, length });
+        for (const o of locked) this.locks.set(o, txid);
+        this.liveDelta(segment, length);
+        break;
+      }
+      case RecordType.Decided: {
+        const txid = r.txid.toString('hex');
+        const p = this.prepared.get(txid);
+        if (p) {
+          this.prepared.delete(txid);
+          for (const o of p.locked) if (this.locks.get(o) === txid) this.locks.delete(o);
+          this.liveDelta(p.segment, -p.length);
+        }
+        for (const w of this.txWaiters.get(txid) ?? []) w();
+        this.txWaiters.delete(txid);
+        break;
+      }
     }
+  }
+
+  // ---------------------------------------------------------------- distributed transactions
+
+  /**
+   * Prepares this node's part of a distributed transaction: validates it like a commit, locks
+   * every object it reads or writes, and makes the records to apply durable in a Prepare
+   * record. Nothing is visible until finish(). Preparing the same txid again returns the same answer.
+   */
+  async prepare(txid: string, coordinator: number, input: CommitInput): Promise<number[]> {
+    assertTxid(txid);
+    const done = this.prepared.get(txid);
+    if (done) return done.versions;
+    if ((input.aliasSets?.length ?? 0) + (input.aliasDeletes?.length ?? 0) > 0) {
+      throw new InvalidArgumentError('aliases of a distributed transaction are kept by its coordinator, not prepared');
+    }
+    const { ds, records, versions } = this.validate(input);
+    const locked = [...new Set([...(input.writes ?? []).map((w) => w.oid), ...(input.deletes ?? []).map((d) => d.oid), ...(input.reads ?? []).map((r) => r.oid)])];
+    for (const o of locked) this.locks.set(o, txid); // taken synchronously with the validation
+    try {
+      const body = records.length > 0 ? encodeBatch(records).buf : Buffer.alloc(0);
+      const rec: LogRecord = { type: RecordType.Prepare, dataset: ds, txid: Buffer.from(txid, 'hex'), coordinator, locked: locked.map(bytesFromHex), body };
+      const at = await this.append([rec]);
+      this.prepared.set(txid, { records, versions, locked, coordinator, dataset: ds, preparedAt: Date.now(), segment: at.segment, offset: at.offsets[0], length: at.sizes[0] });
+      this.liveDelta(at.segment, at.sizes[0]);
+      return versions;
+    } catch (e) {
+      for (const o of locked) if (this.locks.get(o) === txid) this.locks.delete(o);
+      throw e;
+    }
+  }
+
+  /** Applies (commit) or drops (abort) a prepared part, and releases its locks. Idempotent. */
+  async finish(txid: string, commit: boolean): Promise<void> {
+    assertTxid(txid);
+    const p = this.prepared.get(txid);
+    if (!p) return; // finished before, or never prepared here
+    const decided: LogRecord = { type: RecordType.Decided, dataset: p.dataset, txid: Buffer.from(txid, 'hex'), commit };
+    const batch = commit ? [...p.records, decided] : [decided];
+    const at = await this.append(batch);
+    for (let i = 0; i < batch.length; i++) this.publish(batch[i], at.segment, at.offsets[i], at.sizes[i]);
+  }
+
+  /** Prepared parts still waiting for their decision. */
+  preparedTransactions(): { txid: string; coordinator: number; preparedAt: number }[] {
+    return [...this.prepared].map(([txid, p]) => ({ txid, coordinator: p.coordinator, preparedAt: p.preparedAt }));
+  }
+
+  lockedBy(oid: string): string | undefined {
+    return this.locks.get(oid);
+  }
+
+  /** Resolves when prepared transaction `txid` is finished here (at once if it is not prepared). */
+  waitForTx(txid: string): Promise<void> {
+    if (!this.prepared.has(txid)) return Promise.resolve();
+    return new Promise((resolve) => {
+      const list = this.txWaiters.get(txid);
+      if (list) list.push(resolve);
+      else this.txWaiters.set(txid, [resolve]);
+    });
   }
 
   private placeEntry<T>(map: Map<string, PlacedEntry<T>>, key: string, value: T | undefined, segment: number, offset: number, length: number): void {
@@ -665,7 +783,7 @@ export class Engine {
   private async compactSegment(seg: number): Promise<number> {
     const data = await this.log.readSegment(seg);
     const hasOlder = this.log.segments().some((s) => s < seg);
-    const copies: { frame: Buffer; kind: 'put' | 'alias' | 'forward' | 'dir' | 'keep'; key: string; offset: number }[] = [];
+    const copies: { frame: Buffer; kind: 'put' | 'alias' | 'forward' | 'dir' | 'prepare' | 'keep'; key: string; offset: number }[] = [];
     for (let pos = 0; pos < data.length;) {
       const check = checkFrame(data, pos);
       if (!check.ok) throw new InternalError(`segment ${seg} damaged at ${pos} (${check.reason}); not compacting it`);
@@ -697,6 +815,13 @@ export class Engine {
           else if (removal && hasOlder) copies.push({ frame, kind: 'keep', key: '', offset: pos });
           break;
         }
+        case RecordType.Prepare: {
+          const txid = r.txid.toString('hex');
+          const p = this.prepared.get(txid);
+          if (p && p.segment === seg && p.offset === pos) copies.push({ frame, kind: 'prepare', key: txid, offset: pos });
+          break;
+        }
+        case RecordType.Decided:
         case RecordType.Delete:
         case RecordType.AliasDelete:
           // A tombstone matters only while an older segment may still hold what it deleted.
@@ -734,6 +859,14 @@ export class Engine {
             this.liveDelta(seg, -len);
             this.liveDelta(at.segment, len);
           }
+        } else if (c.kind === 'prepare') {
+          const p = this.prepared.get(c.key);
+          if (p && p.segment === seg && p.offset === c.offset) {
+            p.segment = at.segment;
+            p.offset = off;
+            this.liveDelta(seg, -len);
+            this.liveDelta(at.segment, len);
+          }
         } else if (c.kind === 'forward' || c.kind === 'dir') {
           const map: Map<string, PlacedEntry<unknown>> = c.kind === 'forward' ? this.forwards : this.directory;
           const e = map.get(c.key);
@@ -768,6 +901,11 @@ export interface CompactionResult {
   segments: number;
   bytesBefore: number;
   bytesAfter: number;
+}
+
+const TXID_RE = /^[0-9a-f]{32}$/;
+function assertTxid(txid: string): void {
+  if (!TXID_RE.test(txid)) throw new InvalidArgumentError(`malformed transaction id ${JSON.stringify(txid)} (32 hex digits)`);
 }
 
 function aliasKey(ds: number, alias: string): string {

@@ -13,7 +13,7 @@ export const FLAG_END = 1;
 export const MAX_FRAME_BODY = 256 * 1024 * 1024;
 
 // A plain object, not a const enum: const enums vanish under per-file transpilers.
-export const RecordType = { Put: 1, Delete: 2, AliasSet: 3, AliasDelete: 4, Dataset: 5, Forward: 6, Directory: 7 } as const;
+export const RecordType = { Put: 1, Delete: 2, AliasSet: 3, AliasDelete: 4, Dataset: 5, Forward: 6, Directory: 7, Prepare: 8, Decided: 9 } as const;
 export type RecordType = (typeof RecordType)[keyof typeof RecordType];
 
 export interface PutRecord {
@@ -61,7 +61,26 @@ export interface DirectoryRecord {
   master: number;
   replicas: number[];
 }
-export type LogRecord = PutRecord | DeleteRecord | AliasSetRecord | AliasDeleteRecord | DatasetRecord | ForwardRecord | DirectoryRecord;
+/**
+ * A prepared part of a distributed transaction: the records to apply if it commits (as frames),
+ * and every oid it locks until the decision.
+ */
+export interface PrepareRecord {
+  type: typeof RecordType.Prepare;
+  dataset: number;
+  txid: Buffer; // 16 bytes
+  coordinator: number;
+  locked: Buffer[]; // 16-byte oids
+  body: Buffer; // frames of the records to apply (encodeBatch output)
+}
+/** The decision reached this node: with `commit`, the same batch carries the applied records. */
+export interface DecidedRecord {
+  type: typeof RecordType.Decided;
+  dataset: number;
+  txid: Buffer;
+  commit: boolean;
+}
+export type LogRecord = PutRecord | DeleteRecord | AliasSetRecord | AliasDeleteRecord | DatasetRecord | ForwardRecord | DirectoryRecord | PrepareRecord | DecidedRecord;
 
 function bodySize(r: LogRecord): number {
   switch (r.type) {
@@ -79,6 +98,10 @@ function bodySize(r: LogRecord): number {
       return 2 + 2 + 16 + 2;
     case RecordType.Directory:
       return 2 + 2 + 16 + 2 + 2 + 2 * r.replicas.length;
+    case RecordType.Prepare:
+      return 2 + 2 + 16 + 2 + 4 + 16 * r.locked.length + 4 + r.body.length;
+    case RecordType.Decided:
+      return 2 + 2 + 16 + 1;
   }
 }
 
@@ -128,6 +151,18 @@ export function writeFrame(buf: Buffer, pos: number, r: LogRecord, flags: number
       p = buf.writeUInt16LE(r.master, p);
       p = buf.writeUInt16LE(r.replicas.length, p);
       for (const n of r.replicas) p = buf.writeUInt16LE(n, p);
+      break;
+    case RecordType.Prepare:
+      p += r.txid.copy(buf, p);
+      p = buf.writeUInt16LE(r.coordinator, p);
+      p = buf.writeUInt32LE(r.locked.length, p);
+      for (const o of r.locked) p += o.copy(buf, p);
+      p = buf.writeUInt32LE(r.body.length, p);
+      p += r.body.copy(buf, p);
+      break;
+    case RecordType.Decided:
+      p += r.txid.copy(buf, p);
+      p = buf.writeUInt8(r.commit ? 1 : 0, p);
       break;
   }
   const bodyLen = p - start - FRAME_HEADER;
@@ -220,6 +255,18 @@ export function decodeFrame(buf: Buffer, pos: number): LogRecord {
       for (let i = 0; i < n; i++) replicas.push(buf.readUInt16LE(p + 20 + 2 * i));
       return { type, dataset, oid, master, replicas };
     }
+    case RecordType.Prepare: {
+      const txid = buf.subarray(p, p + 16);
+      const coordinator = buf.readUInt16LE(p + 16);
+      const n = buf.readUInt32LE(p + 18);
+      let q = p + 22;
+      const locked: Buffer[] = [];
+      for (let i = 0; i < n; i++, q += 16) locked.push(buf.subarray(q, q + 16));
+      const bl = buf.readUInt32LE(q);
+      return { type, dataset, txid, coordinator, locked, body: buf.subarray(q + 4, q + 4 + bl) };
+    }
+    case RecordType.Decided:
+      return { type, dataset, txid: buf.subarray(p, p + 16), commit: buf.readUInt8(p + 16) === 1 };
     default:
       throw new Error(`unknown record type ${type} at offset ${pos}`);
   }
@@ -229,4 +276,16 @@ export function decodeFrame(buf: Buffer, pos: number): LogRecord {
 export function setFrameFlags(frame: Buffer, flags: number): void {
   frame.writeUInt8(flags, FRAME_HEADER + 1);
   frame.writeUInt32LE(crc32(frame.subarray(FRAME_HEADER)), 4);
+}
+
+/** Decodes a run of frames (a Prepare record's body) back into records. */
+export function decodeFrames(buf: Buffer): LogRecord[] {
+  const out: LogRecord[] = [];
+  for (let pos = 0; pos < buf.length;) {
+    const c = checkFrame(buf, pos);
+    if (!c.ok) throw new Error(`damaged frame inside a prepared transaction at ${pos} (${c.reason})`);
+    out.push(decodeFrame(buf, pos));
+    pos += c.size;
+  }
+  return out;
 }

@@ -200,6 +200,44 @@ export interface AdoptHomeRequest {
 export interface AdoptHomeResponse {
 }
 
+export interface CommitPart {
+  node: number;
+  ops: CommitRequest | undefined;
+}
+
+export interface CommitMultiRequest {
+  dataset: string;
+  /** 32 hex digits, chosen by the client; the key of the decision. */
+  txid: string;
+  parts: CommitPart[];
+  aliasSets: AliasSet[];
+  aliasDeletes: string[];
+}
+
+export interface CommitMultiResponse {
+  /** Versions of each part's writes, in the order of `parts`. */
+  parts: PrepareResponse[];
+}
+
+export interface PrepareRequest {
+  txid: string;
+  coordinator: number;
+  ops: CommitRequest | undefined;
+}
+
+export interface PrepareResponse {
+  /** New version of each write of the part, in request order (applied only if it commits). */
+  versions: number[];
+}
+
+export interface FinishRequest {
+  txid: string;
+  commit: boolean;
+}
+
+export interface FinishResponse {
+}
+
 export interface ListBackendsRequest {
 }
 
@@ -2508,6 +2546,489 @@ export const AdoptHomeResponse: MessageFns<AdoptHomeResponse> = {
   },
 };
 
+function createBaseCommitPart(): CommitPart {
+  return { node: 0, ops: undefined };
+}
+
+export const CommitPart: MessageFns<CommitPart> = {
+  encode(message: CommitPart, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.node !== 0) {
+      writer.uint32(8).uint32(message.node);
+    }
+    if (message.ops !== undefined) {
+      CommitRequest.encode(message.ops, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CommitPart {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCommitPart();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.node = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.ops = CommitRequest.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<CommitPart>): CommitPart {
+    return CommitPart.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CommitPart>): CommitPart {
+    const message = createBaseCommitPart();
+    message.node = object.node ?? 0;
+    message.ops = (object.ops !== undefined && object.ops !== null) ? CommitRequest.fromPartial(object.ops) : undefined;
+    return message;
+  },
+};
+
+function createBaseCommitMultiRequest(): CommitMultiRequest {
+  return { dataset: "", txid: "", parts: [], aliasSets: [], aliasDeletes: [] };
+}
+
+export const CommitMultiRequest: MessageFns<CommitMultiRequest> = {
+  encode(message: CommitMultiRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.dataset !== "") {
+      writer.uint32(10).string(message.dataset);
+    }
+    if (message.txid !== "") {
+      writer.uint32(18).string(message.txid);
+    }
+    for (const v of message.parts) {
+      CommitPart.encode(v!, writer.uint32(26).fork()).join();
+    }
+    for (const v of message.aliasSets) {
+      AliasSet.encode(v!, writer.uint32(34).fork()).join();
+    }
+    for (const v of message.aliasDeletes) {
+      writer.uint32(42).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CommitMultiRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCommitMultiRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.dataset = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.txid = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.parts.push(CommitPart.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.aliasSets.push(AliasSet.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.aliasDeletes.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<CommitMultiRequest>): CommitMultiRequest {
+    return CommitMultiRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CommitMultiRequest>): CommitMultiRequest {
+    const message = createBaseCommitMultiRequest();
+    message.dataset = object.dataset ?? "";
+    message.txid = object.txid ?? "";
+    message.parts = object.parts?.map((e) => CommitPart.fromPartial(e)) || [];
+    message.aliasSets = object.aliasSets?.map((e) => AliasSet.fromPartial(e)) || [];
+    message.aliasDeletes = object.aliasDeletes?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseCommitMultiResponse(): CommitMultiResponse {
+  return { parts: [] };
+}
+
+export const CommitMultiResponse: MessageFns<CommitMultiResponse> = {
+  encode(message: CommitMultiResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.parts) {
+      PrepareResponse.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CommitMultiResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCommitMultiResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.parts.push(PrepareResponse.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<CommitMultiResponse>): CommitMultiResponse {
+    return CommitMultiResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CommitMultiResponse>): CommitMultiResponse {
+    const message = createBaseCommitMultiResponse();
+    message.parts = object.parts?.map((e) => PrepareResponse.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBasePrepareRequest(): PrepareRequest {
+  return { txid: "", coordinator: 0, ops: undefined };
+}
+
+export const PrepareRequest: MessageFns<PrepareRequest> = {
+  encode(message: PrepareRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.txid !== "") {
+      writer.uint32(10).string(message.txid);
+    }
+    if (message.coordinator !== 0) {
+      writer.uint32(16).uint32(message.coordinator);
+    }
+    if (message.ops !== undefined) {
+      CommitRequest.encode(message.ops, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PrepareRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePrepareRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.txid = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.coordinator = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.ops = CommitRequest.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<PrepareRequest>): PrepareRequest {
+    return PrepareRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PrepareRequest>): PrepareRequest {
+    const message = createBasePrepareRequest();
+    message.txid = object.txid ?? "";
+    message.coordinator = object.coordinator ?? 0;
+    message.ops = (object.ops !== undefined && object.ops !== null) ? CommitRequest.fromPartial(object.ops) : undefined;
+    return message;
+  },
+};
+
+function createBasePrepareResponse(): PrepareResponse {
+  return { versions: [] };
+}
+
+export const PrepareResponse: MessageFns<PrepareResponse> = {
+  encode(message: PrepareResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.versions.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.versions) {
+        writer.uint64(v);
+      }
+      writer.join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PrepareResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePrepareResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 8) {
+              message.versions.push(longToNumber(reader.uint64()));
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.versions.push(longToNumber(reader.uint64()));
+              }
+
+              continue;
+            }
+
+            break;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<PrepareResponse>): PrepareResponse {
+    return PrepareResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PrepareResponse>): PrepareResponse {
+    const message = createBasePrepareResponse();
+    message.versions = object.versions?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseFinishRequest(): FinishRequest {
+  return { txid: "", commit: false };
+}
+
+export const FinishRequest: MessageFns<FinishRequest> = {
+  encode(message: FinishRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.txid !== "") {
+      writer.uint32(10).string(message.txid);
+    }
+    if (message.commit !== false) {
+      writer.uint32(16).bool(message.commit);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FinishRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFinishRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.txid = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.commit = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<FinishRequest>): FinishRequest {
+    return FinishRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<FinishRequest>): FinishRequest {
+    const message = createBaseFinishRequest();
+    message.txid = object.txid ?? "";
+    message.commit = object.commit ?? false;
+    return message;
+  },
+};
+
+function createBaseFinishResponse(): FinishResponse {
+  return {};
+}
+
+export const FinishResponse: MessageFns<FinishResponse> = {
+  encode(_: FinishResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FinishResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFinishResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<FinishResponse>): FinishResponse {
+    return FinishResponse.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<FinishResponse>): FinishResponse {
+    const message = createBaseFinishResponse();
+    return message;
+  },
+};
+
 function createBaseListBackendsRequest(): ListBackendsRequest {
   return {};
 }
@@ -3105,6 +3626,19 @@ export const StoreServiceService = {
     responseSerialize: (value: DrainResponse): Buffer => Buffer.from(DrainResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DrainResponse => DrainResponse.decode(value),
   },
+  /**
+   * CommitMulti runs a transaction whose objects live on several nodes (two-phase commit, the
+   * decision recorded once in etcd); the node called coordinates it.
+   */
+  commitMulti: {
+    path: "/loam.v1.StoreService/CommitMulti" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CommitMultiRequest): Buffer => Buffer.from(CommitMultiRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CommitMultiRequest => CommitMultiRequest.decode(value),
+    responseSerialize: (value: CommitMultiResponse): Buffer => Buffer.from(CommitMultiResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CommitMultiResponse => CommitMultiResponse.decode(value),
+  },
 } as const;
 
 export interface StoreServiceServer extends UntypedServiceImplementation {
@@ -3131,6 +3665,11 @@ export interface StoreServiceServer extends UntypedServiceImplementation {
   move: handleUnaryCall<MoveRequest, MoveResponse>;
   /** Drain moves everything this node masters to the others and hands its home directory over. */
   drain: handleUnaryCall<DrainRequest, DrainResponse>;
+  /**
+   * CommitMulti runs a transaction whose objects live on several nodes (two-phase commit, the
+   * decision recorded once in etcd); the node called coordinates it.
+   */
+  commitMulti: handleUnaryCall<CommitMultiRequest, CommitMultiResponse>;
 }
 
 export interface StoreServiceClient extends Client {
@@ -3305,6 +3844,25 @@ export interface StoreServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DrainResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * CommitMulti runs a transaction whose objects live on several nodes (two-phase commit, the
+   * decision recorded once in etcd); the node called coordinates it.
+   */
+  commitMulti(
+    request: CommitMultiRequest,
+    callback: (error: ServiceError | null, response: CommitMultiResponse) => void,
+  ): ClientUnaryCall;
+  commitMulti(
+    request: CommitMultiRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CommitMultiResponse) => void,
+  ): ClientUnaryCall;
+  commitMulti(
+    request: CommitMultiRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CommitMultiResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const StoreServiceClient = makeGenericClientConstructor(
@@ -3349,6 +3907,26 @@ export const NodeServiceService = {
     responseSerialize: (value: AdoptHomeResponse): Buffer => Buffer.from(AdoptHomeResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): AdoptHomeResponse => AdoptHomeResponse.decode(value),
   },
+  /** Prepare validates, locks and logs this node's part of a distributed transaction. */
+  prepare: {
+    path: "/loam.v1.NodeService/Prepare" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PrepareRequest): Buffer => Buffer.from(PrepareRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PrepareRequest => PrepareRequest.decode(value),
+    responseSerialize: (value: PrepareResponse): Buffer => Buffer.from(PrepareResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PrepareResponse => PrepareResponse.decode(value),
+  },
+  /** Finish applies or drops a prepared part once the decision is known. */
+  finish: {
+    path: "/loam.v1.NodeService/Finish" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: FinishRequest): Buffer => Buffer.from(FinishRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): FinishRequest => FinishRequest.decode(value),
+    responseSerialize: (value: FinishResponse): Buffer => Buffer.from(FinishResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): FinishResponse => FinishResponse.decode(value),
+  },
 } as const;
 
 export interface NodeServiceServer extends UntypedServiceImplementation {
@@ -3358,6 +3936,10 @@ export interface NodeServiceServer extends UntypedServiceImplementation {
   setMaster: handleUnaryCall<SetMasterRequest, SetMasterResponse>;
   /** AdoptHome takes over the home directory of a draining node. */
   adoptHome: handleUnaryCall<AdoptHomeRequest, AdoptHomeResponse>;
+  /** Prepare validates, locks and logs this node's part of a distributed transaction. */
+  prepare: handleUnaryCall<PrepareRequest, PrepareResponse>;
+  /** Finish applies or drops a prepared part once the decision is known. */
+  finish: handleUnaryCall<FinishRequest, FinishResponse>;
 }
 
 export interface NodeServiceClient extends Client {
@@ -3408,6 +3990,38 @@ export interface NodeServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: AdoptHomeResponse) => void,
+  ): ClientUnaryCall;
+  /** Prepare validates, locks and logs this node's part of a distributed transaction. */
+  prepare(
+    request: PrepareRequest,
+    callback: (error: ServiceError | null, response: PrepareResponse) => void,
+  ): ClientUnaryCall;
+  prepare(
+    request: PrepareRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PrepareResponse) => void,
+  ): ClientUnaryCall;
+  prepare(
+    request: PrepareRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PrepareResponse) => void,
+  ): ClientUnaryCall;
+  /** Finish applies or drops a prepared part once the decision is known. */
+  finish(
+    request: FinishRequest,
+    callback: (error: ServiceError | null, response: FinishResponse) => void,
+  ): ClientUnaryCall;
+  finish(
+    request: FinishRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: FinishResponse) => void,
+  ): ClientUnaryCall;
+  finish(
+    request: FinishRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: FinishResponse) => void,
   ): ClientUnaryCall;
 }
 

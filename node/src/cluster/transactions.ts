@@ -1,0 +1,206 @@
+import { randomBytes } from 'node:crypto';
+import {
+  AliasExistsError, InvalidArgumentError, NotFoundError, UnavailableError, isOid, oidHomeNode, validateAlias,
+  type CommitMultiRequest, type CommitMultiResponse, type CommitRequest, type PrepareResponse,
+} from '@loam/sdk/wire';
+import type { Engine } from '../storage/engine.js';
+import type { Logger } from '../logger.js';
+import { META_KEYS } from '../meta/meta-store.js';
+import { failpoint } from '../failpoints.js';
+import type { Membership } from './membership.js';
+import { Placement } from './placement.js';
+import { Peers } from './peers.js';
+
+/** How long a participant holds a prepared part before it asks etcd for the decision itself. */
+const DEFAULT_PREPARED_TIMEOUT_MS = 5_000;
+const RESOLVE_EVERY_MS = 1_000;
+
+/**
+ * Distributed transactions, two-phase commit with the decision recorded once in the metadata
+ * store (create-if-absent: the first writer decides). The coordinator prepares every part,
+ * writes "commit" (or "abort" if a part failed), then finishes every part. A participant that
+ * holds a prepared part past the timeout reads the decision, or writes "abort" if there is none,
+ * so a crashed coordinator never leaves locks behind and a crashed participant applies the
+ * decision when it is back. The decision key is dropped once every participant has finished.
+ */
+export class Transactions {
+  private readonly peers = new Peers();
+  private readonly timer: NodeJS.Timeout;
+  private resolving?: Promise<void>;
+  readonly preparedTimeoutMs: number;
+
+  constructor(
+    private readonly engine: Engine,
+    private readonly membership: Membership,
+    private readonly placement: Placement,
+    private readonly log: Logger,
+  ) {
+    this.preparedTimeoutMs = Number(process.env.LOAM_TX_TIMEOUT_MS ?? DEFAULT_PREPARED_TIMEOUT_MS);
+    this.timer = setInterval(() => void this.resolveStale(), RESOLVE_EVERY_MS);
+    this.timer.unref();
+  }
+
+  private get meta() {
+    return this.membership.meta;
+  }
+
+  // ------------------------------------------------------------------ participant
+
+  /** Prepares this node's part: the objects must be here (else a redirect), then validate, lock, log. */
+  async prepareHere(txid: string, coordinator: number, ops: CommitRequest): Promise<number[]> {
+    const me = this.membership.self.number;
+    const touched = [...ops.writes.map((w) => w.oid), ...ops.deletes.map((d) => d.oid), ...ops.reads.map((r) => r.oid)];
+    for (const oid of touched) if (!isOid(oid)) throw new InvalidArgumentError(`malformed oid ${JSON.stringify(oid)}`);
+    await this.placement.waitUnlocked(touched);
+    for (const w of ops.writes) {
+      if (w.expectedVersion === 0 && oidHomeNode(w.oid) !== me) {
+        throw new InvalidArgumentError(`object ${w.oid} must be created on its home node ${oidHomeNode(w.oid)}, not on node ${me}`, { oid: w.oid });
+      }
+    }
+    for (const oid of [...ops.writes.filter((w) => w.expectedVersion > 0).map((w) => w.oid), ...ops.deletes.map((d) => d.oid), ...ops.reads.map((r) => r.oid)]) {
+      if (this.engine.holds(oid)) continue;
+      const r = await this.placement.redirectFor(oid);
+      if (r) throw Placement.redirectError(r);
+    }
+    const versions = await this.engine.prepare(txid, coordinator, { dataset: ops.dataset, reads: ops.reads, writes: ops.writes, deletes: ops.deletes });
+    failpoint('participant-after-prepare');
+    return versions;
+  }
+
+  async finishHere(txid: string, commit: boolean): Promise<void> {
+    if (commit) failpoint('participant-before-commit');
+    await this.engine.finish(txid, commit);
+  }
+
+  /** Resolves prepared parts whose coordinator has gone quiet: read the decision, or decide abort. */
+  resolveStale(): Promise<void> {
+    this.resolving ??= (async () => {
+      const now = Date.now();
+      for (const p of this.engine.preparedTransactions()) {
+        if (now - p.preparedAt < this.preparedTimeoutMs) continue;
+        try {
+          const d = await this.meta.createIfAbsent(META_KEYS.decision(p.txid), 'abort');
+          await this.engine.finish(p.txid, d.value === 'commit');
+          this.log.warn({ txid: p.txid, decision: d.value, decidedHere: d.created }, 'resolved a prepared transaction without its coordinator');
+        } catch (e) {
+          this.log.warn({ txid: p.txid, err: (e as Error).message }, 'cannot resolve a prepared transaction yet');
+        }
+      }
+    })().finally(() => {
+      this.resolving = undefined;
+    });
+    return this.resolving;
+  }
+
+  // ------------------------------------------------------------------ coordinator
+
+  async commitMulti(req: CommitMultiRequest): Promise<CommitMultiResponse> {
+    if (!/^[0-9a-f]{32}$/.test(req.txid)) throw new InvalidArgumentError(`malformed transaction id ${JSON.stringify(req.txid)}`);
+    if (req.parts.length < 1 || req.parts.length > 64) throw new InvalidArgumentError('a distributed transaction has 1 to 64 parts');
+    const nodes = new Set(req.parts.map((p) => p.node));
+    if (nodes.size !== req.parts.length) throw new InvalidArgumentError('each node may appear in one part only');
+    const me = this.membership.self.number;
+    const members = await Promise.all(req.parts.map((p) => (p.node === me ? Promise.resolve(this.membership.self) : this.membership.byNumber(p.node))));
+    const missing = req.parts.findIndex((_, i) => !members[i]);
+    if (missing >= 0) throw new UnavailableError(`node ${req.parts[missing].node} of this transaction is not available`, { node: req.parts[missing].node });
+
+    const reserved = await this.reserveAliases(req);
+    const decisionKey = META_KEYS.decision(req.txid);
+    const prepared: boolean[] = req.parts.map(() => false);
+    let versions: PrepareResponse[];
+    try {
+      // Phase 1: prepare every part (in parallel). Any failure decides abort.
+      const results = await Promise.allSettled(req.parts.map(async (part, i) => {
+        const ops = { ...part.ops!, dataset: req.dataset };
+        const v = part.node === me
+          ? await this.prepareHere(req.txid, me, ops)
+          : (await this.peers.prepare(members[i]!.address, { txid: req.txid, coordinator: me, ops })).versions;
+        prepared[i] = true;
+        return { versions: v };
+      }));
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) {
+        await this.decideAndFinish(req, members.map((m) => m!.address), 'abort');
+        throw failed.reason;
+      }
+      versions = results.map((r) => (r as PromiseFulfilledResult<PrepareResponse>).value);
+      failpoint('coordinator-after-prepare');
+
+      // The decision: written once; a participant that timed out may have written "abort" first.
+      const d = await this.meta.createIfAbsent(decisionKey, 'commit');
+      failpoint('coordinator-after-decision');
+      if (d.value !== 'commit') {
+        await this.decideAndFinish(req, members.map((m) => m!.address), 'abort');
+        throw new UnavailableError(`transaction ${req.txid} was aborted: a participant timed out waiting for its coordinator`);
+      }
+    } catch (e) {
+      await this.releaseAliases(reserved);
+      throw e;
+    }
+    // Committed: from here on the transaction is acknowledged whatever happens to a participant.
+    const finished = await this.finishAll(req, members.map((m) => m!.address), true);
+    await this.confirmAliases(req, reserved);
+    if (finished) await this.meta.delete(decisionKey).catch(() => undefined);
+    return { parts: versions };
+  }
+
+  /** Writes the decision (if nobody has) and finishes every part with it. */
+  private async decideAndFinish(req: CommitMultiRequest, addresses: string[], decision: 'abort'): Promise<void> {
+    const d = await this.meta.createIfAbsent(META_KEYS.decision(req.txid), decision).catch(() => undefined);
+    if (d && d.value !== decision) this.log.error({ txid: req.txid, decision: d.value }, 'decision differs from the one this coordinator reached');
+    const finished = await this.finishAll(req, addresses, d?.value === 'commit');
+    if (finished && d) await this.meta.delete(META_KEYS.decision(req.txid)).catch(() => undefined);
+  }
+
+  /** Finishes every part; true when all acknowledged (a failed one resolves itself later). */
+  private async finishAll(req: CommitMultiRequest, addresses: string[], commit: boolean): Promise<boolean> {
+    const me = this.membership.self.number;
+    const results = await Promise.allSettled(req.parts.map((part, i) =>
+      part.node === me ? this.finishHere(req.txid, commit) : this.peers.finish(addresses[i], { txid: req.txid, commit })));
+    const failed = results.filter((r) => r.status === 'rejected');
+    if (failed.length > 0) this.log.warn({ txid: req.txid, commit, failed: failed.length }, 'participants will finish on their own');
+    return failed.length === 0;
+  }
+
+  private async reserveAliases(req: CommitMultiRequest): Promise<{ key: string; value: string; oid: string }[]> {
+    const reserved: { key: string; value: string; oid: string }[] = [];
+    try {
+      for (const a of req.aliasSets) {
+        validateAlias(a.alias, this.engine.limits);
+        const key = META_KEYS.alias(req.dataset, a.alias);
+        const value = JSON.stringify({ oid: a.oid, pending: true, tx: req.txid });
+        const r = await this.meta.createIfAbsent(key, value);
+        if (!r.created) throw new AliasExistsError(`alias ${JSON.stringify(a.alias)} already exists in dataset ${req.dataset}`, { alias: a.alias, dataset: req.dataset });
+        reserved.push({ key, value, oid: a.oid });
+      }
+      for (const alias of req.aliasDeletes) {
+        validateAlias(alias, this.engine.limits);
+        if ((await this.meta.get(META_KEYS.alias(req.dataset, alias))) === undefined) {
+          throw new NotFoundError(`no alias ${JSON.stringify(alias)} in dataset ${req.dataset}`, { alias, dataset: req.dataset });
+        }
+      }
+    } catch (e) {
+      await this.releaseAliases(reserved);
+      throw e;
+    }
+    return reserved;
+  }
+
+  private async releaseAliases(reserved: { key: string; value: string }[]): Promise<void> {
+    for (const r of reserved) await this.meta.compareAndSet(r.key, r.value, undefined).catch(() => undefined);
+  }
+
+  private async confirmAliases(req: CommitMultiRequest, reserved: { key: string; value: string; oid: string }[]): Promise<void> {
+    for (const r of reserved) await this.meta.compareAndSet(r.key, r.value, JSON.stringify({ oid: r.oid })).catch(() => undefined);
+    for (const alias of req.aliasDeletes) await this.meta.delete(META_KEYS.alias(req.dataset, alias)).catch(() => undefined);
+  }
+
+  static newTxid(): string {
+    return randomBytes(16).toString('hex');
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+    this.peers.close();
+  }
+}
