@@ -220,6 +220,52 @@ describe('a cluster of loam nodes on a real etcd', () => {
   });
 });
 
+describe('versions', () => {
+  it('newVersion copies with an origin; consolidate writes back over the whole chain atomically', async () => {
+    const { nodes } = await cluster(3);
+    const c = await client(nodes[0].url);
+    const shared = await c.persist(new Doc(-1, 'shared'));
+    const origin = new Doc(0, 'v0');
+    origin.kids.push(shared);
+    await c.persist(origin, { backend: 1 });
+    const v1 = await c.newVersion(origin, { backend: 2 });
+    expect(v1.$origin).toBe(origin.$oid);
+    expect(v1.$oid).not.toBe(origin.$oid);
+    expect(v1.kids[0]).toBe(shared); // references stay references
+    v1.text = 'v1';
+    v1.n = 1;
+    await c.save(v1);
+    const v2 = await c.newVersion(v1, { backend: 3 });
+    v2.text = 'v2';
+    v2.n = 2;
+    await c.save(v2);
+    expect((await c.get<Doc>(origin.$oid!)).text).toBe('v0'); // versions leave the origin alone
+
+    // a reader watches the origin during consolidation: never missing, never half written
+    const reader = await client(nodes[1].url);
+    let stop = false;
+    const seen: string[] = [];
+    const watch = (async () => {
+      while (!stop) {
+        const o = await reader.get<Doc>(origin.$oid!);
+        seen.push(`${o.n}:${o.text}`);
+      }
+    })();
+    await waitFor(() => seen.length > 3, 'the reader to run', 10_000);
+    await c.consolidate(v2);
+    stop = true;
+    await watch;
+    for (const s of seen) expect(['0:v0', '2:v2']).toContain(s);
+    for (const oid of [origin.$oid!, v1.$oid!]) {
+      const d = await reader.get<Doc>(oid);
+      expect([d.n, d.text]).toEqual([2, 'v2']);
+      expect(d.kids[0].$oid).toBe(shared.$oid);
+    }
+    expect((await reader.get<Doc>(v1.$oid!)).$origin).toBe(origin.$oid); // each keeps its own origin
+    await expect(c.consolidate(origin)).rejects.toThrow(/not a version/);
+  });
+});
+
 describe('loam dev --nodes 3 (embedded metadata, no etcd)', () => {
   it('runs a local three-node cluster in one process', async () => {
     const dev = await startNode({ args: ['--nodes', '3'] });

@@ -191,6 +191,45 @@ describe('Engine', () => {
     check(e);
   });
 
+  it('keeps a version\'s origin through compaction and restart', async () => {
+    const dir = tmp();
+    let e = await open(dir, { maxSegmentBytes: 512 });
+    const base = newOid(1), v = newOid(1);
+    await e.commit({ dataset: 'default', writes: [put(base, 'base')] });
+    await e.commit({ dataset: 'default', writes: [{ ...put(v, 'version'), origin: base }] });
+    for (let i = 0; i < 10; i++) await e.commit({ dataset: 'default', writes: [put(newOid(1), 'filler'.repeat(20))] });
+    await e.compact({ all: true });
+    expect(e.get('default', [v]).objects[0].origin).toBe(base);
+    e = await reopen(e, dir, { maxSegmentBytes: 512 });
+    expect(e.get('default', [v]).objects[0]).toMatchObject({ origin: base, version: 1 });
+    expect(e.get('default', [base]).objects[0].origin).toBe('');
+  });
+
+  it('prepared transactions lock, survive a restart, and finish either way', async () => {
+    const dir = tmp();
+    let e = await open(dir);
+    const a = newOid(1), b = newOid(1);
+    await e.commit({ dataset: 'default', writes: [put(a, 'a1'), put(b, 'b1')] });
+    const t1 = 'a'.repeat(32), t2 = 'b'.repeat(32);
+    expect(await e.prepare(t1, 2, { dataset: 'default', writes: [put(a, 'a2', 1)] })).toEqual([2]);
+    await e.prepare(t2, 2, { dataset: 'default', reads: [{ oid: b, version: 1 }], writes: [] });
+    await expect(e.commit({ dataset: 'default', writes: [put(a, 'x', 1)] })).rejects.toBeInstanceOf(WriteConflictError);
+    await expect(e.commit({ dataset: 'default', writes: [put(b, 'x', 1)] })).rejects.toBeInstanceOf(WriteConflictError);
+    expect(e.get('default', [a]).objects[0].state.toString()).toBe('a1'); // nothing visible before the decision
+    e = await reopen(e, dir);
+    expect(e.preparedTransactions().map((p) => p.txid).sort()).toEqual([t1, t2]);
+    expect(e.lockedBy(a)).toBe(t1);
+    await e.finish(t1, true);
+    await e.finish(t2, false);
+    await e.finish(t1, true); // idempotent
+    expect(e.get('default', [a]).objects[0]).toMatchObject({ version: 2 });
+    expect(e.lockedBy(b)).toBeUndefined();
+    await e.commit({ dataset: 'default', writes: [put(b, 'b2', 1)] });
+    e = await reopen(e, dir);
+    expect(e.preparedTransactions()).toEqual([]);
+    expect(e.get('default', [a]).objects[0].state.toString()).toBe('a2');
+  });
+
   it('shares fsyncs between concurrent committers (group commit)', async () => {
     const batches: number[] = [];
     const e = await open(tmp(), { observer: { fsync: (_s, _b, n) => batches.push(n) } });

@@ -4,7 +4,8 @@ import { ConflictError, InvalidArgumentError, NotFoundError, LoamError, Redirect
 import { isOid, oidHomeNode } from './oid.js';
 import { Router, MAX_HOPS } from './router.js';
 import { randomBytes } from 'node:crypto';
-import { Persistent, metaOf } from './model.js';
+import { Persistent, metaOf, instantiate, assignFields } from './model.js';
+import { encodeState, decodeState } from './codec.js';
 import { Ref, parseUrl, DEFAULT_URL } from './ref.js';
 import { NodeConnection } from './rpc.js';
 import { ObjectSpace } from './object-space.js';
@@ -316,6 +317,48 @@ export class Client {
       todo = next;
     }
     return { moved };
+  }
+
+  /**
+   * Makes a version of `obj`: a copy with a new oid that records `obj` as its origin. Its fields
+   * are copied deeply, except references to persistent objects, which stay references to them.
+   */
+  async newVersion<T extends Persistent>(obj: T, options: { backend?: string | number } = {}): Promise<T> {
+    const m = this.ownMeta(obj);
+    if (!m.loaded) throw new InvalidArgumentError(`load object ${m.oid} before making a version of it`, { oid: m.oid });
+    const hooks = { refFor: (o: Persistent) => ({ oid: this.refOid(o), className: metaOf(o).className }) };
+    const copy = instantiate(m.className, { version: 0, loaded: true, className: m.className, origin: m.oid }) as T;
+    assignFields(copy, decodeState(encodeState(obj, hooks), { stubFor: (oid, cls) => this.space.stub(oid, cls) }));
+    return this.persist(copy, { backend: options.backend ?? this.router.nodeOf(m.oid!) });
+  }
+
+  /**
+   * Writes the state of version `v` over its origin, and over every version in between (the
+   * chain of origins up to the first object), in one transaction: no reader ever sees an origin
+   * missing or half written. Conflicts are retried like any transaction.
+   */
+  async consolidate(v: Persistent, options: TransactionOptions = {}): Promise<void> {
+    const m = this.ownMeta(v);
+    if (!m.origin) throw new InvalidArgumentError(`object ${m.oid} is not a version (it has no origin)`, { oid: m.oid });
+    await this.transaction(async (tx) => {
+      const version = await tx.get(m.oid!);
+      const state = encodeState(version, { refFor: (o) => ({ oid: o.$oid!, className: metaOf(o).className }) });
+      const seen = new Set([m.oid!]);
+      for (let oid = version.$origin; oid; ) {
+        if (seen.has(oid)) throw new InvalidArgumentError(`the origins of ${m.oid} form a cycle at ${oid}`, { oid });
+        seen.add(oid);
+        const target = await tx.get(oid);
+        tx.overwrite(target, state);
+        oid = target.$origin;
+      }
+    }, options);
+  }
+
+  /** @internal the oid of a referenced object, which must already be persisted */
+  private refOid(o: Persistent): string {
+    const oid = o.$oid;
+    if (!oid) throw new InvalidArgumentError('a version cannot reference an object that is not persisted yet: persist it first');
+    return oid;
   }
 
   /** Moves everything a node masters to the others and hands its home directory over (also `loam drain`). */

@@ -15,6 +15,8 @@ export interface PersistentMeta {
   snapshot?: Buffer;
   /** The Client or Transaction this instance belongs to (its identity map). */
   owner?: unknown;
+  /** The object this one is a version of (newVersion). */
+  origin?: string;
 }
 
 const metas = new WeakMap<object, PersistentMeta>();
@@ -40,6 +42,10 @@ export abstract class Persistent {
   /** False for a stub: a referenced object whose fields have not been loaded (`client.load(stub)`). */
   get $loaded(): boolean {
     return metas.get(this)?.loaded ?? true;
+  }
+  /** The oid of the object this one is a version of (see client.newVersion), if any. */
+  get $origin(): string | undefined {
+    return metas.get(this)?.origin;
   }
   /** The registered model name this object is stored under. */
   get $className(): string {

@@ -62,6 +62,7 @@ export class ObjectSpace {
     m.loaded = true;
     m.version = rec.version;
     m.snapshot = rec.state;
+    m.origin = rec.origin || undefined;
     return obj;
   }
 
@@ -131,7 +132,7 @@ export class ObjectSpace {
           });
         }
         bytes += state.length;
-        writes.push({ oid: m.oid!, className: m.className, state, expectedVersion: m.version });
+        writes.push({ oid: m.oid!, className: m.className, state, expectedVersion: m.version, origin: m.origin ?? '' });
         written.push(obj);
       }
       if (writes.length > limits.maxBatchObjects) {

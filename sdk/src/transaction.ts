@@ -64,6 +64,12 @@ export class Transaction {
     return obj;
   }
 
+  /** @internal replaces a loaded object's fields with an encoded state (consolidate) */
+  overwrite(obj: Persistent, state: Buffer): void {
+    this.ownMeta(obj);
+    assignFields(obj, decodeState(state, { stubFor: (oid, cls) => this.space.stub(oid, cls) }));
+  }
+
   /** Explicitly marks a loaded object for writing (changes are detected anyway). */
   save<T extends Persistent>(obj: T): T {
     this.ownMeta(obj);

@@ -6,7 +6,7 @@ import {
   assertOid, oidHomeNode, validateAlias, validateClassName, validateDatasetName, type Limits,
 } from '@loam/sdk/wire';
 import { OidIndex, bytesFromHex, hexFromWords, wordsFromBytes, wordsFromHex, type OidWords } from './oid-index.js';
-import { encodeBatch, checkFrame, decodeFrame, decodeFrames, setFrameFlags, FLAG_END, RecordType, type LogRecord, type PutRecord } from './record.js';
+import { encodeBatch, checkFrame, decodeFrame, decodeFrames, setEndFlag, RecordType, type LogRecord, type PutRecord } from './record.js';
 import { SegmentLog, type RecoveryReport } from './segment-log.js';
 
 /**
@@ -39,12 +39,14 @@ export interface StoredObject {
   className: string;
   state: Buffer;
   version: number;
+  /** The object this one is a version of ('' for none). */
+  origin: string;
 }
 
 export interface CommitInput {
   dataset: string;
   reads?: { oid: string; version: number }[];
-  writes?: { oid: string; className: string; state: Buffer; expectedVersion: number }[];
+  writes?: { oid: string; className: string; state: Buffer; expectedVersion: number; origin?: string }[];
   deletes?: { oid: string; expectedVersion: number }[];
   aliasSets?: { alias: string; oid: string }[];
   aliasDeletes?: string[];
@@ -54,6 +56,7 @@ interface CachedObject {
   className: string;
   state: Buffer;
   version: number;
+  origin: string;
 }
 
 interface AliasEntry {
@@ -211,7 +214,7 @@ export class Engine {
     const cached = this.cache.get(oid);
     if (cached && cached.version === loc.version) {
       this.observer.cache?.(true);
-      return { oid, className: cached.className, state: cached.state, version: cached.version };
+      return { oid, className: cached.className, state: cached.state, version: cached.version, origin: cached.origin };
     }
     this.observer.cache?.(false);
     const frame = this.log.read(loc.segment, loc.offset, loc.length);
@@ -223,7 +226,7 @@ export class Engine {
     if (r.type !== RecordType.Put || r.version !== loc.version) {
       throw new InternalError(`index points ${oid} at a record that is not its version ${loc.version}`, { oid });
     }
-    const entry = { className: r.className, state: r.state, version: r.version };
+    const entry = { className: r.className, state: r.state, version: r.version, origin: r.origin ? r.origin.toString('hex') : '' };
     this.cache.set(oid, entry);
     return { oid, ...entry };
   }
@@ -445,7 +448,8 @@ export class Engine {
       }
       const version = cur.version + 1;
       versions.push(version);
-      records.push({ type: RecordType.Put, dataset: ds, oid: bytesFromHex(w.oid), version, className: w.className, state: w.state });
+      const origin = w.origin ? bytesFromHex(assertOid(w.origin, 'origin')) : undefined;
+      records.push({ type: RecordType.Put, dataset: ds, oid: bytesFromHex(w.oid), version, className: w.className, state: w.state, ...(origin ? { origin } : {}) });
     }
     for (const d of deletes) {
       const cur = this.currentVersion(d.oid, wordsOf(d.oid));
@@ -497,7 +501,7 @@ export class Engine {
         this.liveDelta(segment, length);
         // Replayed records are views into a whole segment file: caching them would pin it.
         if (recovering) this.cache.delete(oid);
-        else this.cache.set(oid, { className: r.className, state: r.state, version: r.version });
+        else this.cache.set(oid, { className: r.className, state: r.state, version: r.version, origin: r.origin ? r.origin.toString('hex') : '' });
         break;
       }
       case RecordType.Delete: {
@@ -664,7 +668,8 @@ export class Engine {
       validateClassName(o.className);
       if (!Number.isSafeInteger(o.version) || o.version < 1) throw new InvalidArgumentError(`bad version ${o.version} for ${o.oid}`);
       const oid = bytesFromHex(o.oid);
-      records.push({ type: RecordType.Put, dataset: ds, oid, version: o.version, className: o.className, state: o.state });
+      const origin = o.origin ? bytesFromHex(assertOid(o.origin, 'origin')) : undefined;
+      records.push({ type: RecordType.Put, dataset: ds, oid, version: o.version, className: o.className, state: o.state, ...(origin ? { origin } : {}) });
       if (this.forwards.has(o.oid)) records.push({ type: RecordType.Forward, dataset: ds, oid, node: 0 });
     }
     if (records.length === 0) return;
@@ -835,7 +840,7 @@ export class Engine {
       const buf = Buffer.concat(copies.map((c) => c.frame));
       let p = 0;
       for (const c of copies) {
-        setFrameFlags(buf.subarray(p, p + c.frame.length), FLAG_END); // each copy stands alone
+        setEndFlag(buf.subarray(p, p + c.frame.length)); // each copy stands alone
         p += c.frame.length;
       }
       copiedBytes = buf.length;

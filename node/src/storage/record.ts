@@ -9,6 +9,8 @@ import { crc32 } from 'node:zlib';
  */
 export const FRAME_HEADER = 8;
 export const FLAG_END = 1;
+/** On a Put: 16 bytes after the state hold the oid this object is a version of. */
+export const FLAG_ORIGIN = 2;
 /** A frame larger than this is garbage (a torn or corrupted length), never a record. */
 export const MAX_FRAME_BODY = 256 * 1024 * 1024;
 
@@ -23,6 +25,8 @@ export interface PutRecord {
   version: number;
   className: string;
   state: Buffer;
+  /** The object this one is a version of (newVersion), 16 bytes. */
+  origin?: Buffer;
 }
 export interface DeleteRecord {
   type: typeof RecordType.Delete;
@@ -85,7 +89,7 @@ export type LogRecord = PutRecord | DeleteRecord | AliasSetRecord | AliasDeleteR
 function bodySize(r: LogRecord): number {
   switch (r.type) {
     case RecordType.Put:
-      return 2 + 2 + 16 + 8 + 2 + Buffer.byteLength(r.className) + 4 + r.state.length;
+      return 2 + 2 + 16 + 8 + 2 + Buffer.byteLength(r.className) + 4 + r.state.length + (r.origin ? 16 : 0);
     case RecordType.Delete:
       return 2 + 2 + 16 + 8;
     case RecordType.AliasSet:
@@ -114,7 +118,7 @@ export function writeFrame(buf: Buffer, pos: number, r: LogRecord, flags: number
   const start = pos;
   let p = pos + FRAME_HEADER;
   p = buf.writeUInt8(r.type, p);
-  p = buf.writeUInt8(flags, p);
+  p = buf.writeUInt8(flags | (r.type === RecordType.Put && r.origin ? FLAG_ORIGIN : 0), p);
   p = buf.writeUInt16LE(r.dataset, p);
   switch (r.type) {
     case RecordType.Put:
@@ -124,6 +128,7 @@ export function writeFrame(buf: Buffer, pos: number, r: LogRecord, flags: number
       p += buf.write(r.className, p);
       p = buf.writeUInt32LE(r.state.length, p);
       p += r.state.copy(buf, p);
+      if (r.origin) p += r.origin.copy(buf, p);
       break;
     case RecordType.Delete:
       p += r.oid.copy(buf, p);
@@ -213,7 +218,8 @@ export function frameType(buf: Buffer, pos: number): RecordType {
 export function decodeFrame(buf: Buffer, pos: number): LogRecord {
   let p = pos + FRAME_HEADER;
   const type = buf.readUInt8(p) as RecordType;
-  p += 2; // type, flags
+  const flags = buf.readUInt8(p + 1);
+  p += 2;
   const dataset = buf.readUInt16LE(p);
   p += 2;
   switch (type) {
@@ -228,7 +234,9 @@ export function decodeFrame(buf: Buffer, pos: number): LogRecord {
       p += cl;
       const sl = buf.readUInt32LE(p);
       p += 4;
-      return { type, dataset, oid, version, className, state: buf.subarray(p, p + sl) };
+      const state = buf.subarray(p, p + sl);
+      const origin = flags & FLAG_ORIGIN ? buf.subarray(p + sl, p + sl + 16) : undefined;
+      return { type, dataset, oid, version, className, state, ...(origin ? { origin } : {}) };
     }
     case RecordType.Delete:
       return { type, dataset, oid: buf.subarray(p, p + 16), version: buf.readDoubleLE(p + 16) };
@@ -272,9 +280,9 @@ export function decodeFrame(buf: Buffer, pos: number): LogRecord {
   }
 }
 
-/** Rewrites a frame's flags in place and fixes its checksum (used when compaction copies records). */
-export function setFrameFlags(frame: Buffer, flags: number): void {
-  frame.writeUInt8(flags, FRAME_HEADER + 1);
+/** Marks a frame as the end of its batch (keeping its other flags) and fixes its checksum (compaction copies). */
+export function setEndFlag(frame: Buffer): void {
+  frame.writeUInt8(frame.readUInt8(FRAME_HEADER + 1) | FLAG_END, FRAME_HEADER + 1);
   frame.writeUInt32LE(crc32(frame.subarray(FRAME_HEADER)), 4);
 }
 

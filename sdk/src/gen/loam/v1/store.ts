@@ -29,6 +29,8 @@ export interface ObjectRecord {
   state: Buffer;
   /** Monotonic per object, 1 for the first committed write. */
   version: number;
+  /** The object this one is a version of (newVersion); empty for none. */
+  origin: string;
 }
 
 export interface HelloRequest {
@@ -97,6 +99,8 @@ export interface Write {
   state: Buffer;
   /** 0 creates the object (it must not exist); otherwise the version the writer last saw. */
   expectedVersion: number;
+  /** The object this one is a version of; empty for none. */
+  origin: string;
 }
 
 export interface Delete {
@@ -283,7 +287,7 @@ export interface ErrorDetail {
 }
 
 function createBaseObjectRecord(): ObjectRecord {
-  return { oid: "", className: "", state: Buffer.alloc(0), version: 0 };
+  return { oid: "", className: "", state: Buffer.alloc(0), version: 0, origin: "" };
 }
 
 export const ObjectRecord: MessageFns<ObjectRecord> = {
@@ -299,6 +303,9 @@ export const ObjectRecord: MessageFns<ObjectRecord> = {
     }
     if (message.version !== 0) {
       writer.uint32(32).uint64(message.version);
+    }
+    if (message.origin !== "") {
+      writer.uint32(42).string(message.origin);
     }
     return writer;
   },
@@ -348,6 +355,14 @@ export const ObjectRecord: MessageFns<ObjectRecord> = {
             message.version = longToNumber(reader.uint64());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.origin = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -369,6 +384,7 @@ export const ObjectRecord: MessageFns<ObjectRecord> = {
     message.className = object.className ?? "";
     message.state = object.state ?? Buffer.alloc(0);
     message.version = object.version ?? 0;
+    message.origin = object.origin ?? "";
     return message;
   },
 };
@@ -1134,7 +1150,7 @@ export const ReadCheck: MessageFns<ReadCheck> = {
 };
 
 function createBaseWrite(): Write {
-  return { oid: "", className: "", state: Buffer.alloc(0), expectedVersion: 0 };
+  return { oid: "", className: "", state: Buffer.alloc(0), expectedVersion: 0, origin: "" };
 }
 
 export const Write: MessageFns<Write> = {
@@ -1150,6 +1166,9 @@ export const Write: MessageFns<Write> = {
     }
     if (message.expectedVersion !== 0) {
       writer.uint32(32).uint64(message.expectedVersion);
+    }
+    if (message.origin !== "") {
+      writer.uint32(42).string(message.origin);
     }
     return writer;
   },
@@ -1199,6 +1218,14 @@ export const Write: MessageFns<Write> = {
             message.expectedVersion = longToNumber(reader.uint64());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.origin = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1220,6 +1247,7 @@ export const Write: MessageFns<Write> = {
     message.className = object.className ?? "";
     message.state = object.state ?? Buffer.alloc(0);
     message.expectedVersion = object.expectedVersion ?? 0;
+    message.origin = object.origin ?? "";
     return message;
   },
 };
