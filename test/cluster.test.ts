@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Etcd3 } from 'etcd3';
 import {
-  connect, Persistent, registerModel, AliasExistsError, NotFoundError, WriteConflictError, type Client,
+  connect, Persistent, registerModel, AliasExistsError, LoamError, NotFoundError, WriteConflictError, type Client,
 } from '@loam/sdk';
 import { startEtcd, type EtcdCluster } from './harness/etcd.js';
 import { execFile } from 'node:child_process';
@@ -217,6 +217,43 @@ describe('a cluster of loam nodes on a real etcd', () => {
     });
     expect((await other.get<Doc>(a.$oid!)).n).toBe(11);
     expect(await kv.getAll().prefix(`${prefix}/tx/`).count()).toBe(0);
+  });
+});
+
+describe('replicas', () => {
+  it('replicate: concurrent calls all count, writes reach replicas before the ack, replicas serve readFrom any', async () => {
+    const { nodes } = await cluster(3);
+    const c = await client(nodes[0].url);
+    const d = await c.persist(new Doc(1, 'r1'), { backend: 1 });
+    const other = await client(nodes[1].url);
+    await Promise.all([c.replicate(d, 2), other.replicate(d.$oid!, 3)]); // from two clients at once
+    const loc = await c.locate(d);
+    expect(loc.master.number).toBe(1);
+    expect(loc.replicas.map((r) => r.number).sort()).toEqual([2, 3]);
+
+    d.text = 'r2';
+    await c.save(d);
+    const onThree = await client(nodes[2].url);
+    expect((await onThree.get<Doc>(d.$oid!, { readFrom: 'any' })).text).toBe('r2'); // updated before the ack
+
+    // with the master frozen, a replica still answers readFrom 'any'; 'master' reads cannot
+    nodes[0].child.kill('SIGSTOP');
+    try {
+      const fast = await connect(nodes[2].url, { deadlineMs: 1500 });
+      clients.push(fast);
+      expect((await fast.get<Doc>(d.$oid!, { readFrom: 'any' })).text).toBe('r2');
+      await expect(fast.get<Doc>(d.$oid!)).rejects.toBeInstanceOf(LoamError);
+    } finally {
+      nodes[0].child.kill('SIGCONT');
+    }
+
+    // a replica on a node that left the cluster is dropped: writes go on
+    await nodes[2].kill();
+    await waitFor(async () => (await c.backends()).length === 2, 'node 3 to leave', 10_000);
+    d.text = 'r3';
+    await c.save(d);
+    expect((await c.locate(d)).replicas.map((r) => r.number)).toEqual([2]);
+    expect((await other.get<Doc>(d.$oid!, { readFrom: 'any' })).text).toBe('r3');
   });
 });
 

@@ -33,6 +33,20 @@ export function nodeService(engine: Engine, metrics: NodeMetrics, log: Logger, c
       if (!engine.hasDataset(req.ops.dataset)) await engine.createDataset(req.ops.dataset);
       return { versions: await ctx().transactions.prepareHere(req.txid, req.coordinator, req.ops) };
     }),
+    installReplicas: unary('InstallReplicas', async (req) => {
+      if (!engine.hasDataset(req.dataset)) await engine.createDataset(req.dataset);
+      await engine.installReplicas(req.dataset, req.master, req.objects);
+      return {};
+    }),
+    dropReplicas: unary('DropReplicas', async (req) => {
+      if (!engine.hasDataset(req.dataset)) return {};
+      await engine.dropReplicas(req.dataset, req.oids);
+      return {};
+    }),
+    setHomeReplicas: unary('SetHomeReplicas', async (req) => {
+      await ctx().placement.setHomeReplicas(req.entries);
+      return {};
+    }),
     finish: unary('Finish', async (req) => {
       await ctx().transactions.finishHere(req.txid, req.commit);
       return {};

@@ -79,7 +79,7 @@ export function storeService(
       }
     }
     const elsewhere = [...req.writes.filter((w) => w.expectedVersion > 0).map((w) => w.oid), ...req.deletes.map((d) => d.oid), ...req.reads.map((r) => r.oid)]
-      .filter((oid) => isOid(oid) && !engine.holds(oid));
+      .filter((oid) => isOid(oid) && !engine.masters(oid));
     for (const oid of elsewhere) {
       const r = await redirectFor(oid);
       if (r) throw redirectError(r);
@@ -109,6 +109,8 @@ export function storeService(
       const versions = hasObjects
         ? await engine.commit({ dataset: req.dataset, reads: req.reads, writes: req.writes, deletes: req.deletes })
         : [];
+      // Replicas are updated before the write is acknowledged.
+      await placement!.pushReplicas(req.dataset, [...req.writes.map((w) => w.oid), ...req.deletes.map((d) => d.oid)]);
       for (const r of reserved) await meta!.compareAndSet(r.key, r.value, JSON.stringify({ oid: (JSON.parse(r.value) as { oid: string }).oid }));
       for (const alias of req.aliasDeletes) await meta!.delete(META_KEYS.alias(req.dataset, alias));
       return versions;
@@ -147,15 +149,22 @@ export function storeService(
       const res = engine.get(req.dataset, req.oids);
       const redirects: Redirect[] = [];
       let missing = res.missing;
-      if (membership && missing.length > 0) {
+      let objects = res.objects;
+      if (membership) {
+        // A replica copy answers only reads that asked for any copy; others go to the master.
+        const notHere = [...res.missing];
+        if (!req.readFromAny) {
+          objects = res.objects.filter((o) => engine.masters(o.oid));
+          for (const o of res.objects) if (!engine.masters(o.oid)) notHere.push(o.oid);
+        }
         missing = [];
-        for (const oid of res.missing) {
+        for (const oid of notHere) {
           const r = await redirectFor(oid);
           if (r) redirects.push(r);
           else missing.push(oid);
         }
       }
-      return { objects: res.objects, missing, redirects };
+      return { objects, missing, redirects };
     }),
     commit: unary('Commit', async (req) => {
       const versions = membership
@@ -216,6 +225,13 @@ export function storeService(
       if (!transactions) throw new InvalidArgumentError('a single-node DataStore has no distributed transactions: use Commit');
       await ensureDataset(req.dataset);
       return transactions.commitMulti(req);
+    }),
+    replicate: unary('Replicate', async (req) => {
+      await ensureDataset(req.dataset);
+      if (req.oids.length === 0 || req.oids.length > engine.limits.maxBatchObjects) throw new InvalidArgumentError(`replicate takes 1 to ${engine.limits.maxBatchObjects} oids`);
+      for (const oid of req.oids) if (!isOid(oid)) throw new InvalidArgumentError(`malformed oid ${JSON.stringify(oid)}`);
+      if (!placement) throw new InvalidArgumentError('a single-node DataStore has no other node to replicate to');
+      return placement.replicate(req.dataset, req.oids, req.target, req.recursive);
     }),
     drain: unary('Drain', async () => {
       if (!placement) throw new InvalidArgumentError('cannot drain the only node of a single-node DataStore');

@@ -197,9 +197,11 @@ export class Client {
   }
 
   /** Reads an object by oid or Ref (string or object); its references arrive as unloaded stubs. */
-  async get<T extends Persistent = Persistent>(oidOrRef: string | Ref, _options: { readFrom?: 'master' | 'any' } = {}): Promise<T> {
+  async get<T extends Persistent = Persistent>(oidOrRef: string | Ref, options: { readFrom?: 'master' | 'any' } = {}): Promise<T> {
     const oid = this.oidOf(oidOrRef);
-    const rec = await this.fetch(oid);
+    const rec = options.readFrom === 'any'
+      ? (await this.router.fetch(this.dataset, [oid], this.limits.maxBatchObjects, true)).get(oid)
+      : await this.fetch(oid);
     if (!rec) throw new NotFoundError(`object ${oid} does not exist in dataset ${this.dataset}`, { oid, dataset: this.dataset });
     return this.space.materialize(rec) as T;
   }
@@ -359,6 +361,33 @@ export class Client {
     const oid = o.$oid;
     if (!oid) throw new InvalidArgumentError('a version cannot reference an object that is not persisted yet: persist it first');
     return oid;
+  }
+
+  /**
+   * Keeps a replica of an object on another node (and with `recursive`, of what it references):
+   * the master updates every replica before it acknowledges a write, and `get(oid, { readFrom:
+   * 'any' })` may read one.
+   */
+  async replicate(obj: Persistent | string | Ref, backend: string | number, options: { recursive?: boolean; timeoutMs?: number } = {}): Promise<{ replicated: number }> {
+    this.assertOpen();
+    const oid = obj instanceof Persistent ? this.ownMeta(obj).oid! : this.oidOf(obj);
+    const target = await this.router.resolveBackend(backend);
+    const recursive = options.recursive ?? false;
+    const seen = new Set([oid]);
+    let todo = [oid];
+    let replicated = 0;
+    while (todo.length > 0) {
+      const byNode = new Map<number, string[]>();
+      for (const o of todo) byNode.set(this.router.nodeOf(o), [...(byNode.get(this.router.nodeOf(o)) ?? []), o]);
+      const next: string[] = [];
+      for (const [n, oids] of byNode) {
+        const res = await this.router.withNode(n, (c) => c.replicate({ dataset: this.dataset, oids, target: target.number, recursive }, options.timeoutMs ?? 300_000));
+        replicated += res.replicated.length;
+        if (recursive) for (const r of res.remote) if (!seen.has(r)) (seen.add(r), next.push(r));
+      }
+      todo = next;
+    }
+    return { replicated };
   }
 
   /** Moves everything a node masters to the others and hands its home directory over (also `loam drain`). */

@@ -142,13 +142,14 @@ export class Router {
    * Fetches objects from wherever they are: one Get per node, redirects followed per oid.
    * Resolves each oid to its record, or undefined when it does not exist.
    */
-  async fetch(dataset: string, oids: string[], maxBatch: number): Promise<Map<string, ObjectRecord | undefined>> {
+  async fetch(dataset: string, oids: string[], maxBatch: number, readFromAny = false): Promise<Map<string, ObjectRecord | undefined>> {
     const out = new Map<string, ObjectRecord | undefined>();
     let todo = oids.map((oid) => ({ oid, hops: 0 }));
     while (todo.length > 0) {
       const byNode = new Map<number, { oid: string; hops: number }[]>();
       for (const t of todo) {
-        const n = this.nodeOf(t.oid);
+        // Any copy will do: ask the node this client reached first (it may hold a replica).
+        const n = readFromAny && t.hops === 0 ? this.seedBackend.number : this.nodeOf(t.oid);
         let list = byNode.get(n);
         if (!list) byNode.set(n, (list = []));
         list.push(t);
@@ -157,10 +158,10 @@ export class Router {
       await Promise.all([...byNode].map(async ([n, items]) => {
         for (let i = 0; i < items.length; i += maxBatch) {
           const chunk = items.slice(i, i + maxBatch);
-          const res = await this.withNode(n, (c) => c.get({ dataset, oids: chunk.map((x) => x.oid) }));
+          const res = await this.withNode(n, (c) => c.get({ dataset, oids: chunk.map((x) => x.oid), readFromAny }));
           for (const o of res.objects) {
             out.set(o.oid, o);
-            if (n !== oidHomeNode(o.oid)) this.learn(o.oid, n);
+            if (!readFromAny && n !== oidHomeNode(o.oid)) this.learn(o.oid, n);
           }
           for (const m of res.missing) out.set(m, undefined);
           for (const r of res.redirects) {

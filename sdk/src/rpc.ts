@@ -5,6 +5,7 @@ import {
   type ListAliasesRequest, type ListAliasesResponse, type ListBackendsRequest, type ListBackendsResponse,
   type ListDatasetsRequest, type ListDatasetsResponse, type LocateRequest, type LocateResponse,
   type MoveRequest, type MoveResponse, type DrainRequest, type DrainResponse, type CommitMultiRequest, type CommitMultiResponse,
+  type ReplicateRequest, type ReplicateResponse,
 } from './gen/loam/v1/store.js';
 import { fromServiceError } from './wire.js';
 import { UnavailableError } from './errors.js';
@@ -78,6 +79,9 @@ export class NodeConnection {
   }
   move(req: MoveRequest, deadlineMs?: number): Promise<MoveResponse> {
     return this.unary(this.client.move, req, deadlineMs);
+  }
+  replicate(req: ReplicateRequest, deadlineMs?: number): Promise<ReplicateResponse> {
+    return this.unary(this.client.replicate, req, deadlineMs);
   }
   commitMulti(req: CommitMultiRequest): Promise<CommitMultiResponse> {
     return this.unary(this.client.commitMulti, req);

@@ -2,7 +2,7 @@ import { credentials, Metadata, type CallOptions, type ServiceError } from '@grp
 import {
   NodeServiceClient, StoreServiceClient, fromServiceError,
   type AdoptHomeRequest, type FinishRequest, type InstallRequest, type MoveRequest, type MoveResponse, type PrepareRequest,
-  type PrepareResponse, type SetMasterRequest,
+  type PrepareResponse, type SetMasterRequest, type InstallReplicasRequest, type DropReplicasRequest, type SetHomeReplicasRequest,
 } from '@loam/sdk/wire';
 
 type Unary<Req, Res> = (req: Req, md: Metadata, opts: Partial<CallOptions>, cb: (e: ServiceError | null, r: Res) => void) => unknown;
@@ -59,6 +59,21 @@ export class Peers {
   finish(address: string, req: FinishRequest): Promise<unknown> {
     const c = this.node(address);
     return this.call(c, c.finish, req);
+  }
+
+  installReplicas(address: string, req: InstallReplicasRequest): Promise<unknown> {
+    const c = this.node(address);
+    return this.call(c, c.installReplicas, req);
+  }
+
+  dropReplicas(address: string, req: DropReplicasRequest): Promise<unknown> {
+    const c = this.node(address);
+    return this.call(c, c.dropReplicas, req);
+  }
+
+  setHomeReplicas(address: string, req: SetHomeReplicasRequest): Promise<unknown> {
+    const c = this.node(address);
+    return this.call(c, c.setHomeReplicas, req);
   }
 
   move(address: string, req: MoveRequest): Promise<MoveResponse> {

@@ -71,7 +71,9 @@ export class Placement {
 
   /** Where to send a request for an object this node does not hold; undefined: it does not exist. */
   async redirectFor(oid: string): Promise<Redirect | undefined> {
-    if (this.engine.holds(oid)) return undefined;
+    if (this.engine.masters(oid)) return undefined;
+    const rm = this.engine.replicaMasterOf(oid);
+    if (rm !== undefined) return this.redirectTo(oid, await this.member(rm), rm);
     const fwd = this.engine.forwardOf(oid);
     if (fwd !== undefined) return this.redirectTo(oid, await this.member(fwd), fwd);
     const home = oidHomeNode(oid);
@@ -91,9 +93,8 @@ export class Placement {
   /** Master and replicas of an object, answered by its home (or its current master). */
   async locate(dataset: string, oid: string): Promise<{ master: Backend; replicas: Backend[] }> {
     const backend = (m: Member): Backend => ({ id: m.id, number: m.number, address: m.address, state: 'ready' });
-    if (this.engine.holds(oid) && this.engine.get(dataset, [oid]).objects.length > 0) {
-      const entry = this.engine.directoryOf(oid);
-      const replicas = await Promise.all((entry?.replicas ?? []).map((n) => this.member(n)));
+    if (this.engine.masters(oid) && this.engine.get(dataset, [oid]).objects.length > 0) {
+      const replicas = await Promise.all(this.engine.replicasOf(oid).map((n) => this.member(n)));
       return { master: backend(this.me), replicas: replicas.filter((m): m is Member => !!m).map(backend) };
     }
     const r = await this.redirectFor(oid);
@@ -105,7 +106,7 @@ export class Placement {
 
   async move(dataset: string, oids: string[], target: number, recursive: boolean): Promise<MoveResponse> {
     for (const oid of oids) {
-      if (!this.engine.holds(oid)) {
+      if (!this.engine.masters(oid)) {
         const r = await this.redirectFor(oid);
         throw r ? Placement.redirectError(r) : new NotFoundError(`object ${oid} does not exist`, { oid, dataset });
       }
@@ -120,7 +121,7 @@ export class Placement {
         for (const ref of referencesOf(obj)) {
           if (seen.has(ref)) continue;
           seen.add(ref);
-          if (this.engine.holds(ref)) set.push(ref);
+          if (this.engine.masters(ref)) set.push(ref);
           else remote.push(ref);
         }
       }
@@ -146,6 +147,8 @@ export class Placement {
           }
         }
         if (chunk.length === 0) continue;
+        // A moved object leaves its replicas behind rather than let them go stale.
+        await this.dropAllReplicas(dataset, chunk.map((o) => o.oid));
         await this.moveChunk(dataset, chunk, dest, target);
         moved.push(...chunk.map((o) => o.oid));
         await this.switchHomes(chunk.map((o) => ({ oid: o.oid, from: this.me.number, to: target })));
@@ -173,6 +176,132 @@ export class Placement {
         chunk = this.engine.get(dataset, chunk.map((o) => o.oid)).objects;
       }
     }
+  }
+
+  // ------------------------------------------------------------------ replicas
+
+  /** Collects `oids` and, with `recursive`, the objects mastered here that they reach. */
+  private collect(dataset: string, oids: string[], recursive: boolean): { set: string[]; remote: string[] } {
+    const set = [...new Set(oids)];
+    const remote: string[] = [];
+    if (!recursive) return { set, remote };
+    const seen = new Set(set);
+    for (let i = 0; i < set.length; i++) {
+      const [obj] = this.engine.get(dataset, [set[i]]).objects;
+      if (!obj) continue;
+      for (const ref of referencesOf(obj)) {
+        if (seen.has(ref)) continue;
+        seen.add(ref);
+        if (this.engine.masters(ref)) set.push(ref);
+        else remote.push(ref);
+      }
+    }
+    return { set, remote };
+  }
+
+  /** Runs `fn` holding the per-object lock of every oid (moves and replica changes serialize on it). */
+  private async withLocks<T>(oids: string[], fn: () => Promise<T>): Promise<T> {
+    for (;;) {
+      await this.waitUnlocked(oids);
+      if (oids.every((o) => !this.moving.has(o))) break;
+    }
+    let release!: () => void;
+    const lock = new Promise<void>((r) => (release = r));
+    for (const o of oids) this.moving.set(o, lock);
+    try {
+      return await fn();
+    } finally {
+      for (const o of oids) if (this.moving.get(o) === lock) this.moving.delete(o);
+      release();
+    }
+  }
+
+  /**
+   * Keeps a replica of objects on `target`: copies them there, then adds `target` to their
+   * replica sets. Calls on one object are serialized, so concurrent replicate calls all count.
+   */
+  async replicate(dataset: string, oids: string[], target: number, recursive: boolean): Promise<{ replicated: string[]; remote: string[] }> {
+    for (const oid of oids) {
+      if (!this.engine.masters(oid)) {
+        const r = await this.redirectFor(oid);
+        throw r ? Placement.redirectError(r) : new NotFoundError(`object ${oid} does not exist`, { oid, dataset });
+      }
+    }
+    const { set, remote } = this.collect(dataset, oids, recursive);
+    if (target === this.me.number) return { replicated: [], remote };
+    const dest = await this.member(target);
+    if (!dest) throw new UnavailableError(`target node ${target} is not a live member`, { node: target });
+    const replicated: string[] = [];
+    for (let i = 0; i < set.length; i += MOVE_CHUNK_OBJECTS) {
+      const part = set.slice(i, i + MOVE_CHUNK_OBJECTS);
+      await this.withLocks(part, async () => {
+        const objects = this.engine.get(dataset, part.filter((o) => this.engine.masters(o))).objects;
+        const fresh = objects.filter((o) => !this.engine.replicasOf(o.oid).includes(target));
+        if (fresh.length === 0) return;
+        await this.peers.installReplicas(dest.address, { dataset, master: this.me.number, objects: fresh });
+        for (const o of fresh) await this.engine.setReplicas(dataset, o.oid, [...this.engine.replicasOf(o.oid), target]);
+        replicated.push(...fresh.map((o) => o.oid));
+        await this.recordHomeReplicas(fresh.map((o) => o.oid));
+      });
+    }
+    return { replicated, remote };
+  }
+
+  /**
+   * After a write here: brings every replica of the written objects up to date before the write
+   * is acknowledged. A replica on a node that left the cluster is dropped from the set; a live
+   * replica that cannot be updated fails the call (the write is durable here; the caller is told
+   * it could not be confirmed).
+   */
+  async pushReplicas(dataset: string, oids: string[]): Promise<void> {
+    const byNode = new Map<number, string[]>();
+    for (const oid of oids) for (const n of this.engine.replicasOf(oid)) byNode.set(n, [...(byNode.get(n) ?? []), oid]);
+    if (byNode.size === 0) return;
+    await Promise.all([...byNode].map(async ([n, list]) => {
+      const m = await this.member(n);
+      if (!m) {
+        for (const oid of list) await this.engine.setReplicas(dataset, oid, this.engine.replicasOf(oid).filter((x) => x !== n));
+        await this.recordHomeReplicas(list);
+        this.log.warn({ node: n, objects: list.length }, 'dropped replicas on a node that left the cluster');
+        return;
+      }
+      const { objects, missing } = this.engine.get(dataset, list);
+      if (objects.length > 0) await this.peers.installReplicas(m.address, { dataset, master: this.me.number, objects });
+      if (missing.length > 0) await this.peers.dropReplicas(m.address, { dataset, oids: missing });
+    }));
+  }
+
+  /** Stops replicating objects: removes the copies and empties their replica sets. */
+  private async dropAllReplicas(dataset: string, oids: string[]): Promise<void> {
+    const byNode = new Map<number, string[]>();
+    for (const oid of oids) for (const n of this.engine.replicasOf(oid)) byNode.set(n, [...(byNode.get(n) ?? []), oid]);
+    if (byNode.size === 0) return;
+    for (const [n, list] of byNode) {
+      const m = await this.member(n);
+      if (m) await this.peers.dropReplicas(m.address, { dataset, oids: list }).catch((e) => this.log.warn({ err: (e as Error).message }, 'replica copies not dropped'));
+    }
+    const touched = [...new Set([...byNode.values()].flat())];
+    for (const oid of touched) await this.engine.setReplicas(dataset, oid, []);
+  }
+
+  /** Tells each object's home which replicas it has (for locate); best effort. */
+  private async recordHomeReplicas(oids: string[]): Promise<void> {
+    for (const oid of oids) {
+      const server = await this.membership.homeServer(oidHomeNode(oid));
+      const entry = { oid, master: this.me.number, replicas: this.engine.replicasOf(oid) };
+      try {
+        if (server?.id === this.me.id) await this.setHomeReplicas([entry]);
+        else if (server) await this.peers.setHomeReplicas(server.address, { entries: [entry] });
+      } catch (e) {
+        this.log.warn({ oid, err: (e as Error).message }, 'home directory replicas not updated');
+      }
+    }
+  }
+
+  /** Home side: records replica sets (the master must be the one on record). */
+  async setHomeReplicas(entries: { oid: string; master: number; replicas: number[] }[]): Promise<void> {
+    const ok = entries.filter((e) => (this.engine.directoryOf(e.oid)?.master ?? oidHomeNode(e.oid)) === e.master);
+    await this.engine.setDirectory(ok);
   }
 
   /** Asks each object's home to point at its new master, then drops the forward pointers. */
@@ -240,7 +369,7 @@ export class Placement {
    * its home directory (and any it had adopted) to the lowest-numbered other node.
    */
   async drain(): Promise<DrainResponse> {
-    const others = (await this.membership.members()).filter((m) => m.id !== this.me.id);
+    const others = (await this.membership.members(true)).filter((m) => m.id !== this.me.id);
     if (others.length === 0) throw new InvalidArgumentError('cannot drain the only node of the cluster');
     let moved = 0;
     let next = 0;
@@ -253,7 +382,7 @@ export class Placement {
         const chunk = Math.max(1, Math.min(1000, Math.ceil(oids.length / others.length)));
         for (let i = 0; i < oids.length; i += chunk) {
           const target = others[next++ % others.length];
-          const part = oids.slice(i, i + chunk).filter((o) => this.engine.holds(o));
+          const part = oids.slice(i, i + chunk).filter((o) => this.engine.masters(o));
           if (part.length === 0) continue;
           const res = await this.move(ds, part, target.number, false);
           moved += res.moved.length;

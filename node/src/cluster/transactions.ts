@@ -58,7 +58,7 @@ export class Transactions {
       }
     }
     for (const oid of [...ops.writes.filter((w) => w.expectedVersion > 0).map((w) => w.oid), ...ops.deletes.map((d) => d.oid), ...ops.reads.map((r) => r.oid)]) {
-      if (this.engine.holds(oid)) continue;
+      if (this.engine.masters(oid)) continue;
       const r = await this.placement.redirectFor(oid);
       if (r) throw Placement.redirectError(r);
     }
@@ -69,7 +69,8 @@ export class Transactions {
 
   async finishHere(txid: string, commit: boolean): Promise<void> {
     if (commit) failpoint('participant-before-commit');
-    await this.engine.finish(txid, commit);
+    const done = await this.engine.finish(txid, commit);
+    if (done.oids.length > 0) await this.placement.pushReplicas(done.dataset, done.oids);
   }
 
   /** Resolves prepared parts whose coordinator has gone quiet: read the decision, or decide abort. */
@@ -80,7 +81,8 @@ export class Transactions {
         if (now - p.preparedAt < this.preparedTimeoutMs) continue;
         try {
           const d = await this.meta.createIfAbsent(META_KEYS.decision(p.txid), 'abort');
-          await this.engine.finish(p.txid, d.value === 'commit');
+          const done = await this.engine.finish(p.txid, d.value === 'commit');
+          if (done.oids.length > 0) await this.placement.pushReplicas(done.dataset, done.oids);
           this.log.warn({ txid: p.txid, decision: d.value, decidedHere: d.created }, 'resolved a prepared transaction without its coordinator');
         } catch (e) {
           this.log.warn({ txid: p.txid, err: (e as Error).message }, 'cannot resolve a prepared transaction yet');

@@ -6,7 +6,7 @@ import {
   assertOid, oidHomeNode, validateAlias, validateClassName, validateDatasetName, type Limits,
 } from '@loam/sdk/wire';
 import { OidIndex, bytesFromHex, hexFromWords, wordsFromBytes, wordsFromHex, type OidWords } from './oid-index.js';
-import { encodeBatch, checkFrame, decodeFrame, decodeFrames, setEndFlag, RecordType, type LogRecord, type PutRecord } from './record.js';
+import { encodeBatch, checkFrame, decodeFrame, decodeFrames, frameType, setEndFlag, RecordType, type LogRecord, type PutRecord } from './record.js';
 import { SegmentLog, type RecoveryReport } from './segment-log.js';
 
 /**
@@ -117,6 +117,9 @@ export class Engine {
   private readonly prepared = new Map<string, PreparedTx>();
   private readonly locks = new Map<string, string>();
   private readonly txWaiters = new Map<string, (() => void)[]>();
+  /** Master side: replica nodes per object. Replica side: the master of each replica copy here. */
+  private readonly replicaSets = new Map<string, PlacedEntry<number[]>>();
+  private readonly replicaOf = new Map<string, PlacedEntry<number>>();
   /** Home-directory entries for objects homed here that do not simply live here. */
   private readonly directory = new Map<string, PlacedEntry<DirectoryEntry>>();
   private readonly compactBelow: number;
@@ -174,6 +177,58 @@ export class Engine {
       throw new UnknownDatasetError(`unknown dataset ${JSON.stringify(name)}`, { dataset: name });
     }
     return id;
+  }
+
+  /** Replica nodes of an object this node masters. */
+  replicasOf(oid: string): number[] {
+    return this.replicaSets.get(oid)?.value ?? [];
+  }
+
+  /** The master of a replica copy held here, if this copy is one. */
+  replicaMasterOf(oid: string): number | undefined {
+    return this.replicaOf.get(oid)?.value;
+  }
+
+  /** True when this node masters the object (holds it and it is not a replica copy). */
+  masters(oid: string): boolean {
+    return this.holds(oid) && !this.replicaOf.has(oid);
+  }
+
+  /** Records the replica set of an object mastered here. */
+  async setReplicas(dataset: string, oid: string, nodes: number[]): Promise<void> {
+    const ds = this.datasetId(dataset);
+    await this.appendAndPublish([{ type: RecordType.Replicas, dataset: ds, oid: bytesFromHex(assertOid(oid)), nodes: [...new Set(nodes)].sort((a, b) => a - b) }]);
+  }
+
+  /**
+   * Replica side: stores copies of objects mastered by `master`, keeping only newer versions
+   * (updates may arrive out of order), and marks them as replicas.
+   */
+  async installReplicas(dataset: string, master: number, objects: StoredObject[]): Promise<void> {
+    const ds = this.datasetId(dataset);
+    const records: LogRecord[] = [];
+    for (const o of objects) {
+      assertOid(o.oid);
+      validateClassName(o.className);
+      const oid = bytesFromHex(o.oid);
+      if (this.currentVersion(o.oid, wordsFromHex(o.oid)).version >= o.version) continue;
+      const origin = o.origin ? bytesFromHex(assertOid(o.origin, 'origin')) : undefined;
+      records.push({ type: RecordType.Put, dataset: ds, oid, version: o.version, className: o.className, state: o.state, ...(origin ? { origin } : {}) });
+      if (this.replicaOf.get(o.oid)?.value !== master) records.push({ type: RecordType.ReplicaOf, dataset: ds, oid, master });
+    }
+    if (records.length > 0) await this.appendAndPublish(records);
+  }
+
+  /** Replica side: drops replica copies (the master no longer keeps a replica here). */
+  async dropReplicas(dataset: string, oids: string[]): Promise<void> {
+    const ds = this.datasetId(dataset);
+    const records: LogRecord[] = [];
+    for (const oid of oids) {
+      if (!this.replicaOf.has(oid)) continue;
+      const v = this.currentVersion(oid, wordsFromHex(oid)).version;
+      records.push({ type: RecordType.Delete, dataset: ds, oid: bytesFromHex(oid), version: v + 1 });
+    }
+    if (records.length > 0) await this.appendAndPublish(records);
   }
 
   /** True when this node holds the object (durable, or a create in flight). */
@@ -507,7 +562,13 @@ export class Engine {
       case RecordType.Delete: {
         const prev = this.index.delete(wordsFromBytes(r.oid));
         if (prev) this.liveDelta(prev.segment, -prev.length);
-        this.cache.delete(r.oid.toString('hex'));
+        const oid = r.oid.toString('hex');
+        this.cache.delete(oid);
+        const rep = this.replicaOf.get(oid);
+        if (rep) {
+          this.liveDelta(rep.segment, -rep.length);
+          this.replicaOf.delete(oid);
+        }
         break;
       }
       case RecordType.AliasSet: {
@@ -534,6 +595,12 @@ export class Engine {
         break;
       case RecordType.Directory:
         this.placeEntry(this.directory, r.oid.toString('hex'), r.master === 0 ? undefined : { master: r.master, replicas: r.replicas }, segment, offset, length);
+        break;
+      case RecordType.Replicas:
+        this.placeEntry(this.replicaSets, r.oid.toString('hex'), r.nodes.length === 0 ? undefined : r.nodes, segment, offset, length);
+        break;
+      case RecordType.ReplicaOf:
+        this.placeEntry(this.replicaOf, r.oid.toString('hex'), r.master === 0 ? undefined : r.master, segment, offset, length);
         break;
       case RecordType.Prepare: {
         const txid = r.txid.toString('hex');
@@ -590,15 +657,25 @@ export class Engine {
     }
   }
 
-  /** Applies (commit) or drops (abort) a prepared part, and releases its locks. Idempotent. */
-  async finish(txid: string, commit: boolean): Promise<void> {
+  /**
+   * Applies (commit) or drops (abort) a prepared part, and releases its locks. Idempotent.
+   * Returns the dataset and the objects it wrote or deleted (for replica updates).
+   */
+  async finish(txid: string, commit: boolean): Promise<{ dataset: string; oids: string[] }> {
     assertTxid(txid);
     const p = this.prepared.get(txid);
-    if (!p) return; // finished before, or never prepared here
+    if (!p) return { dataset: '', oids: [] }; // finished before, or never prepared here
     const decided: LogRecord = { type: RecordType.Decided, dataset: p.dataset, txid: Buffer.from(txid, 'hex'), commit };
     const batch = commit ? [...p.records, decided] : [decided];
     const at = await this.append(batch);
     for (let i = 0; i < batch.length; i++) this.publish(batch[i], at.segment, at.offsets[i], at.sizes[i]);
+    const oids = commit ? p.records.flatMap((r) => (r.type === RecordType.Put || r.type === RecordType.Delete ? [r.oid.toString('hex')] : [])) : [];
+    return { dataset: this.datasetName(p.dataset), oids };
+  }
+
+  private datasetName(id: number): string {
+    for (const [name, v] of this.datasetIds) if (v === id) return name;
+    return '';
   }
 
   /** Prepared parts still waiting for their decision. */
@@ -641,6 +718,16 @@ export class Engine {
     return this.directory.get(oid)?.value;
   }
 
+  private placedMap(type: RecordType): Map<string, PlacedEntry<unknown>> {
+    switch (type) {
+      case RecordType.Forward: return this.forwards;
+      case RecordType.Directory: return this.directory;
+      case RecordType.Replicas: return this.replicaSets;
+      case RecordType.ReplicaOf: return this.replicaOf;
+      default: throw new Error(`invariant: record type ${type} has no placed map`);
+    }
+  }
+
   /** Forward pointers not yet confirmed by the home directory (to finish after a crash). */
   pendingForwards(): { oid: string; node: number }[] {
     return [...this.forwards].map(([oid, e]) => ({ oid, node: e.value }));
@@ -651,7 +738,9 @@ export class Engine {
     const ds = this.datasetId(dataset);
     const out: string[] = [];
     this.index.forEach((w, loc) => {
-      if (loc.dataset === ds) out.push(hexFromWords(w));
+      if (loc.dataset !== ds) return;
+      const oid = hexFromWords(w);
+      if (!this.replicaOf.has(oid)) out.push(oid);
     });
     return out;
   }
@@ -734,7 +823,7 @@ export class Engine {
         const oid = r.oid.toString('hex');
         this.pendingObjects.set(oid, p);
         mine.push([oid, p]);
-      } else if (r.type === RecordType.Forward || r.type === RecordType.Directory) {
+      } else if (r.type === RecordType.Forward || r.type === RecordType.Directory || r.type === RecordType.Replicas || r.type === RecordType.ReplicaOf) {
         const key = `${r.type}:${r.oid.toString('hex')}`;
         this.pendingSystem.set(key, (this.pendingSystem.get(key) ?? 0) + 1);
         sys.push(key);
@@ -788,7 +877,7 @@ export class Engine {
   private async compactSegment(seg: number): Promise<number> {
     const data = await this.log.readSegment(seg);
     const hasOlder = this.log.segments().some((s) => s < seg);
-    const copies: { frame: Buffer; kind: 'put' | 'alias' | 'forward' | 'dir' | 'prepare' | 'keep'; key: string; offset: number }[] = [];
+    const copies: { frame: Buffer; kind: 'put' | 'alias' | 'placed' | 'prepare' | 'keep'; key: string; offset: number }[] = [];
     for (let pos = 0; pos < data.length;) {
       const check = checkFrame(data, pos);
       if (!check.ok) throw new InternalError(`segment ${seg} damaged at ${pos} (${check.reason}); not compacting it`);
@@ -811,12 +900,15 @@ export class Engine {
           copies.push({ frame, kind: 'keep', key: '', offset: pos });
           break;
         case RecordType.Forward:
-        case RecordType.Directory: {
+        case RecordType.Directory:
+        case RecordType.Replicas:
+        case RecordType.ReplicaOf: {
           const key = r.oid.toString('hex');
-          const map = r.type === RecordType.Forward ? this.forwards : this.directory;
+          const map = this.placedMap(r.type);
           const e = map.get(key);
-          const removal = r.type === RecordType.Forward ? r.node === 0 : r.master === 0;
-          if (e && e.segment === seg && e.offset === pos && !this.pendingSystem.has(`${r.type}:${key}`)) copies.push({ frame, kind: r.type === RecordType.Forward ? 'forward' : 'dir', key, offset: pos });
+          const removal = r.type === RecordType.Forward ? r.node === 0 : r.type === RecordType.Directory ? r.master === 0
+            : r.type === RecordType.Replicas ? r.nodes.length === 0 : r.master === 0;
+          if (e && e.segment === seg && e.offset === pos && !this.pendingSystem.has(`${r.type}:${key}`)) copies.push({ frame, kind: 'placed', key, offset: pos });
           else if (removal && hasOlder) copies.push({ frame, kind: 'keep', key: '', offset: pos });
           break;
         }
@@ -872,8 +964,8 @@ export class Engine {
             this.liveDelta(seg, -len);
             this.liveDelta(at.segment, len);
           }
-        } else if (c.kind === 'forward' || c.kind === 'dir') {
-          const map: Map<string, PlacedEntry<unknown>> = c.kind === 'forward' ? this.forwards : this.directory;
+        } else if (c.kind === 'placed') {
+          const map = this.placedMap(frameType(c.frame, 0));
           const e = map.get(c.key);
           if (e && e.segment === seg && e.offset === c.offset) {
             map.set(c.key, { ...e, segment: at.segment, offset: off });

@@ -15,7 +15,7 @@ export const FLAG_ORIGIN = 2;
 export const MAX_FRAME_BODY = 256 * 1024 * 1024;
 
 // A plain object, not a const enum: const enums vanish under per-file transpilers.
-export const RecordType = { Put: 1, Delete: 2, AliasSet: 3, AliasDelete: 4, Dataset: 5, Forward: 6, Directory: 7, Prepare: 8, Decided: 9 } as const;
+export const RecordType = { Put: 1, Delete: 2, AliasSet: 3, AliasDelete: 4, Dataset: 5, Forward: 6, Directory: 7, Prepare: 8, Decided: 9, Replicas: 10, ReplicaOf: 11 } as const;
 export type RecordType = (typeof RecordType)[keyof typeof RecordType];
 
 export interface PutRecord {
@@ -84,7 +84,22 @@ export interface DecidedRecord {
   txid: Buffer;
   commit: boolean;
 }
-export type LogRecord = PutRecord | DeleteRecord | AliasSetRecord | AliasDeleteRecord | DatasetRecord | ForwardRecord | DirectoryRecord | PrepareRecord | DecidedRecord;
+/** On a master: the nodes that hold replicas of an object (empty: none). */
+export interface ReplicasRecord {
+  type: typeof RecordType.Replicas;
+  dataset: number;
+  oid: Buffer;
+  nodes: number[];
+}
+/** On a replica node: this copy is a replica of the object mastered by `master` (0: not any more). */
+export interface ReplicaOfRecord {
+  type: typeof RecordType.ReplicaOf;
+  dataset: number;
+  oid: Buffer;
+  master: number;
+}
+export type LogRecord = PutRecord | DeleteRecord | AliasSetRecord | AliasDeleteRecord | DatasetRecord | ForwardRecord | DirectoryRecord
+  | PrepareRecord | DecidedRecord | ReplicasRecord | ReplicaOfRecord;
 
 function bodySize(r: LogRecord): number {
   switch (r.type) {
@@ -106,6 +121,10 @@ function bodySize(r: LogRecord): number {
       return 2 + 2 + 16 + 2 + 4 + 16 * r.locked.length + 4 + r.body.length;
     case RecordType.Decided:
       return 2 + 2 + 16 + 1;
+    case RecordType.Replicas:
+      return 2 + 2 + 16 + 2 + 2 * r.nodes.length;
+    case RecordType.ReplicaOf:
+      return 2 + 2 + 16 + 2;
   }
 }
 
@@ -168,6 +187,15 @@ export function writeFrame(buf: Buffer, pos: number, r: LogRecord, flags: number
     case RecordType.Decided:
       p += r.txid.copy(buf, p);
       p = buf.writeUInt8(r.commit ? 1 : 0, p);
+      break;
+    case RecordType.Replicas:
+      p += r.oid.copy(buf, p);
+      p = buf.writeUInt16LE(r.nodes.length, p);
+      for (const n of r.nodes) p = buf.writeUInt16LE(n, p);
+      break;
+    case RecordType.ReplicaOf:
+      p += r.oid.copy(buf, p);
+      p = buf.writeUInt16LE(r.master, p);
       break;
   }
   const bodyLen = p - start - FRAME_HEADER;
@@ -275,6 +303,14 @@ export function decodeFrame(buf: Buffer, pos: number): LogRecord {
     }
     case RecordType.Decided:
       return { type, dataset, txid: buf.subarray(p, p + 16), commit: buf.readUInt8(p + 16) === 1 };
+    case RecordType.Replicas: {
+      const n = buf.readUInt16LE(p + 16);
+      const nodes: number[] = [];
+      for (let i = 0; i < n; i++) nodes.push(buf.readUInt16LE(p + 18 + 2 * i));
+      return { type, dataset, oid: buf.subarray(p, p + 16), nodes };
+    }
+    case RecordType.ReplicaOf:
+      return { type, dataset, oid: buf.subarray(p, p + 16), master: buf.readUInt16LE(p + 16) };
     default:
       throw new Error(`unknown record type ${type} at offset ${pos}`);
   }

@@ -63,6 +63,8 @@ export interface NodeLimits {
 export interface GetRequest {
   dataset: string;
   oids: string[];
+  /** Serve replica copies this node holds (they may lag the master by the writes in flight). */
+  readFromAny: boolean;
 }
 
 export interface GetResponse {
@@ -158,6 +160,42 @@ export interface MoveResponse {
   moved: string[];
   /** Referenced objects that live on other nodes (not moved: the caller decides). */
   remote: string[];
+}
+
+export interface ReplicateRequest {
+  dataset: string;
+  oids: string[];
+  target: number;
+  recursive: boolean;
+}
+
+export interface ReplicateResponse {
+  replicated: string[];
+  remote: string[];
+}
+
+export interface InstallReplicasRequest {
+  dataset: string;
+  master: number;
+  objects: ObjectRecord[];
+}
+
+export interface InstallReplicasResponse {
+}
+
+export interface DropReplicasRequest {
+  dataset: string;
+  oids: string[];
+}
+
+export interface DropReplicasResponse {
+}
+
+export interface SetHomeReplicasRequest {
+  entries: DirectoryEntry[];
+}
+
+export interface SetHomeReplicasResponse {
 }
 
 export interface DrainRequest {
@@ -722,7 +760,7 @@ export const NodeLimits: MessageFns<NodeLimits> = {
 };
 
 function createBaseGetRequest(): GetRequest {
-  return { dataset: "", oids: [] };
+  return { dataset: "", oids: [], readFromAny: false };
 }
 
 export const GetRequest: MessageFns<GetRequest> = {
@@ -732,6 +770,9 @@ export const GetRequest: MessageFns<GetRequest> = {
     }
     for (const v of message.oids) {
       writer.uint32(18).string(v!);
+    }
+    if (message.readFromAny !== false) {
+      writer.uint32(24).bool(message.readFromAny);
     }
     return writer;
   },
@@ -765,6 +806,14 @@ export const GetRequest: MessageFns<GetRequest> = {
             message.oids.push(reader.string());
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.readFromAny = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -784,6 +833,7 @@ export const GetRequest: MessageFns<GetRequest> = {
     const message = createBaseGetRequest();
     message.dataset = object.dataset ?? "";
     message.oids = object.oids?.map((e) => e) || [];
+    message.readFromAny = object.readFromAny ?? false;
     return message;
   },
 };
@@ -1956,6 +2006,494 @@ export const MoveResponse: MessageFns<MoveResponse> = {
     const message = createBaseMoveResponse();
     message.moved = object.moved?.map((e) => e) || [];
     message.remote = object.remote?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseReplicateRequest(): ReplicateRequest {
+  return { dataset: "", oids: [], target: 0, recursive: false };
+}
+
+export const ReplicateRequest: MessageFns<ReplicateRequest> = {
+  encode(message: ReplicateRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.dataset !== "") {
+      writer.uint32(10).string(message.dataset);
+    }
+    for (const v of message.oids) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.target !== 0) {
+      writer.uint32(24).uint32(message.target);
+    }
+    if (message.recursive !== false) {
+      writer.uint32(32).bool(message.recursive);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplicateRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplicateRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.dataset = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.oids.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.target = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.recursive = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ReplicateRequest>): ReplicateRequest {
+    return ReplicateRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReplicateRequest>): ReplicateRequest {
+    const message = createBaseReplicateRequest();
+    message.dataset = object.dataset ?? "";
+    message.oids = object.oids?.map((e) => e) || [];
+    message.target = object.target ?? 0;
+    message.recursive = object.recursive ?? false;
+    return message;
+  },
+};
+
+function createBaseReplicateResponse(): ReplicateResponse {
+  return { replicated: [], remote: [] };
+}
+
+export const ReplicateResponse: MessageFns<ReplicateResponse> = {
+  encode(message: ReplicateResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.replicated) {
+      writer.uint32(10).string(v!);
+    }
+    for (const v of message.remote) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplicateResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplicateResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.replicated.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.remote.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ReplicateResponse>): ReplicateResponse {
+    return ReplicateResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReplicateResponse>): ReplicateResponse {
+    const message = createBaseReplicateResponse();
+    message.replicated = object.replicated?.map((e) => e) || [];
+    message.remote = object.remote?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseInstallReplicasRequest(): InstallReplicasRequest {
+  return { dataset: "", master: 0, objects: [] };
+}
+
+export const InstallReplicasRequest: MessageFns<InstallReplicasRequest> = {
+  encode(message: InstallReplicasRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.dataset !== "") {
+      writer.uint32(10).string(message.dataset);
+    }
+    if (message.master !== 0) {
+      writer.uint32(16).uint32(message.master);
+    }
+    for (const v of message.objects) {
+      ObjectRecord.encode(v!, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): InstallReplicasRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseInstallReplicasRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.dataset = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.master = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.objects.push(ObjectRecord.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<InstallReplicasRequest>): InstallReplicasRequest {
+    return InstallReplicasRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<InstallReplicasRequest>): InstallReplicasRequest {
+    const message = createBaseInstallReplicasRequest();
+    message.dataset = object.dataset ?? "";
+    message.master = object.master ?? 0;
+    message.objects = object.objects?.map((e) => ObjectRecord.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseInstallReplicasResponse(): InstallReplicasResponse {
+  return {};
+}
+
+export const InstallReplicasResponse: MessageFns<InstallReplicasResponse> = {
+  encode(_: InstallReplicasResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): InstallReplicasResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseInstallReplicasResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<InstallReplicasResponse>): InstallReplicasResponse {
+    return InstallReplicasResponse.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<InstallReplicasResponse>): InstallReplicasResponse {
+    const message = createBaseInstallReplicasResponse();
+    return message;
+  },
+};
+
+function createBaseDropReplicasRequest(): DropReplicasRequest {
+  return { dataset: "", oids: [] };
+}
+
+export const DropReplicasRequest: MessageFns<DropReplicasRequest> = {
+  encode(message: DropReplicasRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.dataset !== "") {
+      writer.uint32(10).string(message.dataset);
+    }
+    for (const v of message.oids) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DropReplicasRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDropReplicasRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.dataset = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.oids.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<DropReplicasRequest>): DropReplicasRequest {
+    return DropReplicasRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DropReplicasRequest>): DropReplicasRequest {
+    const message = createBaseDropReplicasRequest();
+    message.dataset = object.dataset ?? "";
+    message.oids = object.oids?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseDropReplicasResponse(): DropReplicasResponse {
+  return {};
+}
+
+export const DropReplicasResponse: MessageFns<DropReplicasResponse> = {
+  encode(_: DropReplicasResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DropReplicasResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDropReplicasResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<DropReplicasResponse>): DropReplicasResponse {
+    return DropReplicasResponse.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<DropReplicasResponse>): DropReplicasResponse {
+    const message = createBaseDropReplicasResponse();
+    return message;
+  },
+};
+
+function createBaseSetHomeReplicasRequest(): SetHomeReplicasRequest {
+  return { entries: [] };
+}
+
+export const SetHomeReplicasRequest: MessageFns<SetHomeReplicasRequest> = {
+  encode(message: SetHomeReplicasRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.entries) {
+      DirectoryEntry.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetHomeReplicasRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetHomeReplicasRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.entries.push(DirectoryEntry.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<SetHomeReplicasRequest>): SetHomeReplicasRequest {
+    return SetHomeReplicasRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SetHomeReplicasRequest>): SetHomeReplicasRequest {
+    const message = createBaseSetHomeReplicasRequest();
+    message.entries = object.entries?.map((e) => DirectoryEntry.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseSetHomeReplicasResponse(): SetHomeReplicasResponse {
+  return {};
+}
+
+export const SetHomeReplicasResponse: MessageFns<SetHomeReplicasResponse> = {
+  encode(_: SetHomeReplicasResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetHomeReplicasResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetHomeReplicasResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<SetHomeReplicasResponse>): SetHomeReplicasResponse {
+    return SetHomeReplicasResponse.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<SetHomeReplicasResponse>): SetHomeReplicasResponse {
+    const message = createBaseSetHomeReplicasResponse();
     return message;
   },
 };
@@ -3644,6 +4182,19 @@ export const StoreServiceService = {
     responseSerialize: (value: MoveResponse): Buffer => Buffer.from(MoveResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): MoveResponse => MoveResponse.decode(value),
   },
+  /**
+   * Replicate keeps a copy of objects (and with `recursive`, what they reference on this node)
+   * on another node; the master updates it before acknowledging each write.
+   */
+  replicate: {
+    path: "/loam.v1.StoreService/Replicate" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReplicateRequest): Buffer => Buffer.from(ReplicateRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReplicateRequest => ReplicateRequest.decode(value),
+    responseSerialize: (value: ReplicateResponse): Buffer => Buffer.from(ReplicateResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReplicateResponse => ReplicateResponse.decode(value),
+  },
   /** Drain moves everything this node masters to the others and hands its home directory over. */
   drain: {
     path: "/loam.v1.StoreService/Drain" as const,
@@ -3691,6 +4242,11 @@ export interface StoreServiceServer extends UntypedServiceImplementation {
   locate: handleUnaryCall<LocateRequest, LocateResponse>;
   /** Move sends objects (and with `recursive`, what they reference on this node) to another node. */
   move: handleUnaryCall<MoveRequest, MoveResponse>;
+  /**
+   * Replicate keeps a copy of objects (and with `recursive`, what they reference on this node)
+   * on another node; the master updates it before acknowledging each write.
+   */
+  replicate: handleUnaryCall<ReplicateRequest, ReplicateResponse>;
   /** Drain moves everything this node masters to the others and hands its home directory over. */
   drain: handleUnaryCall<DrainRequest, DrainResponse>;
   /**
@@ -3856,6 +4412,25 @@ export interface StoreServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: MoveResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Replicate keeps a copy of objects (and with `recursive`, what they reference on this node)
+   * on another node; the master updates it before acknowledging each write.
+   */
+  replicate(
+    request: ReplicateRequest,
+    callback: (error: ServiceError | null, response: ReplicateResponse) => void,
+  ): ClientUnaryCall;
+  replicate(
+    request: ReplicateRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReplicateResponse) => void,
+  ): ClientUnaryCall;
+  replicate(
+    request: ReplicateRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReplicateResponse) => void,
+  ): ClientUnaryCall;
   /** Drain moves everything this node masters to the others and hands its home directory over. */
   drain(
     request: DrainRequest,
@@ -3955,6 +4530,41 @@ export const NodeServiceService = {
     responseSerialize: (value: FinishResponse): Buffer => Buffer.from(FinishResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): FinishResponse => FinishResponse.decode(value),
   },
+  /** InstallReplicas stores (newer versions of) replica copies sent by their master. */
+  installReplicas: {
+    path: "/loam.v1.NodeService/InstallReplicas" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: InstallReplicasRequest): Buffer =>
+      Buffer.from(InstallReplicasRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): InstallReplicasRequest => InstallReplicasRequest.decode(value),
+    responseSerialize: (value: InstallReplicasResponse): Buffer =>
+      Buffer.from(InstallReplicasResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): InstallReplicasResponse => InstallReplicasResponse.decode(value),
+  },
+  /** DropReplicas removes replica copies the master no longer keeps here. */
+  dropReplicas: {
+    path: "/loam.v1.NodeService/DropReplicas" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DropReplicasRequest): Buffer => Buffer.from(DropReplicasRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DropReplicasRequest => DropReplicasRequest.decode(value),
+    responseSerialize: (value: DropReplicasResponse): Buffer =>
+      Buffer.from(DropReplicasResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DropReplicasResponse => DropReplicasResponse.decode(value),
+  },
+  /** SetHomeReplicas records an object's replica set in its home directory (for Locate). */
+  setHomeReplicas: {
+    path: "/loam.v1.NodeService/SetHomeReplicas" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SetHomeReplicasRequest): Buffer =>
+      Buffer.from(SetHomeReplicasRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SetHomeReplicasRequest => SetHomeReplicasRequest.decode(value),
+    responseSerialize: (value: SetHomeReplicasResponse): Buffer =>
+      Buffer.from(SetHomeReplicasResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SetHomeReplicasResponse => SetHomeReplicasResponse.decode(value),
+  },
 } as const;
 
 export interface NodeServiceServer extends UntypedServiceImplementation {
@@ -3968,6 +4578,12 @@ export interface NodeServiceServer extends UntypedServiceImplementation {
   prepare: handleUnaryCall<PrepareRequest, PrepareResponse>;
   /** Finish applies or drops a prepared part once the decision is known. */
   finish: handleUnaryCall<FinishRequest, FinishResponse>;
+  /** InstallReplicas stores (newer versions of) replica copies sent by their master. */
+  installReplicas: handleUnaryCall<InstallReplicasRequest, InstallReplicasResponse>;
+  /** DropReplicas removes replica copies the master no longer keeps here. */
+  dropReplicas: handleUnaryCall<DropReplicasRequest, DropReplicasResponse>;
+  /** SetHomeReplicas records an object's replica set in its home directory (for Locate). */
+  setHomeReplicas: handleUnaryCall<SetHomeReplicasRequest, SetHomeReplicasResponse>;
 }
 
 export interface NodeServiceClient extends Client {
@@ -4050,6 +4666,54 @@ export interface NodeServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: FinishResponse) => void,
+  ): ClientUnaryCall;
+  /** InstallReplicas stores (newer versions of) replica copies sent by their master. */
+  installReplicas(
+    request: InstallReplicasRequest,
+    callback: (error: ServiceError | null, response: InstallReplicasResponse) => void,
+  ): ClientUnaryCall;
+  installReplicas(
+    request: InstallReplicasRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: InstallReplicasResponse) => void,
+  ): ClientUnaryCall;
+  installReplicas(
+    request: InstallReplicasRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: InstallReplicasResponse) => void,
+  ): ClientUnaryCall;
+  /** DropReplicas removes replica copies the master no longer keeps here. */
+  dropReplicas(
+    request: DropReplicasRequest,
+    callback: (error: ServiceError | null, response: DropReplicasResponse) => void,
+  ): ClientUnaryCall;
+  dropReplicas(
+    request: DropReplicasRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DropReplicasResponse) => void,
+  ): ClientUnaryCall;
+  dropReplicas(
+    request: DropReplicasRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DropReplicasResponse) => void,
+  ): ClientUnaryCall;
+  /** SetHomeReplicas records an object's replica set in its home directory (for Locate). */
+  setHomeReplicas(
+    request: SetHomeReplicasRequest,
+    callback: (error: ServiceError | null, response: SetHomeReplicasResponse) => void,
+  ): ClientUnaryCall;
+  setHomeReplicas(
+    request: SetHomeReplicasRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SetHomeReplicasResponse) => void,
+  ): ClientUnaryCall;
+  setHomeReplicas(
+    request: SetHomeReplicasRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SetHomeReplicasResponse) => void,
   ): ClientUnaryCall;
 }
 
