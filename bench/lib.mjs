@@ -11,6 +11,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import fsp from 'node:fs/promises';
 import grpc from '@grpc/grpc-js';
+import { Persistent, registerModel } from '@loam/sdk';
 
 export const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.resolve(BENCH_DIR, '..');
@@ -54,6 +55,8 @@ process.on('exit', () => {
   }
   for (const d of liveDirs) fs.rmSync(d, { recursive: true, force: true });
 });
+// Ctrl-C or a kill: exit through the handler above instead of leaving children behind.
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.once(sig, () => process.exit(130));
 
 /** A fresh temp dir under os.tmpdir(), removed by cleanupAll(). */
 export function tempDir(prefix = 'loam-bench-') {
@@ -165,12 +168,12 @@ export async function startNode({ dataDir, args = [], timeoutMs = 60_000, execAr
   const h = await spawnReady([...nodeFlags(), ...execArgv, CLI, 'dev', '--data', dir, '--port', '0', '--metrics-port', '0', '--log-level', 'info', ...args], { timeoutMs });
   const url = String(h.readyEntry.endpoint);
   const port = Number(/:(\d+)\//.exec(url)[1]);
-  return { ...h, url, port, dataDir: dir };
+  return { ...h, url, port, metricsPort: Number(h.readyEntry.metricsPort), dataDir: dir };
 }
 
 /** Starts the bare gRPC echo server (bench/echo-server.mjs) in a child process. */
 export async function startEcho({ timeoutMs = 30_000 } = {}) {
-  const h = await spawnReady([ECHO_SERVER], { timeoutMs });
+  const h = await spawnReady([...(process.env.BENCH_ECHO_FLAGS ?? '').split(/\s+/).filter(Boolean), ECHO_SERVER], { timeoutMs });
   return { ...h, port: Number(h.readyEntry.port), address: `127.0.0.1:${h.readyEntry.port}` };
 }
 
@@ -368,4 +371,94 @@ export function bytes(n) {
 
 export function verdict(ok) {
   return ok ? 'PASS' : 'FAIL';
+}
+
+// ------------------------------------------------------------------ models and data
+
+/** A small object of the shape the targets talk about: about 200 bytes of fields. */
+export class BenchPerson extends Persistent {
+  constructor(i) {
+    super();
+    this.name = `Person ${i}`;
+    this.email = `person${i}@example.com`;
+    this.age = 20 + (i % 60);
+    this.tags = ['alpha', 'beta', 'gamma'];
+    this.note = 'x'.repeat(100);
+    this.counter = 0;
+  }
+}
+registerModel(BenchPerson, 'BenchPerson');
+
+/** A root holding many persons: persisting it persists all of them in one batch. */
+export class BenchBatch extends Persistent {
+  constructor(items) {
+    super();
+    this.items = items;
+  }
+}
+registerModel(BenchBatch, 'BenchBatch');
+
+/** Total bytes of a node data dir's log segments. */
+export function logBytes(dataDir) {
+  const dir = path.join(dataDir, 'log');
+  let n = 0;
+  for (const f of fs.readdirSync(dir)) if (f.endsWith('.seg')) n += fs.statSync(path.join(dir, f)).size;
+  return n;
+}
+
+// ------------------------------------------------------------------ process and node metrics
+
+/** CPU ms (user + system) a child process used so far; undefined where /proc is missing. */
+export function cpuMsOf(pid) {
+  try {
+    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // clock ticks, USER_HZ = 100 on Linux
+  } catch {
+    return undefined;
+  }
+}
+
+/** The node's Prometheus metrics as a map `name{labels}` -> value. */
+export async function scrapeMetrics(metricsPort) {
+  const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+  const text = await res.text();
+  const out = new Map();
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const i = line.lastIndexOf(' ');
+    out.set(line.slice(0, i), Number(line.slice(i + 1)));
+  }
+  return out;
+}
+
+/** Sum of every series of metric `name` (any labels) whose label text contains `filter`. */
+export function metricSum(m, name, filter = '') {
+  let s = 0;
+  for (const [k, v] of m) if ((k === name || k.startsWith(`${name}{`)) && k.includes(filter)) s += v;
+  return s;
+}
+
+/**
+ * CPU accounting of the whole machine vs this process and its reaped children (Linux /proc), to
+ * tell whether something else competed for the CPUs during a benchmark. Undefined elsewhere.
+ */
+export function cpuSnapshot() {
+  try {
+    const cpu = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    // User time only: the kernel work a benchmark causes (writeback, journal, loopback softirq)
+    // runs in kernel threads and would otherwise count as somebody else's.
+    const busy = cpu[0] + cpu[1]; // user nice
+    const f = fs.readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ').map(Number);
+    const own = f[11] + f[13]; // utime cutime
+    return { busy, own, at: now() };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Share of all CPUs (0..1) other processes spent in user mode between two snapshots. */
+export function foreignCpuShare(a, b) {
+  if (!a || !b) return undefined;
+  const ticks = ((b.at - a.at) / 1000) * 100 * os.cpus().length; // USER_HZ = 100
+  return Math.max(0, (b.busy - a.busy - (b.own - a.own)) / ticks);
 }

@@ -14,12 +14,22 @@ export class MalformedRequest {
  */
 export function unaryHandler(metrics: NodeMetrics, log: Logger, before: () => void = () => undefined) {
   return function unary<Req, Res>(method: string, fn: (req: Req) => Res | Promise<Res>) {
+    // prom-client hashes label objects on every call; the children per outcome are looked up once.
+    const children = new Map<string, { count: { inc(): void }; seconds: { observe(v: number): void } }>();
+    const child = (outcome: string) => {
+      let c = children.get(outcome);
+      if (!c) {
+        c = { count: metrics.requests.labels(method, outcome), seconds: metrics.requestSeconds.labels(method, outcome) };
+        children.set(outcome, c);
+      }
+      return c;
+    };
     return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
       const t0 = process.hrtime.bigint();
       const done = (outcome: string) => {
-        const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-        metrics.requests.inc({ method, outcome });
-        metrics.requestSeconds.observe({ method, outcome }, seconds);
+        const c = child(outcome);
+        c.count.inc();
+        c.seconds.observe(Number(process.hrtime.bigint() - t0) / 1e9);
       };
       let result: Res | Promise<Res>;
       try {

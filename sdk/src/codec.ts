@@ -1,4 +1,4 @@
-import { Packr, addExtension } from 'msgpackr';
+import { Packr, addExtension, RESERVE_START_SPACE, RESET_BUFFER_MODE } from 'msgpackr';
 import { InternalError } from './errors.js';
 import { Persistent, fieldsOf } from './model.js';
 import { Ref } from './ref.js';
@@ -60,8 +60,6 @@ const packr = new Packr({
   copyBuffers: true,
 });
 
-const V1 = Buffer.from([CODEC_V1]);
-
 /** Encodes the fields of `obj` (not the object as a reference). */
 export function encodeState(obj: Persistent, hooks: EncodeHooks): Buffer {
   return encodeValue(fieldsOf(obj), hooks);
@@ -71,7 +69,13 @@ export function encodeValue(value: unknown, hooks: EncodeHooks): Buffer {
   const prev = encodeHooks;
   encodeHooks = hooks;
   try {
-    return Buffer.concat([V1, packr.pack(value)]);
+    // One reserved byte for the format, and msgpackr's buffer reused for the next encode (so the
+    // result is copied out once; nothing else keeps a slice of that buffer alive).
+    const packed = packr.pack(value, RESERVE_START_SPACE | 1 | RESET_BUFFER_MODE);
+    const out = Buffer.allocUnsafe(packed.length);
+    packed.copy(out);
+    out[0] = CODEC_V1;
+    return out;
   } finally {
     encodeHooks = prev;
   }

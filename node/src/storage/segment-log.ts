@@ -41,6 +41,10 @@ interface Pending {
 }
 
 const SEGMENT_RE = /^(\d{10})\.seg$/;
+/** Group writes in flight at once: one being made durable while the next one is issued. */
+const MAX_INFLIGHT = 2;
+/** Read-write, every write durable (data and the metadata needed to read it) when it returns. */
+const DSYNC_RW = fs.constants.O_RDWR | fs.constants.O_DSYNC;
 
 export class SegmentLog {
   private readonly dir: string;
@@ -52,8 +56,11 @@ export class SegmentLog {
   private activeHandle!: fsp.FileHandle;
   private activeSize = 0;
   private queue: Pending[] = [];
-  private flushing = false;
-  private flushPromise?: Promise<void>;
+  private inflight = 0;
+  private rolling = false;
+  /** The acknowledgement of the last group started: each waits for the one before. */
+  private ordered: Promise<void> = Promise.resolve();
+  private readonly pending = new Set<Promise<void>>();
   private closed = false;
   /** Set when a write or fsync failed: after that the file's durable state is unknown. */
   failure?: Error;
@@ -129,7 +136,7 @@ export class SegmentLog {
     } else {
       log.active = lastId;
       log.activeSize = log.sizes.get(lastId)!;
-      log.activeHandle = await fsp.open(log.file(lastId), 'r+');
+      log.activeHandle = await fsp.open(log.file(lastId), DSYNC_RW);
     }
     return { log, report };
   }
@@ -139,7 +146,8 @@ export class SegmentLog {
   }
 
   private async createSegment(id: number): Promise<void> {
-    const handle = await fsp.open(this.file(id), 'wx+');
+    await (await fsp.open(this.file(id), 'wx+')).close();
+    const handle = await fsp.open(this.file(id), DSYNC_RW);
     await handle.sync();
     this.syncDir();
     if (this.activeHandle) await this.activeHandle.close();
@@ -184,54 +192,92 @@ export class SegmentLog {
     if (this.failure) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => {
       this.queue.push({ buf, resolve, reject });
-      if (!this.flushing) this.flushPromise = this.flush();
+      this.kick();
     });
   }
 
-  private async flush(): Promise<void> {
-    this.flushing = true;
-    try {
-      while (this.queue.length > 0) {
-        const batch = this.queue;
-        this.queue = [];
-        let total = 0;
-        for (const p of batch) total += p.buf.length;
-        if (this.activeSize > 0 && this.activeSize + total > this.maxSegmentBytes) {
-          await this.createSegment(this.active + 1);
-        }
-        const segment = this.active;
-        const base = this.activeSize;
-        const data = batch.length === 1 ? batch[0].buf : Buffer.concat(batch.map((p) => p.buf), total);
+  /**
+   * Starts group writes while fewer than MAX_INFLIGHT are running: what queued up while a write
+   * was in flight goes out as the next group without waiting for it. Groups are acknowledged
+   * strictly in log order, so a crash can only lose groups after the first one not yet durable,
+   * none of which was acknowledged (recovery cuts the log at that hole).
+   */
+  private kick(): void {
+    while (this.queue.length > 0 && this.inflight < MAX_INFLIGHT && !this.failure && !this.rolling) {
+      let total = 0;
+      for (const p of this.queue) total += p.buf.length;
+      if (this.activeSize > 0 && this.activeSize + total > this.maxSegmentBytes) {
+        // A new segment starts only when nothing is in flight on the current one.
+        if (this.inflight > 0) return;
+        this.rolling = true;
+        this.track(this.createSegment(this.active + 1).then(
+          () => {
+            this.rolling = false;
+            this.kick();
+          },
+          (e) => this.fail(e as Error, []),
+        ));
+        return;
+      }
+      const batch = this.queue;
+      this.queue = [];
+      const segment = this.active;
+      const base = this.activeSize;
+      this.activeSize += total; // reserved now; the next group goes after it
+      const data = batch.length === 1 ? batch[0].buf : Buffer.concat(batch.map((p) => p.buf), total);
+      this.inflight++;
+      const t0 = process.hrtime.bigint();
+      const written = this.writeAt(data, base);
+      const previous = this.ordered;
+      this.ordered = this.track((async () => {
+        let error: Error | undefined;
         try {
-          let written = 0;
-          while (written < data.length) {
-            const { bytesWritten } = await this.activeHandle.write(data, written, data.length - written, base + written);
-            written += bytesWritten;
-          }
-          const t0 = process.hrtime.bigint();
-          await this.activeHandle.datasync();
+          await written;
           this.onFsync?.(Number(process.hrtime.bigint() - t0) / 1e9, data.length, batch.length);
         } catch (e) {
-          // After a failed write or fsync the kernel may have dropped dirty pages: nothing after
-          // this point can be promised durable, so the log refuses all further appends.
-          this.failure = new Error(`log write failed, node must restart: ${(e as Error).message}`);
-          for (const p of batch) p.reject(this.failure);
-          for (const p of this.queue) p.reject(this.failure);
-          this.queue = [];
+          error = e as Error;
+        }
+        await previous; // acknowledge in log order
+        this.inflight--;
+        if (error || this.failure) {
+          this.fail(error ?? this.failure!, batch);
           return;
         }
-        this.activeSize = base + data.length;
-        this.sizes.set(segment, this.activeSize);
+        this.sizes.set(segment, Math.max(this.sizes.get(segment) ?? 0, base + data.length));
         let offset = base;
         for (const p of batch) {
           p.resolve({ segment, offset });
           offset += p.buf.length;
         }
-      }
-    } finally {
-      this.flushing = false;
-      this.flushPromise = undefined;
+        this.kick();
+      })());
     }
+  }
+
+  /** The active segment is open with O_DSYNC: the write returns once it is durable (one thread-pool trip). */
+  private async writeAt(data: Buffer, base: number): Promise<void> {
+    let done = 0;
+    while (done < data.length) {
+      const { bytesWritten } = await this.activeHandle.write(data, done, data.length - done, base + done);
+      done += bytesWritten;
+    }
+  }
+
+  /**
+   * After a failed write the kernel may have dropped dirty pages: nothing from here on can be
+   * promised durable, so the log refuses every further append (the node must restart).
+   */
+  private fail(e: Error, batch: Pending[]): void {
+    this.failure ??= new Error(`log write failed, node must restart: ${e.message}`);
+    for (const p of batch) p.reject(this.failure);
+    for (const p of this.queue) p.reject(this.failure);
+    this.queue = [];
+  }
+
+  private track(p: Promise<void>): Promise<void> {
+    this.pending.add(p);
+    void p.finally(() => this.pending.delete(p));
+    return p;
   }
 
   /** Reads bytes of a segment synchronously (a page-cache hit costs microseconds; no thread hop). */
@@ -266,8 +312,11 @@ export class SegmentLog {
   /** Waits for queued appends, then closes every file. */
   async close(): Promise<void> {
     if (this.closed) return;
-    this.closed = true; // refuse new appends; the running flush drains what is queued
-    while (this.flushPromise) await this.flushPromise;
+    this.closed = true; // refuse new appends; groups already queued or in flight finish
+    while (this.pending.size > 0 || (this.queue.length > 0 && !this.failure)) {
+      if (this.pending.size > 0) await Promise.allSettled([...this.pending]);
+      else this.kick();
+    }
     await this.activeHandle.close();
     for (const fd of this.readFds.values()) fs.closeSync(fd);
     this.readFds.clear();
