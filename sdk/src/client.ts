@@ -296,13 +296,25 @@ export class Client {
    */
   async move(obj: Persistent | string | Ref, backend: string | number, options: { recursive?: boolean; remotes?: boolean; timeoutMs?: number } = {}): Promise<{ moved: number }> {
     this.assertOpen();
-    const oid = obj instanceof Persistent ? this.ownMeta(obj).oid! : this.oidOf(obj);
     const target = await this.router.resolveBackend(backend);
     const recursive = options.recursive ?? false;
-    const remotes = options.remotes ?? true;
+    const follow = recursive && (options.remotes ?? true);
+    const moved = await this.perNode(this.oidOfAny(obj), follow, async (c, oids) => {
+      const res = await c.move({ dataset: this.dataset, oids, target: target.number, recursive }, options.timeoutMs ?? 300_000);
+      for (const m of res.moved) this.router.learn(m, target.number, target.address);
+      return { done: res.moved.length, remote: res.remote };
+    });
+    return { moved };
+  }
+
+  /**
+   * Runs a per-node operation on an object, on the node that masters it; with `follow`, again on
+   * the nodes of the referents it reports as living elsewhere, until none are left.
+   */
+  private async perNode(oid: string, follow: boolean, op: (c: NodeConnection, oids: string[]) => Promise<{ done: number; remote: string[] }>): Promise<number> {
     const seen = new Set([oid]);
     let todo = [oid];
-    let moved = 0;
+    let done = 0;
     while (todo.length > 0) {
       const byNode = new Map<number, string[]>();
       for (const o of todo) {
@@ -311,14 +323,17 @@ export class Client {
       }
       const next: string[] = [];
       for (const [n, oids] of byNode) {
-        const res = await this.router.withNode(n, (c) => c.move({ dataset: this.dataset, oids, target: target.number, recursive }, options.timeoutMs ?? 300_000));
-        moved += res.moved.length;
-        for (const m of res.moved) this.router.learn(m, target.number, target.address);
-        if (recursive && remotes) for (const r of res.remote) if (!seen.has(r)) (seen.add(r), next.push(r));
+        const res = await this.router.withNode(n, (c) => op(c, oids));
+        done += res.done;
+        if (follow) for (const r of res.remote) if (!seen.has(r)) (seen.add(r), next.push(r));
       }
       todo = next;
     }
-    return { moved };
+    return done;
+  }
+
+  private oidOfAny(obj: Persistent | string | Ref): string {
+    return obj instanceof Persistent ? this.ownMeta(obj).oid! : this.oidOf(obj);
   }
 
   /**
@@ -370,23 +385,12 @@ export class Client {
    */
   async replicate(obj: Persistent | string | Ref, backend: string | number, options: { recursive?: boolean; timeoutMs?: number } = {}): Promise<{ replicated: number }> {
     this.assertOpen();
-    const oid = obj instanceof Persistent ? this.ownMeta(obj).oid! : this.oidOf(obj);
     const target = await this.router.resolveBackend(backend);
     const recursive = options.recursive ?? false;
-    const seen = new Set([oid]);
-    let todo = [oid];
-    let replicated = 0;
-    while (todo.length > 0) {
-      const byNode = new Map<number, string[]>();
-      for (const o of todo) byNode.set(this.router.nodeOf(o), [...(byNode.get(this.router.nodeOf(o)) ?? []), o]);
-      const next: string[] = [];
-      for (const [n, oids] of byNode) {
-        const res = await this.router.withNode(n, (c) => c.replicate({ dataset: this.dataset, oids, target: target.number, recursive }, options.timeoutMs ?? 300_000));
-        replicated += res.replicated.length;
-        if (recursive) for (const r of res.remote) if (!seen.has(r)) (seen.add(r), next.push(r));
-      }
-      todo = next;
-    }
+    const replicated = await this.perNode(this.oidOfAny(obj), recursive, async (c, oids) => {
+      const res = await c.replicate({ dataset: this.dataset, oids, target: target.number, recursive }, options.timeoutMs ?? 300_000);
+      return { done: res.replicated.length, remote: res.remote };
+    });
     return { replicated };
   }
 

@@ -111,21 +111,7 @@ export class Placement {
         throw r ? Placement.redirectError(r) : new NotFoundError(`object ${oid} does not exist`, { oid, dataset });
       }
     }
-    const set = [...new Set(oids)];
-    const remote: string[] = [];
-    if (recursive) {
-      const seen = new Set(set);
-      for (let i = 0; i < set.length; i++) {
-        const [obj] = this.engine.get(dataset, [set[i]]).objects;
-        if (!obj) continue;
-        for (const ref of referencesOf(obj)) {
-          if (seen.has(ref)) continue;
-          seen.add(ref);
-          if (this.engine.masters(ref)) set.push(ref);
-          else remote.push(ref);
-        }
-      }
-    }
+    const { set, remote } = this.collect(dataset, oids, recursive);
     if (target === this.me.number) return { moved: set, remote };
     const dest = await this.member(target);
     if (!dest) throw new UnavailableError(`target node ${target} is not a live member`, { node: target });
