@@ -246,6 +246,24 @@ describe('SDK against a real node', () => {
     expect((await o.getByAlias<Employee>('api-ada')).name).toBe('Quin');
   });
 
+  it('concurrent commits share calls but succeed or fail each on its own', async () => {
+    const mine = await Promise.all(Array.from({ length: 20 }, (_, i) => client.persist(new Employee(`co-${i}`, i))));
+    const other = await another();
+    for (let i = 0; i < 20; i += 2) {
+      const theirs = await other.get<Employee>(mine[i].$oid!);
+      theirs.salary = -1;
+      await other.save(theirs); // every even one is now stale in `client`
+    }
+    for (const e of mine) e.salary += 100;
+    const results = await Promise.allSettled(mine.map((e) => client.save(e))); // issued together: coalesced
+    results.forEach((r, i) => {
+      if (i % 2 === 0) expect(r.status === 'rejected' && r.reason instanceof WriteConflictError).toBe(true);
+      else expect(r.status).toBe('fulfilled');
+    });
+    const back = await Promise.all(mine.map((e) => other.get<Employee>(e.$oid!)));
+    back.forEach((e, i) => expect(e.salary).toBe(i % 2 === 0 ? -1 : i + 100));
+  });
+
   it('lists backends', async () => {
     const b = await client.backends();
     expect(b).toHaveLength(1);

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client as GrpcClient, credentials, Metadata, status, type ServiceError } from '@grpc/grpc-js';
-import { ErrorDetail, ERROR_TRAILER, CommitRequest, GetRequest, HelloRequest, GetAliasRequest } from '@loam/sdk/wire';
+import { ErrorDetail, ERROR_TRAILER, CommitRequest, CommitBatchRequest, CommitBatchResponse, GetRequest, HelloRequest, GetAliasRequest } from '@loam/sdk/wire';
 import { connect, Persistent, registerModel, type Client } from '@loam/sdk';
 import { startNode, type NodeProcess } from './harness/node-process.js';
 
@@ -61,6 +61,19 @@ describe('malformed requests over a raw gRPC client', () => {
     expect(detail?.code).toBe(code);
     const got = await send('Get', enc.get({ dataset: 'default', oids: ['0'.repeat(32), '1'.repeat(32), '4'.repeat(32), '5'.repeat(32)] }));
     expect(got.err).toBeUndefined();
+  });
+
+  it('a CommitBatch reports each commit on its own: a malformed one does not sink the others', async () => {
+    const good = { dataset: 'default', reads: [], deletes: [], aliasSets: [], aliasDeletes: [], writes: [{ oid: '0001' + 'c'.repeat(28), className: 'A', state: Buffer.from([1]), expectedVersion: 0, origin: '' }] };
+    const bad = { ...good, writes: [{ ...good.writes[0], oid: 'nope' }] };
+    const body = Buffer.from(CommitBatchRequest.encode({ commits: [bad, good] }).finish());
+    const res = await new Promise<CommitBatchResponse>((resolve, reject) => raw.makeUnaryRequest('/loam.v1.StoreService/CommitBatch', (b: Buffer) => b,
+      (b: Buffer) => CommitBatchResponse.decode(b), body, new Metadata(), { deadline: Date.now() + 5000 }, (e, r) => (e ? reject(e) : resolve(r!))));
+    expect(res.results[0].error?.code).toBe('INVALID_ARGUMENT');
+    expect(res.results[1].error).toBeUndefined();
+    expect(res.results[1].versions).toEqual([1]);
+    const tooMany = Buffer.from(CommitBatchRequest.encode({ commits: Array(1025).fill(good) }).finish());
+    expect((await send('CommitBatch', tooMany)).detail?.code).toBe('LIMIT_EXCEEDED');
   });
 
   it('a get with a malformed oid or too many oids is refused', async () => {

@@ -1,6 +1,6 @@
 import {
   AliasExistsError, InvalidArgumentError, NotFoundError, PROTOCOL_VERSION, RedirectError, UnavailableError, UnknownDatasetError,
-  oidHomeNode, toServiceError, validateAlias, validateDatasetName, isOid,
+  LimitExceededError, oidHomeNode, toErrorDetail, validateAlias, validateDatasetName, isOid,
   type Backend, type CommitRequest, type Redirect, type StoreServiceServer,
 } from '@loam/sdk/wire';
 import type { Engine } from './storage/engine.js';
@@ -13,6 +13,8 @@ import type { Transactions } from './cluster/transactions.js';
 import { unaryHandler } from './rpc-handler.js';
 
 export const SERVER_VERSION = '0.1.0';
+/** Commits one CommitBatch call may carry. */
+export const MAX_COMMITS_PER_BATCH = 1024;
 
 export { MalformedRequest } from './rpc-handler.js';
 
@@ -120,6 +122,14 @@ export function storeService(
     }
   }
 
+  function commitOne(req: CommitRequest): Promise<number[]> {
+    if (membership) return commitInCluster(req);
+    return engine.commit({
+      dataset: req.dataset, reads: req.reads, writes: req.writes, deletes: req.deletes,
+      aliasSets: req.aliasSets, aliasDeletes: req.aliasDeletes,
+    });
+  }
+
   return {
     hello: unary('Hello', async (req) => {
       if (req.dataset) await ensureDataset(req.dataset);
@@ -166,14 +176,17 @@ export function storeService(
       }
       return { objects, missing, redirects };
     }),
-    commit: unary('Commit', async (req) => {
-      const versions = membership
-        ? await commitInCluster(req)
-        : await engine.commit({
-          dataset: req.dataset, reads: req.reads, writes: req.writes, deletes: req.deletes,
-          aliasSets: req.aliasSets, aliasDeletes: req.aliasDeletes,
-        });
-      return { versions };
+    commit: unary('Commit', async (req) => ({ versions: await commitOne(req) })),
+    commitBatch: unary('CommitBatch', async (req) => {
+      if (req.commits.length > MAX_COMMITS_PER_BATCH) {
+        throw new LimitExceededError(`a batch of ${req.commits.length} commits exceeds ${MAX_COMMITS_PER_BATCH}`, { limit: 'commitsPerBatch' });
+      }
+      // Started together, so they share group commits; each succeeds or fails on its own.
+      const results = await Promise.all(req.commits.map((c) => commitOne(c).then(
+        (versions) => ({ versions, error: undefined }),
+        (e: unknown) => ({ versions: [], error: toErrorDetail(e) }),
+      )));
+      return { results };
     }),
     getAlias: unary('GetAlias', async (req) => {
       if (!meta) return { oid: engine.getAlias(req.dataset, req.alias) };

@@ -125,7 +125,7 @@ export class Client {
       try {
         if (parts.size <= 1) {
           const node = parts.size === 1 ? [...parts.keys()][0] : this.homeNode;
-          const res = await this.router.withNode(node, (c) => c.commit({ dataset: this.dataset, ...req }), false);
+          const res = await this.router.withNode(node, (c) => c.commitCoalesced({ dataset: this.dataset, ...req }), false);
           return res.versions;
         }
         const list = [...parts];

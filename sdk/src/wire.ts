@@ -30,10 +30,10 @@ const statusOf: Record<ErrorCode, Status> = {
   REDIRECT: Status.FAILED_PRECONDITION,
 };
 
-/** Turns any thrown value into a gRPC error carrying a typed ErrorDetail trailer. */
-export function toServiceError(err: unknown): Partial<ServiceError> {
+/** The typed detail of any thrown value (an unexpected one becomes INTERNAL). */
+export function toErrorDetail(err: unknown): ErrorDetail {
   const e = err instanceof LoamError ? err : new InternalError(err instanceof Error ? err.message : String(err));
-  const detail = ErrorDetail.encode({
+  return {
     code: e.code,
     message: e.message,
     oid: e.oid ?? '',
@@ -44,10 +44,24 @@ export function toServiceError(err: unknown): Partial<ServiceError> {
     limit: e.limit ?? '',
     node: e.node ?? 0,
     address: e.address ?? '',
-  }).finish();
+  };
+}
+
+/** The typed error an ErrorDetail describes. */
+export function fromErrorDetail(d: ErrorDetail): LoamError {
+  return errorFromCode(d.code, d.message, {
+    oid: d.oid, alias: d.alias, dataset: d.dataset,
+    expectedVersion: d.expectedVersion, actualVersion: d.actualVersion, limit: d.limit,
+    node: d.node, address: d.address,
+  });
+}
+
+/** Turns any thrown value into a gRPC error carrying a typed ErrorDetail trailer. */
+export function toServiceError(err: unknown): Partial<ServiceError> {
+  const d = toErrorDetail(err);
   const metadata = new Metadata();
-  metadata.set(ERROR_TRAILER, Buffer.from(detail));
-  return { code: statusOf[e.code], details: e.message, metadata };
+  metadata.set(ERROR_TRAILER, Buffer.from(ErrorDetail.encode(d).finish()));
+  return { code: statusOf[d.code as ErrorCode] ?? Status.INTERNAL, details: d.message, metadata };
 }
 
 /** Turns a gRPC error from a node back into the typed error it was raised as. */
@@ -57,12 +71,7 @@ export function fromServiceError(err: unknown): LoamError {
   const raw = se?.metadata?.get?.(ERROR_TRAILER)?.[0];
   if (raw instanceof Buffer) {
     try {
-      const d = ErrorDetail.decode(raw);
-      return errorFromCode(d.code, d.message, {
-        oid: d.oid, alias: d.alias, dataset: d.dataset,
-        expectedVersion: d.expectedVersion, actualVersion: d.actualVersion, limit: d.limit,
-        node: d.node, address: d.address,
-      });
+      return fromErrorDetail(ErrorDetail.decode(raw));
     } catch {
       // fall through: a garbled trailer is reported by status below
     }

@@ -130,6 +130,21 @@ export interface CommitResponse {
   versions: number[];
 }
 
+export interface CommitBatchRequest {
+  commits: CommitRequest[];
+}
+
+export interface CommitResult {
+  versions: number[];
+  /** Set when this commit failed; the others are not affected. */
+  error: ErrorDetail | undefined;
+}
+
+export interface CommitBatchResponse {
+  /** One result per commit, in request order. */
+  results: CommitResult[];
+}
+
 export interface GetAliasRequest {
   dataset: string;
   alias: string;
@@ -1616,6 +1631,199 @@ export const CommitResponse: MessageFns<CommitResponse> = {
   fromPartial(object: DeepPartial<CommitResponse>): CommitResponse {
     const message = createBaseCommitResponse();
     message.versions = object.versions?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseCommitBatchRequest(): CommitBatchRequest {
+  return { commits: [] };
+}
+
+export const CommitBatchRequest: MessageFns<CommitBatchRequest> = {
+  encode(message: CommitBatchRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.commits) {
+      CommitRequest.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CommitBatchRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCommitBatchRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.commits.push(CommitRequest.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<CommitBatchRequest>): CommitBatchRequest {
+    return CommitBatchRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CommitBatchRequest>): CommitBatchRequest {
+    const message = createBaseCommitBatchRequest();
+    message.commits = object.commits?.map((e) => CommitRequest.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseCommitResult(): CommitResult {
+  return { versions: [], error: undefined };
+}
+
+export const CommitResult: MessageFns<CommitResult> = {
+  encode(message: CommitResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.versions.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.versions) {
+        writer.uint64(v);
+      }
+      writer.join();
+    }
+    if (message.error !== undefined) {
+      ErrorDetail.encode(message.error, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CommitResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCommitResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 8) {
+              message.versions.push(longToNumber(reader.uint64()));
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.versions.push(longToNumber(reader.uint64()));
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.error = ErrorDetail.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<CommitResult>): CommitResult {
+    return CommitResult.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CommitResult>): CommitResult {
+    const message = createBaseCommitResult();
+    message.versions = object.versions?.map((e) => e) || [];
+    message.error = (object.error !== undefined && object.error !== null)
+      ? ErrorDetail.fromPartial(object.error)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseCommitBatchResponse(): CommitBatchResponse {
+  return { results: [] };
+}
+
+export const CommitBatchResponse: MessageFns<CommitBatchResponse> = {
+  encode(message: CommitBatchResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.results) {
+      CommitResult.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CommitBatchResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCommitBatchResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.results.push(CommitResult.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<CommitBatchResponse>): CommitBatchResponse {
+    return CommitBatchResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CommitBatchResponse>): CommitBatchResponse {
+    const message = createBaseCommitBatchResponse();
+    message.results = object.results?.map((e) => CommitResult.fromPartial(e)) || [];
     return message;
   },
 };
@@ -4114,6 +4322,19 @@ export const StoreServiceService = {
     responseSerialize: (value: CommitResponse): Buffer => Buffer.from(CommitResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CommitResponse => CommitResponse.decode(value),
   },
+  /**
+   * CommitBatch carries several independent commits in one call (a client coalesces the commits
+   * issued at the same moment): each is validated and applied on its own and has its own result.
+   */
+  commitBatch: {
+    path: "/loam.v1.StoreService/CommitBatch" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CommitBatchRequest): Buffer => Buffer.from(CommitBatchRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CommitBatchRequest => CommitBatchRequest.decode(value),
+    responseSerialize: (value: CommitBatchResponse): Buffer => Buffer.from(CommitBatchResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CommitBatchResponse => CommitBatchResponse.decode(value),
+  },
   getAlias: {
     path: "/loam.v1.StoreService/GetAlias" as const,
     requestStream: false as const,
@@ -4233,6 +4454,11 @@ export interface StoreServiceServer extends UntypedServiceImplementation {
    * alias changes. Either all of it is durable when it returns, or none of it happened.
    */
   commit: handleUnaryCall<CommitRequest, CommitResponse>;
+  /**
+   * CommitBatch carries several independent commits in one call (a client coalesces the commits
+   * issued at the same moment): each is validated and applied on its own and has its own result.
+   */
+  commitBatch: handleUnaryCall<CommitBatchRequest, CommitBatchResponse>;
   getAlias: handleUnaryCall<GetAliasRequest, GetAliasResponse>;
   listAliases: handleUnaryCall<ListAliasesRequest, ListAliasesResponse>;
   listBackends: handleUnaryCall<ListBackendsRequest, ListBackendsResponse>;
@@ -4307,6 +4533,25 @@ export interface StoreServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CommitResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * CommitBatch carries several independent commits in one call (a client coalesces the commits
+   * issued at the same moment): each is validated and applied on its own and has its own result.
+   */
+  commitBatch(
+    request: CommitBatchRequest,
+    callback: (error: ServiceError | null, response: CommitBatchResponse) => void,
+  ): ClientUnaryCall;
+  commitBatch(
+    request: CommitBatchRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CommitBatchResponse) => void,
+  ): ClientUnaryCall;
+  commitBatch(
+    request: CommitBatchRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CommitBatchResponse) => void,
   ): ClientUnaryCall;
   getAlias(
     request: GetAliasRequest,
