@@ -164,8 +164,11 @@ export function storeService(
         // A replica copy answers only reads that asked for any copy; others go to the master.
         const notHere = [...res.missing];
         if (!req.readFromAny) {
-          objects = res.objects.filter((o) => engine.masters(o.oid));
-          for (const o of res.objects) if (!engine.masters(o.oid)) notHere.push(o.oid);
+          // Only replica copies are withheld: an object whose move is being made durable is
+          // still served here (its forward pointer is not published yet).
+          const isReplica = (oid: string) => engine.replicaMasterOf(oid) !== undefined;
+          objects = res.objects.filter((o) => !isReplica(o.oid));
+          for (const o of res.objects) if (isReplica(o.oid)) notHere.push(o.oid);
         }
         missing = [];
         for (const oid of notHere) {

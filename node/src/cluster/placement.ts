@@ -71,6 +71,9 @@ export class Placement {
 
   /** Where to send a request for an object this node does not hold; undefined: it does not exist. */
   async redirectFor(oid: string): Promise<Redirect | undefined> {
+    // Mid-move the object may be neither here (forget in flight) nor pointed at (forward not
+    // published yet): wait for the move to settle rather than answer "does not exist".
+    if (this.moving.has(oid)) await this.waitUnlocked([oid]);
     if (this.engine.masters(oid)) return undefined;
     const rm = this.engine.replicaMasterOf(oid);
     if (rm !== undefined) return this.redirectTo(oid, await this.member(rm), rm);
