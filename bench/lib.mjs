@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import fsp from 'node:fs/promises';
+import net from 'node:net';
 import grpc from '@grpc/grpc-js';
 import { Persistent, registerModel } from '@loam/sdk';
 
@@ -461,4 +462,158 @@ export function foreignCpuShare(a, b) {
   if (!a || !b) return undefined;
   const ticks = ((b.at - a.at) / 1000) * 100 * os.cpus().length; // USER_HZ = 100
   return Math.max(0, (b.busy - a.busy - (b.own - a.own)) / ticks);
+}
+
+// ------------------------------------------------------------------ clusters on a real etcd
+
+/** A free loopback TCP port (bound once on port 0, then released). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen({ port: 0, host: '127.0.0.1', exclusive: true }, () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** LOAM_ETCD_BIN, else etcd on PATH, else Debian's /usr/bin/etcd (package etcd-server). */
+function etcdBinary() {
+  const candidates = [process.env.LOAM_ETCD_BIN, ...(process.env.PATH ?? '').split(path.delimiter).filter(Boolean).map((d) => path.join(d, 'etcd')), '/usr/bin/etcd', '/usr/local/bin/etcd'];
+  for (const c of candidates) {
+    if (!c) continue;
+    try {
+      fs.accessSync(c, fs.constants.X_OK);
+      if (fs.statSync(c).isFile()) return c;
+    } catch {
+      // next
+    }
+  }
+  throw new Error('no etcd binary (LOAM_ETCD_BIN, PATH, /usr/bin/etcd): apt-get install -y etcd-server');
+}
+
+async function etcdHealthy(url) {
+  try {
+    const res = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1000) });
+    const body = await res.json();
+    return res.ok && String(body.health) === 'true';
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Starts a one-member etcd (the real binary) on free loopback ports, data in a temp dir, with
+ * the test harness's flags (test/harness/etcd.ts); resolves once GET /health says "true".
+ * `pause()` / `resume()` SIGSTOP / SIGCONT it (to make etcd unresponsive on purpose); the
+ * cleanup resumes and kills it whatever happened.
+ */
+export async function startEtcd({ timeoutMs = 30_000 } = {}) {
+  const bin = etcdBinary();
+  const env = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('ETCD_')) env[k] = v;
+  if (process.arch !== 'x64' && process.arch !== 'ppc64') env.ETCD_UNSUPPORTED_ARCH = process.arch === 'ia32' ? '386' : process.arch;
+  for (let attempt = 1; ; attempt++) {
+    const dir = tempDir('loam-bench-etcd-');
+    const clientPort = await freePort();
+    let peerPort = await freePort();
+    while (peerPort === clientPort) peerPort = await freePort();
+    const url = `http://127.0.0.1:${clientPort}`;
+    const peer = `http://127.0.0.1:${peerPort}`;
+    const child = spawn(bin, [
+      '--name', 'm0', '--data-dir', path.join(dir, 'm0'),
+      '--listen-client-urls', url, '--advertise-client-urls', url,
+      '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
+      '--initial-cluster', `m0=${peer}`, '--initial-cluster-token', `loam-bench-${path.basename(dir)}`,
+      '--initial-cluster-state', 'new', '--heartbeat-interval', '50', '--election-timeout', '500',
+      '--logger', 'zap', '--log-outputs', 'stderr', '--log-level', 'warn',
+    ], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    liveChildren.add(child);
+    let output = '';
+    child.stderr.on('data', (d) => {
+      output += String(d);
+      if (output.length > 64 * 1024) output = output.slice(-32 * 1024);
+    });
+    const exited = new Promise((resolve) => child.once('exit', (code, signal) => {
+      liveChildren.delete(child);
+      resolve(code ?? signal);
+    }));
+    const alive = () => child.exitCode === null && child.signalCode === null;
+    const kill = async () => {
+      if (!alive()) return;
+      try {
+        child.kill('SIGCONT');
+      } catch {
+        // gone
+      }
+      child.kill('SIGKILL');
+      await exited;
+    };
+    onCleanup(kill);
+    const end = Date.now() + timeoutMs;
+    while (alive() && Date.now() < end && !(await etcdHealthy(url))) await settle(50);
+    if (!alive() || Date.now() >= end) {
+      await kill();
+      if (/address already in use/i.test(output) && attempt < 3) continue;
+      throw new Error(`etcd did not become healthy: ${output.slice(-4000)}`);
+    }
+    return {
+      url,
+      pid: child.pid,
+      dataDir: dir,
+      /** SIGSTOP: etcd keeps its sockets but answers nothing until resume(). */
+      pause: () => alive() && child.kill('SIGSTOP'),
+      resume: () => alive() && child.kill('SIGCONT'),
+      /** Process state letter from /proc (T when stopped), undefined where /proc is missing. */
+      state: () => {
+        try {
+          return fs.readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1].split(' ')[0];
+        } catch {
+          return undefined;
+        }
+      },
+      healthy: () => etcdHealthy(url),
+      stop: kill,
+    };
+  }
+}
+
+/**
+ * Starts `loam node` (one cluster node, its own process) against `etcdUrl` under `prefix`;
+ * resolves once it logs `ready`, with its url, node number, port, metrics port and data dir.
+ * (The ready line is an info log: --log-level warn would hide it.)
+ */
+export async function startClusterNode({ etcdUrl, prefix, dataDir, timeoutMs = 60_000, execArgv = [] }) {
+  const dir = dataDir ?? tempDir('loam-bench-cnode-');
+  const h = await spawnReady([
+    ...nodeFlags(), ...execArgv, CLI, 'node', '--etcd', etcdUrl, '--prefix', prefix,
+    '--listen', '127.0.0.1:0', '--data', dir, '--metrics-port', '0', '--log-level', 'info',
+  ], { timeoutMs });
+  const url = String(h.readyEntry.endpoint);
+  const port = Number(/:(\d+)\//.exec(url)[1]);
+  return { ...h, url, port, number: Number(h.readyEntry.number), metricsPort: Number(h.readyEntry.metricsPort), dataDir: dir };
+}
+
+/**
+ * A real etcd plus `nodes` cluster node processes, started one after the other so that node i
+ * gets number i. `stop()` stops the nodes (SIGTERM, clean) and then etcd; cleanupAll() does it
+ * anyway.
+ */
+export async function startCluster({ nodes = 2 } = {}) {
+  const etcd = await startEtcd();
+  const prefix = `/loam/bench-${process.pid}-${Date.now().toString(36)}`;
+  const list = [];
+  for (let i = 0; i < nodes; i++) list.push(await startClusterNode({ etcdUrl: etcd.url, prefix }));
+  list.sort((a, b) => a.number - b.number);
+  return {
+    etcd,
+    nodes: list,
+    prefix,
+    async stop() {
+      etcd.resume();
+      await Promise.all(list.map((n) => n.stop().catch(() => n.kill())));
+      await etcd.stop();
+    },
+  };
 }

@@ -207,7 +207,7 @@ describe('Engine', () => {
 
   it('prepared transactions lock, survive a restart, and finish either way', async () => {
     const dir = tmp();
-    let e = await open(dir);
+    let e = await open(dir, { lockWaitMs: 30 }); // a commit waits this long for a lock, then conflicts
     const a = newOid(1), b = newOid(1);
     await e.commit({ dataset: 'default', writes: [put(a, 'a1'), put(b, 'b1')] });
     const t1 = 'a'.repeat(32), t2 = 'b'.repeat(32);
@@ -216,7 +216,7 @@ describe('Engine', () => {
     await expect(e.commit({ dataset: 'default', writes: [put(a, 'x', 1)] })).rejects.toBeInstanceOf(WriteConflictError);
     await expect(e.commit({ dataset: 'default', writes: [put(b, 'x', 1)] })).rejects.toBeInstanceOf(WriteConflictError);
     expect(e.get('default', [a]).objects[0].state.toString()).toBe('a1'); // nothing visible before the decision
-    e = await reopen(e, dir);
+    e = await reopen(e, dir, { lockWaitMs: 30 });
     expect(e.preparedTransactions().map((p) => p.txid).sort()).toEqual([t1, t2]);
     expect(e.lockedBy(a)).toBe(t1);
     await e.finish(t1, true);
@@ -224,10 +224,18 @@ describe('Engine', () => {
     await e.finish(t1, true); // idempotent
     expect(e.get('default', [a]).objects[0]).toMatchObject({ version: 2 });
     expect(e.lockedBy(b)).toBeUndefined();
+    // a commit that meets a lock waits for the decision instead of failing
+    const t3 = 'c'.repeat(32);
+    await e.prepare(t3, 2, { dataset: 'default', writes: [put(a, 'a3', 2)] });
+    const waiting = e.commit({ dataset: 'default', reads: [{ oid: b, version: 1 }], writes: [put(newOid(1), 'new')] });
+    const blocked = e.commit({ dataset: 'default', writes: [put(a, 'a4', 3)] });
+    await waiting; // not locked: not held up
+    await e.finish(t3, true);
+    expect(await blocked).toEqual([4]);
     await e.commit({ dataset: 'default', writes: [put(b, 'b2', 1)] });
     e = await reopen(e, dir);
     expect(e.preparedTransactions()).toEqual([]);
-    expect(e.get('default', [a]).objects[0].state.toString()).toBe('a2');
+    expect(e.get('default', [a]).objects[0].state.toString()).toBe('a4');
   });
 
   it('shares fsyncs between concurrent committers (group commit)', async () => {

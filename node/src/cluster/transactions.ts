@@ -139,10 +139,14 @@ export class Transactions {
       await this.releaseAliases(reserved);
       throw e;
     }
-    // Committed: from here on the transaction is acknowledged whatever happens to a participant.
-    const finished = await this.finishAll(req, members.map((m) => m!.address), true);
-    await this.confirmAliases(req, reserved);
-    if (finished) await this.meta.delete(decisionKey).catch(() => undefined);
+    // Committed: the decision is durable in etcd, so the transaction is acknowledged now; the
+    // parts are finished in the background (a participant that misses its Finish reads the
+    // decision itself, and readers and writers of its objects wait for it).
+    void (async () => {
+      const finished = await this.finishAll(req, members.map((m) => m!.address), true);
+      await this.confirmAliases(req, reserved);
+      if (finished) await this.meta.delete(decisionKey).catch(() => undefined);
+    })().catch((e) => this.log.warn({ txid: req.txid, err: (e as Error).message }, 'finishing a committed transaction'));
     return { parts: versions };
   }
 

@@ -25,6 +25,8 @@ export interface EngineOptions {
   /** How often to look for segments to compact, ms; 0 turns the timer off (compact() still works). */
   compactionIntervalMs?: number;
   observer?: EngineObserver;
+  /** How long a commit waits for a prepared transaction's lock (default 7 s). */
+  lockWaitMs?: number;
 }
 
 export interface EngineObserver {
@@ -123,6 +125,8 @@ export class Engine {
   /** Home-directory entries for objects homed here that do not simply live here. */
   private readonly directory = new Map<string, PlacedEntry<DirectoryEntry>>();
   private readonly compactBelow: number;
+  /** How long a commit waits for a prepared transaction's lock before it reports a conflict. */
+  private readonly lockWaitMs: number;
   private compacting?: Promise<CompactionResult>;
   private compactTimer?: NodeJS.Timeout;
   private closed = false;
@@ -133,6 +137,7 @@ export class Engine {
     this.observer = opts.observer ?? {};
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.compactBelow = opts.compactBelowLiveRatio ?? 0.5;
+    this.lockWaitMs = opts.lockWaitMs ?? 7_000;
     this.cache = new LRUCache<string, CachedObject>({
       maxSize: Math.max(1, opts.cacheBytes ?? 64 * 1024 * 1024),
       sizeCalculation: (v) => v.state.length + v.className.length + 96,
@@ -385,7 +390,31 @@ export class Engine {
     return this.aliases.get(key)?.oid;
   }
 
+  /**
+   * Waits (bounded) until no prepared transaction locks what `input` touches: such a lock is
+   * released as soon as its decision arrives, usually within a round trip.
+   */
+  private async waitForLocks(input: CommitInput): Promise<void> {
+    if (this.locks.size === 0) return;
+    const deadline = Date.now() + this.lockWaitMs;
+    for (;;) {
+      const txs = new Set<string>();
+      for (const o of [...(input.writes ?? []), ...(input.deletes ?? []), ...(input.reads ?? [])]) {
+        const tx = this.locks.get(o.oid);
+        if (tx) txs.add(tx);
+      }
+      const left = deadline - Date.now();
+      if (txs.size === 0 || left <= 0) return; // validate() reports what is still locked
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.all([...txs].map((t) => this.waitForTx(t))),
+        new Promise<void>((r) => (timer = setTimeout(r, left))),
+      ]).finally(() => clearTimeout(timer));
+    }
+  }
+
   private async commitInner(input: CommitInput): Promise<number[]> {
+    await this.waitForLocks(input);
     const { ds, records, versions } = this.validate(input);
     if (records.length === 0) return versions; // read-only validation passed
     const aliasSets = input.aliasSets ?? [];
@@ -641,6 +670,9 @@ export class Engine {
     if ((input.aliasSets?.length ?? 0) + (input.aliasDeletes?.length ?? 0) > 0) {
       throw new InvalidArgumentError('aliases of a distributed transaction are kept by its coordinator, not prepared');
     }
+    await this.waitForLocks(input);
+    const again = this.prepared.get(txid);
+    if (again) return again.versions;
     const { ds, records, versions } = this.validate(input);
     const locked = [...new Set([...(input.writes ?? []).map((w) => w.oid), ...(input.deletes ?? []).map((d) => d.oid), ...(input.reads ?? []).map((r) => r.oid)])];
     for (const o of locked) this.locks.set(o, txid); // taken synchronously with the validation
