@@ -144,12 +144,14 @@ export function storeService(
       if (!engine.hasDataset(req.dataset)) await ensureDataset(req.dataset);
       // An object locked by a prepared transaction may be about to change: wait (bounded) for the
       // decision, so a reader never sees the state before a transaction it was told committed.
-      const txs = new Set<string>();
-      for (const o of req.oids) {
-        const tx = engine.lockedBy(o);
-        if (tx) txs.add(tx);
+      let txs: Set<string> | undefined;
+      if (transactions) {
+        for (const o of req.oids) {
+          const tx = engine.lockedBy(o);
+          if (tx) (txs ??= new Set()).add(tx);
+        }
       }
-      if (txs.size > 0 && transactions) {
+      if (txs && transactions) {
         let timer: NodeJS.Timeout | undefined;
         await Promise.race([
           Promise.all([...txs].map((t) => engine.waitForTx(t))),

@@ -116,7 +116,8 @@ export class Router {
     let retriedUnavailable = false;
     for (let hop = 0; ; hop++) {
       try {
-        return await call(await this.connFor(node));
+        const known = this.members.get(node); // the usual case: no extra await
+        return await call(known ? this.conn(known.address) : await this.connFor(node));
       } catch (e) {
         if (followRedirects && e instanceof RedirectError && e.node !== undefined && hop < MAX_HOPS) {
           if (e.oid) this.learn(e.oid, e.node, e.address);
@@ -155,7 +156,7 @@ export class Router {
         list.push(t);
       }
       const next: { oid: string; hops: number }[] = [];
-      await Promise.all([...byNode].map(async ([n, items]) => {
+      const fetchFrom = async ([n, items]: [number, { oid: string; hops: number }[]]) => {
         for (let i = 0; i < items.length; i += maxBatch) {
           const chunk = items.slice(i, i + maxBatch);
           const res = await this.withNode(n, (c) => c.get({ dataset, oids: chunk.map((x) => x.oid), readFromAny }));
@@ -172,7 +173,9 @@ export class Router {
             next.push({ oid: r.oid, hops: item.hops + 1 });
           }
         }
-      }));
+      };
+      if (byNode.size === 1) await fetchFrom(byNode.entries().next().value!);
+      else await Promise.all([...byNode].map(fetchFrom));
       todo = next;
     }
     return out;

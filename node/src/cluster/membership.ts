@@ -12,6 +12,8 @@ export interface Member {
 /** Seconds a dead node's member key outlives it: how fast `backends()` forgets a dead node. */
 export const MEMBER_TTL_SECONDS = 3;
 const REFRESH_MS = 500;
+/** How long an explicit fresh read waits for the metadata store before using the last view. */
+const FRESH_WAIT_MS = 1_000;
 
 /**
  * This node's place in the cluster: its number (allocated once, first writer wins), its leased
@@ -135,8 +137,18 @@ export class Membership {
 
   /** The live members; `fresh` reads the metadata store now (falling back to the last view). */
   async members(fresh = false): Promise<Member[]> {
-    if (fresh) await this.refresh().catch(() => undefined);
+    if (fresh) await this.refreshWithin(FRESH_WAIT_MS);
     return (await this.view()).members;
+  }
+
+  /** Refreshes, but waits at most `ms` when a view exists (etcd may be unreachable). */
+  private async refreshWithin(ms: number): Promise<void> {
+    if (!this.cache) return this.refresh();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.refresh().catch(() => undefined),
+      new Promise<void>((r) => (timer = setTimeout(r, ms))),
+    ]).finally(() => clearTimeout(timer));
   }
 
   async backends(): Promise<Backend[]> {
@@ -151,14 +163,14 @@ export class Membership {
     };
     const found = find(await this.view());
     if (found) return found;
-    await this.refresh().catch(() => undefined); // a node that just joined: look once more
+    await this.refreshWithin(FRESH_WAIT_MS); // a node that just joined: look once more
     return find(await this.view());
   }
 
   async byNumber(n: number): Promise<Member | undefined> {
     const found = (await this.view()).members.find((m) => m.number === n);
     if (found) return found;
-    await this.refresh().catch(() => undefined);
+    await this.refreshWithin(FRESH_WAIT_MS);
     return (await this.view()).members.find((m) => m.number === n);
   }
 
