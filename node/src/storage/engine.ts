@@ -579,13 +579,14 @@ export class Engine {
   private publish(r: LogRecord, segment: number, offset: number, length: number, recovering = false): void {
     switch (r.type) {
       case RecordType.Put: {
-        const oid = r.oid.toString('hex');
         const prev = this.index.set(wordsFromBytes(r.oid), { segment, offset, length, version: r.version, dataset: r.dataset });
         if (prev) this.liveDelta(prev.segment, -prev.length);
         this.liveDelta(segment, length);
-        // Replayed records are views into a whole segment file: caching them would pin it.
-        if (recovering) this.cache.delete(oid);
-        else this.cache.set(oid, { className: r.className, state: r.state, version: r.version, origin: r.origin ? r.origin.toString('hex') : '' });
+        // Replayed records are views into a whole segment file: caching them would pin it (and
+        // the cache is empty during recovery, so there is nothing to invalidate either).
+        if (!recovering) {
+          this.cache.set(r.oid.toString('hex'), { className: r.className, state: r.state, version: r.version, origin: r.origin ? r.origin.toString('hex') : '' });
+        }
         break;
       }
       case RecordType.Delete: {
