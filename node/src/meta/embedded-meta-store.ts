@@ -84,6 +84,10 @@ export class EmbeddedMetaStore implements MetaStore {
     if (this.data.has(key)) this.set(key, undefined);
   }
 
+  async deleteMany(keys: string[]): Promise<void> {
+    for (const k of keys) await this.delete(k);
+  }
+
   async lease(ttlSeconds: number): Promise<MetaLease> {
     const id = String(this.nextLease++);
     this.leases.set(id, { lost: [] });

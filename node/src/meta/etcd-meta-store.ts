@@ -80,6 +80,17 @@ export class EtcdMetaStore implements MetaStore {
     });
   }
 
+  deleteMany(keys: string[]): Promise<void> {
+    return this.run('delete', async () => {
+      // One etcd transaction per chunk (etcd caps operations per transaction at 128); its
+      // comparison always holds, so every delete runs.
+      for (let i = 0; i < keys.length; i += 100) {
+        const chunk = keys.slice(i, i + 100);
+        await this.ns.if(chunk[0], 'Version', '>', -1).then(...chunk.map((k) => this.ns.delete().key(k))).commit();
+      }
+    });
+  }
+
   lease(ttlSeconds: number): Promise<MetaLease> {
     return this.run('lease', async () => {
       const l = this.ns.lease(ttlSeconds, { autoKeepAlive: true });

@@ -23,6 +23,8 @@ export interface MetaStore {
   /** Sets (or with `value` undefined, deletes) key only if it now holds `expected` (undefined: absent). */
   compareAndSet(key: string, expected: string | undefined, value: string | undefined): Promise<boolean>;
   delete(key: string): Promise<void>;
+  /** Deletes several keys (in as few round trips as the store allows; not atomic as a whole). */
+  deleteMany(keys: string[]): Promise<void>;
   lease(ttlSeconds: number): Promise<MetaLease>;
   close(): Promise<void>;
 }
