@@ -238,6 +238,46 @@ describe('Engine', () => {
     expect(e.get('default', [a]).objects[0].state.toString()).toBe('a4');
   });
 
+  it('compaction and restart keep cluster records: forwards, directory, replicas, prepared transactions', async () => {
+    const dir = tmp();
+    let e = await open(dir, { maxSegmentBytes: 600, lockWaitMs: 30 });
+    const moved = newOid(1), kept = newOid(1), replica = newOid(2), homed = newOid(1), locked = newOid(1);
+    await e.commit({ dataset: 'default', writes: [put(moved, 'm'), put(kept, 'k'), put(homed, 'h'), put(locked, 'l')] });
+    await e.moveOut('default', [{ oid: moved, version: 1 }], 3); // forward pointer to node 3
+    await e.setDirectory([{ oid: homed, master: 2, replicas: [4] }]); // homed here, lives on 2
+    await e.setReplicas('default', kept, [2, 3]);
+    await e.installReplicas('default', 2, [{ oid: replica, className: 'T', state: Buffer.from('r'), version: 5, origin: '' }]);
+    const tx = 'd'.repeat(32);
+    await e.prepare(tx, 2, { dataset: 'default', writes: [put(locked, 'l2', 1)] });
+    for (let i = 0; i < 20; i++) await e.commit({ dataset: 'default', writes: [put(newOid(1), 'filler-' + 'x'.repeat(60))] });
+    await e.setReplicas('default', kept, [2]); // supersedes the first replica set (garbage for compaction)
+    const check = (eng: Engine) => {
+      expect(eng.forwardOf(moved)).toBe(3);
+      expect(eng.get('default', [moved]).missing).toEqual([moved]);
+      expect(eng.directoryOf(homed)).toEqual({ master: 2, replicas: [4] });
+      expect(eng.replicasOf(kept)).toEqual([2]);
+      expect(eng.replicaMasterOf(replica)).toBe(2);
+      expect(eng.masters(replica)).toBe(false);
+      expect(eng.get('default', [replica]).objects[0]).toMatchObject({ version: 5 });
+      expect(eng.lockedBy(locked)).toBe(tx);
+      expect(eng.preparedTransactions().map((p) => p.txid)).toEqual([tx]);
+    };
+    const before = e.stats().diskBytes;
+    const res = await e.compact({ all: true });
+    expect(res.segments).toBeGreaterThan(3); // every sealed segment was rewritten...
+    expect(e.stats().diskBytes).toBeLessThan(before); // ...and the superseded records dropped
+    check(e);
+    e = await reopen(e, dir, { maxSegmentBytes: 600, lockWaitMs: 30 });
+    check(e);
+    await e.finish(tx, true);
+    await e.compact({ all: true });
+    e = await reopen(e, dir, { maxSegmentBytes: 600 });
+    expect(e.get('default', [locked]).objects[0].state.toString()).toBe('l2');
+    expect(e.lockedBy(locked)).toBeUndefined();
+    expect(e.preparedTransactions()).toEqual([]);
+    expect(e.forwardOf(moved)).toBe(3);
+  });
+
   it('shares fsyncs between concurrent committers (group commit)', async () => {
     const batches: number[] = [];
     const e = await open(tmp(), { observer: { fsync: (_s, _b, n) => batches.push(n) } });
