@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Etcd3 } from 'etcd3';
 import {
-  connect, Persistent, registerModel, AliasExistsError, LoamError, NotFoundError, WriteConflictError, type Client,
+  connect, Persistent, registerModel, AliasExistsError, LoamError, NodeDrainedError, NotFoundError, WriteConflictError, type Client,
 } from '@loam/sdk';
 import { startEtcd, type EtcdCluster } from './harness/etcd.js';
 import { execFile } from 'node:child_process';
@@ -175,6 +175,14 @@ describe('a cluster of loam nodes on a real etcd', () => {
     expect((await c.get<Doc>(hot.$oid!)).n).toBe(hot.n);
     const fresh = await client(nodes[0].url); // a client with no cached locations finds home-2 objects via the successor
     expect((await fresh.get<Doc>(docs[123].$oid!)).n).toBe(123);
+
+    // the drained node says so, and a client that reached it first creates objects elsewhere
+    expect((await c.backends()).find((b) => b.number === 2)?.state).toBe('drained');
+    const onDrained = await client(nodes[1].url);
+    const made = await onDrained.persist(new Doc(77), { alias: 'made-after-drain' });
+    expect((await onDrained.locate(made)).master.number).not.toBe(2);
+    expect((await c.getByAlias<Doc>('made-after-drain')).n).toBe(77);
+    await expect(onDrained.persist(new Doc(78), { backend: 2 })).rejects.toBeInstanceOf(NodeDrainedError);
   });
 
   it('commits a transaction across nodes atomically (two-phase commit) and detects its conflicts', async () => {

@@ -1,6 +1,6 @@
 import {
   AliasExistsError, InvalidArgumentError, NotFoundError, PROTOCOL_VERSION, RedirectError, UnavailableError, UnknownDatasetError,
-  LimitExceededError, oidHomeNode, toErrorDetail, validateAlias, validateDatasetName, isOid,
+  LimitExceededError, NodeDrainedError, oidHomeNode, toErrorDetail, validateAlias, validateDatasetName, isOid,
   type Backend, type CommitRequest, type Redirect, type StoreServiceServer,
 } from '@loam/sdk/wire';
 import type { Engine } from './storage/engine.js';
@@ -73,7 +73,7 @@ export function storeService(
     const touched = [...req.writes.map((w) => w.oid), ...req.deletes.map((d) => d.oid), ...req.reads.map((r) => r.oid)];
     await placement!.waitUnlocked(touched);
     if (placement!.isDrained && req.writes.some((w) => w.expectedVersion === 0)) {
-      throw new UnavailableError(`node ${mine} is drained: create objects on another node`);
+      throw new NodeDrainedError(`node ${mine} is drained: create objects on another node`, { node: mine });
     }
     for (const w of req.writes) {
       if (w.expectedVersion === 0 && isOid(w.oid) && oidHomeNode(w.oid) !== mine) {

@@ -1,6 +1,6 @@
 import type { Backend, CommitRequest, ObjectRecord, Limits } from './wire.js';
 import { DEFAULT_LIMITS, validateAlias, validateDatasetName } from './limits.js';
-import { ConflictError, InvalidArgumentError, NotFoundError, LoamError, RedirectError, UnavailableError } from './errors.js';
+import { ConflictError, InvalidArgumentError, NotFoundError, LoamError, NodeDrainedError, RedirectError, UnavailableError } from './errors.js';
 import { isOid, oidHomeNode } from './oid.js';
 import { Router, MAX_HOPS } from './router.js';
 import { randomBytes } from 'node:crypto';
@@ -103,7 +103,7 @@ export class Client {
 
   /** @internal the node number new objects are created on unless a backend is chosen */
   get homeNode(): number {
-    return this.router.seedBackend.number;
+    return this.router.creationNode();
   }
 
   /** @internal */
@@ -191,6 +191,12 @@ export class Client {
       this.space.committed(graph, versions);
     } catch (e) {
       graph.rollback();
+      // The default node was drained (the oids named it, so they are made again for another).
+      if (e instanceof NodeDrainedError && e.node !== undefined && options.backend === undefined) {
+        this.router.markDrained(e.node);
+        await this.router.refresh(true).catch(() => undefined);
+        if (this.router.creationNode() !== e.node) return this.persist(obj, options);
+      }
       throw e;
     }
     return obj;

@@ -15,7 +15,8 @@ export type ErrorCode =
   | 'UNAVAILABLE'
   | 'DEADLINE_EXCEEDED'
   | 'INTERNAL'
-  | 'REDIRECT';
+  | 'REDIRECT'
+  | 'DRAINED';
 
 export interface ErrorFields {
   oid?: string;
@@ -130,6 +131,14 @@ export class RedirectError extends LoamError {
   }
 }
 
+/** The node was drained: it holds nothing and takes no new objects. `node` is its number. */
+export class NodeDrainedError extends UnavailableError {
+  constructor(message: string, fields?: ErrorFields) {
+    super(message, fields);
+    (this as { code: ErrorCode }).code = 'DRAINED';
+  }
+}
+
 const byCode: Record<ErrorCode, new (message: string, fields?: ErrorFields) => LoamError> = {
   NOT_FOUND: NotFoundError,
   UNKNOWN_DATASET: UnknownDatasetError,
@@ -143,6 +152,7 @@ const byCode: Record<ErrorCode, new (message: string, fields?: ErrorFields) => L
   DEADLINE_EXCEEDED: DeadlineExceededError,
   INTERNAL: InternalError,
   REDIRECT: RedirectError,
+  DRAINED: NodeDrainedError,
 };
 
 export function errorFromCode(code: string, message: string, fields?: ErrorFields): LoamError {

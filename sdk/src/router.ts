@@ -1,5 +1,5 @@
 import type { Backend, ObjectRecord } from './wire.js';
-import { LoamError, RedirectError, UnavailableError, InvalidArgumentError } from './errors.js';
+import { LoamError, NodeDrainedError, RedirectError, UnavailableError, InvalidArgumentError } from './errors.js';
 import { oidHomeNode } from './oid.js';
 import { NodeConnection, type RpcOptions } from './rpc.js';
 
@@ -19,6 +19,8 @@ export class Router {
   private readonly conns = new Map<string, NodeConnection>();
   private readonly members = new Map<number, Backend>();
   private readonly locations = new Map<string, number>();
+  /** Nodes that were drained: they take no new objects. */
+  private readonly drained = new Set<number>();
   private lastRefresh = 0;
   private refreshing?: Promise<void>;
 
@@ -57,7 +59,10 @@ export class Router {
         try {
           const res = await c.listBackends({});
           this.members.clear();
-          for (const b of res.backends) this.members.set(b.number, b);
+          for (const b of res.backends) {
+            this.members.set(b.number, b);
+            if (b.state === 'drained') this.drained.add(b.number);
+          }
           this.lastRefresh = Date.now();
           return;
         } catch (e) {
@@ -70,6 +75,21 @@ export class Router {
     });
     await this.refreshing;
     return this.knownBackends();
+  }
+
+  markDrained(n: number): void {
+    this.drained.add(n);
+  }
+
+  isDrained(n: number): boolean {
+    return this.drained.has(n);
+  }
+
+  /** Where new objects go by default: the node first reached, unless it was drained. */
+  creationNode(): number {
+    if (!this.drained.has(this.seedBackend.number)) return this.seedBackend.number;
+    const live = this.knownBackends().find((b) => !this.drained.has(b.number));
+    return live?.number ?? this.seedBackend.number;
   }
 
   /** The node number an object is believed to be on. */
@@ -125,7 +145,7 @@ export class Router {
           node = e.node;
           continue;
         }
-        if (e instanceof UnavailableError && !retriedUnavailable) {
+        if (e instanceof UnavailableError && !(e instanceof NodeDrainedError) && !retriedUnavailable) {
           // The node may have restarted (same address) or moved (new member list): look again,
           // give the channel a moment to reconnect, and try once more.
           retriedUnavailable = true;

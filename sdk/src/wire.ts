@@ -28,6 +28,7 @@ const statusOf: Record<ErrorCode, Status> = {
   DEADLINE_EXCEEDED: Status.DEADLINE_EXCEEDED,
   INTERNAL: Status.INTERNAL,
   REDIRECT: Status.FAILED_PRECONDITION,
+  DRAINED: Status.UNAVAILABLE,
 };
 
 /** The typed detail of any thrown value (an unexpected one becomes INTERNAL). */

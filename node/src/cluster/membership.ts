@@ -7,6 +7,8 @@ export interface Member {
   number: number;
   address: string;
   startedAt: string;
+  /** 'ready', or 'drained' once the node moved everything away (it takes no new objects). */
+  state?: string;
 }
 
 /** Seconds a dead node's member key outlives it: how fast `backends()` forgets a dead node. */
@@ -152,7 +154,7 @@ export class Membership {
   }
 
   async backends(): Promise<Backend[]> {
-    return (await this.members(true)).map((m) => ({ id: m.id, number: m.number, address: m.address, state: 'ready' }));
+    return (await this.members(true)).map((m) => ({ id: m.id, number: m.number, address: m.address, state: m.state ?? 'ready' }));
   }
 
   /** The live member that serves the home directory of node number `home`, if any. */
@@ -172,6 +174,13 @@ export class Membership {
     if (found) return found;
     await this.refreshWithin(FRESH_WAIT_MS);
     return (await this.view()).members.find((m) => m.number === n);
+  }
+
+  /** Records in the member key that this node is drained (clients then create elsewhere). */
+  async markDrained(): Promise<void> {
+    this.self.state = 'drained';
+    if (this.lease) await this.meta.put(META_KEYS.member(this.self.id), JSON.stringify(this.self), this.lease);
+    await this.invalidate();
   }
 
   /** Removes this node's member key at once (a clean stop does not wait for the lease to expire). */

@@ -393,6 +393,7 @@ export class Placement {
       this.handingOff = false;
     }
     this.drained = true;
+    await this.membership.markDrained().catch((e) => this.log.warn({ err: (e as Error).message }, 'drained state not recorded in the member key'));
     this.log.info({ moved, successor: successor.number, homes: [...homes] }, 'drained');
     return { moved, homeSuccessor: successor.number };
   }
