@@ -9,6 +9,7 @@ import type { Logger } from './logger.js';
 import type { Membership } from './cluster/membership.js';
 import { META_KEYS } from './meta/meta-store.js';
 import { Placement } from './cluster/placement.js';
+import { reserveAlias } from './cluster/aliases.js';
 import type { Transactions } from './cluster/transactions.js';
 import { unaryHandler } from './rpc-handler.js';
 
@@ -95,11 +96,7 @@ export function storeService(
     try {
       for (const a of req.aliasSets) {
         validateAlias(a.alias, engine.limits);
-        const key = META_KEYS.alias(req.dataset, a.alias);
-        const value = JSON.stringify({ oid: a.oid, pending: true, node: mine });
-        const r = await meta!.createIfAbsent(key, value);
-        if (!r.created) throw new AliasExistsError(`alias ${JSON.stringify(a.alias)} already exists in dataset ${req.dataset}`, { alias: a.alias, dataset: req.dataset });
-        reserved.push({ key, value });
+        reserved.push(await reserveAlias(meta!, req.dataset, a.alias, a.oid, (oid) => placement!.exists(req.dataset, oid)));
       }
       for (const alias of req.aliasDeletes) {
         validateAlias(alias, engine.limits);

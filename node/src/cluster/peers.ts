@@ -2,7 +2,7 @@ import { credentials, Metadata, type CallOptions, type ServiceError } from '@grp
 import {
   NodeServiceClient, StoreServiceClient, fromServiceError,
   type AdoptHomeRequest, type FinishRequest, type InstallRequest, type MoveRequest, type MoveResponse, type PrepareRequest,
-  type PrepareResponse, type SetMasterRequest, type InstallReplicasRequest, type DropReplicasRequest, type SetHomeReplicasRequest,
+  type PrepareResponse, type SetMasterRequest, type GetRequest, type GetResponse, type InstallReplicasRequest, type DropReplicasRequest, type SetHomeReplicasRequest,
 } from '@loam/sdk/wire';
 
 type Unary<Req, Res> = (req: Req, md: Metadata, opts: Partial<CallOptions>, cb: (e: ServiceError | null, r: Res) => void) => unknown;
@@ -74,6 +74,11 @@ export class Peers {
   setHomeReplicas(address: string, req: SetHomeReplicasRequest): Promise<unknown> {
     const c = this.node(address);
     return this.call(c, c.setHomeReplicas, req);
+  }
+
+  get(address: string, req: GetRequest): Promise<GetResponse> {
+    const c = this.store(address);
+    return this.call(c, c.get, req);
   }
 
   move(address: string, req: MoveRequest): Promise<MoveResponse> {

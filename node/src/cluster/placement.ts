@@ -27,6 +27,8 @@ export class Placement {
   private readonly peers = new Peers();
   private handingOff = false;
   private drained = false;
+  /** Home directories handed to this node by a drain (also recorded in etcd's homes/N). */
+  private readonly adopted = new Set<number>();
   private finishTimer?: NodeJS.Timeout;
   private finishing?: Promise<void>;
 
@@ -80,7 +82,7 @@ export class Placement {
     const fwd = this.engine.forwardOf(oid);
     if (fwd !== undefined) return this.redirectTo(oid, await this.member(fwd), fwd);
     const home = oidHomeNode(oid);
-    const server = await this.membership.homeServer(home);
+    const server = await this.homeServer(home);
     if (server && server.id !== this.me.id) return this.redirectTo(oid, server, home);
     if (!server && home !== this.me.number) return this.redirectTo(oid, undefined, home);
     const entry = this.engine.directoryOf(oid);
@@ -91,6 +93,29 @@ export class Placement {
   static redirectError(r: Redirect): RedirectError | UnavailableError {
     if (!r.address) return new UnavailableError(`node ${r.node}, which holds object ${r.oid}, is not available`, { oid: r.oid, node: r.node });
     return new RedirectError(`object ${r.oid} is on node ${r.node} at ${r.address}`, { oid: r.oid, node: r.node, address: r.address });
+  }
+
+  /**
+   * The member serving home directory `home`. Homes this node adopted count as its own at once:
+   * its view of etcd may lag by a refresh, and the drained node already points here.
+   */
+  private async homeServer(home: number): Promise<Member | undefined> {
+    if (this.adopted.has(home)) return this.me;
+    return this.membership.homeServer(home);
+  }
+
+  /** Whether an object exists anywhere in the cluster (asked of wherever it is located). */
+  async exists(dataset: string, oid: string): Promise<boolean> {
+    for (let hop = 0; hop < 4; hop++) {
+      if (this.engine.masters(oid)) return this.engine.get(dataset, [oid]).objects.length > 0;
+      const r = await this.redirectFor(oid);
+      if (!r) return false;
+      if (!r.address) throw new UnavailableError(`node ${r.node}, which holds object ${oid}, is not available`, { oid, node: r.node });
+      const res = await this.peers.get(r.address, { dataset, oids: [oid], readFromAny: false });
+      if (res.objects.length > 0) return true;
+      if (res.redirects.length === 0) return false;
+    }
+    throw new UnavailableError(`object ${oid} kept moving while its existence was checked`, { oid });
   }
 
   /** Master and replicas of an object, answered by its home (or its current master). */
@@ -276,7 +301,7 @@ export class Placement {
   /** Tells each object's home which replicas it has (for locate); best effort. */
   private async recordHomeReplicas(oids: string[]): Promise<void> {
     for (const oid of oids) {
-      const server = await this.membership.homeServer(oidHomeNode(oid));
+      const server = await this.homeServer(oidHomeNode(oid));
       const entry = { oid, master: this.me.number, replicas: this.engine.replicasOf(oid) };
       try {
         if (server?.id === this.me.id) await this.setHomeReplicas([entry]);
@@ -297,7 +322,7 @@ export class Placement {
   private async switchHomes(changes: MasterChange[]): Promise<void> {
     const byHome = new Map<string, { server: Member | undefined; changes: MasterChange[] }>();
     for (const c of changes) {
-      const server = await this.membership.homeServer(oidHomeNode(c.oid));
+      const server = await this.homeServer(oidHomeNode(c.oid));
       const key = server?.id ?? `missing-${oidHomeNode(c.oid)}`;
       let g = byHome.get(key);
       if (!g) byHome.set(key, (g = { server, changes: [] }));
@@ -333,7 +358,7 @@ export class Placement {
     const entries: { oid: string; master: number; replicas: number[] }[] = [];
     for (const c of changes) {
       const home = oidHomeNode(c.oid);
-      const server = await this.membership.homeServer(home);
+      const server = await this.homeServer(home);
       if (server && server.id !== this.me.id) throw Placement.redirectError({ oid: c.oid, node: server.number, address: server.address });
       const entry = this.engine.directoryOf(c.oid);
       const current = entry?.master ?? home;
@@ -348,6 +373,7 @@ export class Placement {
 
   async adoptHome(homes: number[], entries: { oid: string; master: number; replicas: number[] }[]): Promise<void> {
     await this.engine.adoptDirectory(entries);
+    for (const h of homes) this.adopted.add(h);
     this.log.info({ homes, entries: entries.length }, 'adopted home directories');
   }
 

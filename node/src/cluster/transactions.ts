@@ -10,6 +10,7 @@ import { failpoint } from '../failpoints.js';
 import type { Membership } from './membership.js';
 import { Placement } from './placement.js';
 import { Peers } from './peers.js';
+import { reserveAlias } from './aliases.js';
 
 /** How long a participant holds a prepared part before it asks etcd for the decision itself. */
 const DEFAULT_PREPARED_TIMEOUT_MS = 5_000;
@@ -177,11 +178,8 @@ export class Transactions {
     try {
       for (const a of req.aliasSets) {
         validateAlias(a.alias, this.engine.limits);
-        const key = META_KEYS.alias(req.dataset, a.alias);
-        const value = JSON.stringify({ oid: a.oid, pending: true, tx: req.txid });
-        const r = await this.meta.createIfAbsent(key, value);
-        if (!r.created) throw new AliasExistsError(`alias ${JSON.stringify(a.alias)} already exists in dataset ${req.dataset}`, { alias: a.alias, dataset: req.dataset });
-        reserved.push({ key, value, oid: a.oid });
+        const r = await reserveAlias(this.meta, req.dataset, a.alias, a.oid, (oid) => this.placement.exists(req.dataset, oid));
+        reserved.push({ ...r, oid: a.oid });
       }
       for (const alias of req.aliasDeletes) {
         validateAlias(alias, this.engine.limits);
