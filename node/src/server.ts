@@ -48,11 +48,9 @@ export class LoamNode {
   membership?: Membership;
   placement?: Placement;
   transactions?: Transactions;
-  private readonly meta?: MetaStore;
   private stopping?: Promise<void>;
 
   private constructor(engine: Engine, identity: NodeIdentity, metrics: NodeMetrics, log: Logger, unlock: () => void, meta?: MetaStore) {
-    this.meta = meta;
     this.engine = engine;
     this.identity = identity;
     this.metrics = metrics;

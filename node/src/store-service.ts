@@ -1,5 +1,5 @@
 import {
-  AliasExistsError, InvalidArgumentError, NotFoundError, PROTOCOL_VERSION, RedirectError, UnavailableError, UnknownDatasetError,
+  InvalidArgumentError, NotFoundError, PROTOCOL_VERSION, UnavailableError, UnknownDatasetError,
   LimitExceededError, NodeDrainedError, oidHomeNode, toErrorDetail, validateAlias, validateDatasetName, isOid,
   type Backend, type CommitRequest, type Redirect, type StoreServiceServer,
 } from '@loam/sdk/wire';

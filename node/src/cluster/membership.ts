@@ -47,8 +47,8 @@ export class Membership {
       }
       return wanted;
     }
-    const taken = await meta.list('nodes/');
-    for (const [k, v] of taken) if (v === id) return Number(k.slice('nodes/'.length));
+    const taken = await meta.list(META_KEYS.nodeNumbers);
+    for (const [k, v] of taken) if (v === id) return Number(k.slice(META_KEYS.nodeNumbers.length));
     for (let n = 1; n <= MAX_NODE_NUMBER; n++) {
       if (taken.has(META_KEYS.nodeNumber(n))) continue;
       const r = await meta.createIfAbsent(META_KEYS.nodeNumber(n), id);

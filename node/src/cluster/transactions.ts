@@ -1,6 +1,5 @@
-import { randomBytes } from 'node:crypto';
 import {
-  AliasExistsError, InvalidArgumentError, NotFoundError, UnavailableError, isOid, oidHomeNode, validateAlias,
+  InvalidArgumentError, NotFoundError, UnavailableError, isOid, oidHomeNode, validateAlias,
   type CommitMultiRequest, type CommitMultiResponse, type CommitRequest, type PrepareResponse,
 } from '@loam/sdk/wire';
 import type { Engine } from '../storage/engine.js';
@@ -219,9 +218,6 @@ export class Transactions {
     if (keys.length > 0) await this.meta.deleteMany(keys).catch((e) => this.log.warn({ err: (e as Error).message, keys: keys.length }, 'decision keys not deleted (harmless: done later by nobody; they only take space)'));
   }
 
-  static newTxid(): string {
-    return randomBytes(16).toString('hex');
-  }
 
   close(): void {
     clearInterval(this.timer);

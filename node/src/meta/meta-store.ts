@@ -32,6 +32,7 @@ export interface MetaStore {
 export const META_KEYS = {
   /** node number -> node id: who owns a number (numbers are never reused). */
   nodeNumber: (n: number) => `nodes/${n}`,
+  nodeNumbers: 'nodes/',
   /** node id -> member JSON, leased: present while the node is alive. */
   member: (id: string) => `members/${id}`,
   members: 'members/',

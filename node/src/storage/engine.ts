@@ -1046,5 +1046,3 @@ function frameIsDataset(frame: Buffer): boolean {
   return frame.readUInt8(8) === RecordType.Dataset;
 }
 
-/** Exposed for tests and tools that inspect a data directory. */
-export const internals = { hexFromWords, wordsFromHex };
