@@ -1,4 +1,4 @@
-import { Metadata, credentials, type CallOptions, type ServiceError } from '@grpc/grpc-js';
+import { credentials } from '@grpc/grpc-js';
 import {
   StoreServiceClient, type CommitRequest, type CommitResponse, type CommitBatchRequest, type CommitBatchResponse, type CreateDatasetRequest, type CreateDatasetResponse,
   type GetAliasRequest, type GetAliasResponse, type GetRequest, type GetResponse, type HelloRequest, type HelloResponse,
@@ -7,7 +7,7 @@ import {
   type MoveRequest, type MoveResponse, type DrainRequest, type DrainResponse, type CommitMultiRequest, type CommitMultiResponse,
   type ReplicateRequest, type ReplicateResponse,
 } from './gen/loam/v1/store.js';
-import { fromServiceError, fromErrorDetail } from './wire.js';
+import { callUnary, fromErrorDetail, type UnaryMethod } from './wire.js';
 import { InternalError, UnavailableError } from './errors.js';
 
 export interface RpcOptions {
@@ -16,13 +16,10 @@ export interface RpcOptions {
   maxMessageBytes: number;
 }
 
-type Callback<Res> = (err: ServiceError | null, res: Res) => void;
-type Unary<Req, Res> = (req: Req, metadata: Metadata, options: Partial<CallOptions>, cb: Callback<Res>) => unknown;
-
-/** A promise-based, typed-error wrapper over the generated gRPC client of one node. */
 /** Commits coalesced into one CommitBatch call at most (the node accepts 1024). */
 const COMMITS_PER_BATCH = 256;
 
+/** A promise-based, typed-error wrapper over the generated gRPC client of one node. */
 export class NodeConnection {
   readonly address: string;
   private queued: { req: CommitRequest; resolve: (r: CommitResponse) => void; reject: (e: unknown) => void }[] = [];
@@ -45,13 +42,8 @@ export class NodeConnection {
     });
   }
 
-  private unary<Req, Res>(fn: Unary<Req, Res>, req: Req, deadlineMs = this.opts.deadlineMs): Promise<Res> {
-    return new Promise((resolve, reject) => {
-      fn.call(this.client, req, new Metadata(), { deadline: Date.now() + deadlineMs }, (err, res) => {
-        if (err) reject(fromServiceError(err));
-        else resolve(res);
-      });
-    });
+  private unary<Req, Res>(fn: UnaryMethod<Req, Res>, req: Req, deadlineMs = this.opts.deadlineMs): Promise<Res> {
+    return callUnary(this.client, fn, req, deadlineMs);
   }
 
   hello(req: HelloRequest): Promise<HelloResponse> {

@@ -3,7 +3,7 @@
  * definitions, oids, limits, and the mapping of typed errors to gRPC statuses and back.
  * The node imports this entry point (`@loam/sdk/wire`) and nothing else from the SDK but the codec.
  */
-import { Metadata, status as Status, type ServiceError } from '@grpc/grpc-js';
+import { Metadata, status as Status, type CallOptions, type ServiceError } from '@grpc/grpc-js';
 import { ErrorDetail } from './gen/loam/v1/store.js';
 import { errorFromCode, LoamError, type ErrorCode, UnavailableError, DeadlineExceededError, InternalError } from './errors.js';
 
@@ -63,6 +63,16 @@ export function toServiceError(err: unknown): Partial<ServiceError> {
   const metadata = new Metadata();
   metadata.set(ERROR_TRAILER, Buffer.from(ErrorDetail.encode(d).finish()));
   return { code: statusOf[d.code as ErrorCode] ?? Status.INTERNAL, details: d.message, metadata };
+}
+
+/** A generated client's unary method, called with metadata and options. */
+export type UnaryMethod<Req, Res> = (req: Req, metadata: Metadata, options: Partial<CallOptions>, cb: (err: ServiceError | null, res: Res) => void) => unknown;
+
+/** One unary call of `client` with a deadline (so it never hangs); a failure comes back as its typed error. */
+export function callUnary<Req, Res>(client: object, fn: UnaryMethod<Req, Res>, req: Req, deadlineMs: number): Promise<Res> {
+  return new Promise((resolve, reject) => {
+    fn.call(client, req, new Metadata(), { deadline: Date.now() + deadlineMs }, (err, res) => (err ? reject(fromServiceError(err)) : resolve(res)));
+  });
 }
 
 /** Turns a gRPC error from a node back into the typed error it was raised as. */

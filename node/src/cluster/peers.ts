@@ -1,11 +1,9 @@
-import { credentials, Metadata, type CallOptions, type ServiceError } from '@grpc/grpc-js';
+import { credentials } from '@grpc/grpc-js';
 import {
-  NodeServiceClient, StoreServiceClient, fromServiceError,
+  NodeServiceClient, StoreServiceClient, callUnary, type UnaryMethod,
   type AdoptHomeRequest, type FinishRequest, type InstallRequest, type MoveRequest, type MoveResponse, type PrepareRequest,
   type PrepareResponse, type SetMasterRequest, type GetRequest, type GetResponse, type InstallReplicasRequest, type DropReplicasRequest, type SetHomeReplicasRequest,
 } from '@loam/sdk/wire';
-
-type Unary<Req, Res> = (req: Req, md: Metadata, opts: Partial<CallOptions>, cb: (e: ServiceError | null, r: Res) => void) => unknown;
 
 /** Connections from this node to the other nodes of its cluster (one channel per address). */
 export class Peers {
@@ -30,10 +28,8 @@ export class Peers {
     return c;
   }
 
-  private call<Req, Res>(client: object, fn: Unary<Req, Res>, req: Req): Promise<Res> {
-    return new Promise((resolve, reject) => {
-      fn.call(client, req, new Metadata(), { deadline: Date.now() + this.deadlineMs }, (err, res) => (err ? reject(fromServiceError(err)) : resolve(res)));
-    });
+  private call<Req, Res>(client: object, fn: UnaryMethod<Req, Res>, req: Req): Promise<Res> {
+    return callUnary(client, fn, req, this.deadlineMs);
   }
 
   install(address: string, req: InstallRequest): Promise<unknown> {
