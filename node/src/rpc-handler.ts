@@ -8,56 +8,75 @@ export class MalformedRequest {
   constructor(readonly reason: string) {}
 }
 
+/** A handled method: answers `req` through `done`, with a typed error or the response. */
+export type Method<Req, Res> = (req: Req, done: (err: unknown, res?: Res) => void) => void;
+
 /**
- * Wraps a handler: rejects malformed requests, runs `before` (e.g. "has this node joined"),
- * records the request's metrics, and turns any failure into a typed gRPC error.
+ * Makes handled methods: each rejects malformed requests, runs `before` (e.g. "has this node
+ * joined"), records its metrics and logs unexpected failures. The same method serves a unary
+ * RPC (unary()) and a message on a peer link stream.
  */
-export function unaryHandler(metrics: NodeMetrics, log: Logger, before: () => void = () => undefined) {
-  return function unary<Req, Res>(method: string, fn: (req: Req) => Res | Promise<Res>) {
+export function methodMaker(metrics: NodeMetrics, log: Logger, before: () => void = () => undefined) {
+  return function method<Req, Res>(name: string, fn: (req: Req) => Res | Promise<Res>): Method<Req, Res> {
     // prom-client hashes label objects on every call; the children per outcome are looked up once.
     const children = new Map<string, { count: { inc(): void }; seconds: { observe(v: number): void } }>();
     const child = (outcome: string) => {
       let c = children.get(outcome);
       if (!c) {
-        c = { count: metrics.requests.labels(method, outcome), seconds: metrics.requestSeconds.labels(method, outcome) };
+        c = { count: metrics.requests.labels(name, outcome), seconds: metrics.requestSeconds.labels(name, outcome) };
         children.set(outcome, c);
       }
       return c;
     };
-    return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
+    return (req, done) => {
       const t0 = process.hrtime.bigint();
-      const done = (outcome: string) => {
+      const record = (outcome: string) => {
         const c = child(outcome);
         c.count.inc();
         c.seconds.observe(Number(process.hrtime.bigint() - t0) / 1e9);
       };
+      const fail = (e: unknown) => {
+        const code = (e as { code?: string }).code ?? 'INTERNAL';
+        record(code.toLowerCase());
+        if (code === 'INTERNAL' || code === 'UNAVAILABLE') log.error({ method: name, err: e }, 'request failed');
+        else log.debug({ method: name, code, msg: (e as Error).message }, 'request rejected');
+        done(e);
+      };
       let result: Res | Promise<Res>;
       try {
-        if (call.request === null || call.request === undefined) throw new InvalidArgumentError('empty request');
-        if (call.request instanceof MalformedRequest) throw new InvalidArgumentError(`malformed request: ${call.request.reason}`);
+        if (req === null || req === undefined) throw new InvalidArgumentError('empty request');
+        if (req instanceof MalformedRequest) throw new InvalidArgumentError(`malformed request: ${req.reason}`);
         before();
-        result = fn(call.request);
+        result = fn(req);
       } catch (e) {
         fail(e);
         return;
       }
       if (result instanceof Promise) {
         result.then((r) => {
-          done('ok');
-          callback(null, r);
+          record('ok');
+          done(null, r);
         }, fail);
       } else {
-        done('ok');
-        callback(null, result);
-      }
-      function fail(e: unknown) {
-        const se = toServiceError(e);
-        const code = (e as { code?: string }).code ?? 'INTERNAL';
-        done(code.toLowerCase());
-        if (code === 'INTERNAL' || code === 'UNAVAILABLE') log.error({ method, err: e }, 'request failed');
-        else log.debug({ method, code, msg: (e as Error).message }, 'request rejected');
-        callback(se as Parameters<sendUnaryData<Res>>[0]);
+        record('ok');
+        done(null, result);
       }
     };
   };
+}
+
+/** A method as a grpc-js unary handler: a failure goes out as a typed gRPC error. */
+export function unary<Req, Res>(m: Method<Req, Res>) {
+  return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
+    m(call.request, (err, res) => {
+      if (err) callback(toServiceError(err) as Parameters<sendUnaryData<Res>>[0]);
+      else callback(null, res as Res);
+    });
+  };
+}
+
+/** The old one-step form: unaryHandler(...)(name, fn) is unary(methodMaker(...)(name, fn)). */
+export function unaryHandler(metrics: NodeMetrics, log: Logger, before: () => void = () => undefined) {
+  const method = methodMaker(metrics, log, before);
+  return <Req, Res>(name: string, fn: (req: Req) => Res | Promise<Res>) => unary(method<Req, Res>(name, fn));
 }

@@ -8,6 +8,7 @@ import { createLogger, type Logger } from './logger.js';
 import { lockDataDir, loadIdentity, type NodeIdentity } from './data-dir.js';
 import { storeService, MalformedRequest, type ClusterContext } from './store-service.js';
 import { nodeService } from './node-service.js';
+import type { LinkServer } from './link-server.js';
 import { Placement } from './cluster/placement.js';
 import { Transactions } from './cluster/transactions.js';
 import { Membership } from './cluster/membership.js';
@@ -49,6 +50,8 @@ export class LoamNode {
   placement?: Placement;
   transactions?: Transactions;
   private stopping?: Promise<void>;
+  /** Open Link streams from other nodes: ended at shutdown so they do not hold it up. */
+  private links?: LinkServer;
 
   private constructor(engine: Engine, identity: NodeIdentity, metrics: NodeMetrics, log: Logger, unlock: () => void, meta?: MetaStore) {
     this.engine = engine;
@@ -68,7 +71,11 @@ export class LoamNode {
         ? { membership: this.membership, placement: this.placement, transactions: this.transactions }
         : undefined;
     this.server.addService(lenientDeserializers(StoreServiceService), storeService(engine, () => this.backend(), metrics, log, meta ? cluster : undefined));
-    if (meta) this.server.addService(lenientDeserializers(NodeServiceService), nodeService(engine, metrics, log, cluster));
+    if (meta) {
+      const { service, links } = nodeService(engine, metrics, log, cluster);
+      this.server.addService(lenientDeserializers(NodeServiceService), service);
+      this.links = links;
+    }
   }
 
   static async start(opts: NodeOptions): Promise<LoamNode> {
@@ -145,8 +152,10 @@ export class LoamNode {
     this.stopping ??= (async () => {
       this.health.setStatus('', 'NOT_SERVING');
       this.health.setStatus('loam.v1.StoreService', 'NOT_SERVING');
+      this.links?.close();
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
+          this.log.warn({ graceMs }, 'calls still running at the end of the grace period: cancelled');
           this.server.forceShutdown();
           resolve();
         }, graceMs);

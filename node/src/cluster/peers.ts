@@ -4,10 +4,15 @@ import {
   type AdoptHomeRequest, type FinishRequest, type InstallRequest, type MoveRequest, type MoveResponse, type PrepareRequest,
   type PrepareResponse, type SetMasterRequest, type GetRequest, type GetResponse, type InstallReplicasRequest, type DropReplicasRequest, type SetHomeReplicasRequest,
 } from '@loam/sdk/wire';
+import { PeerLink } from './peer-link.js';
 
-/** Connections from this node to the other nodes of its cluster (one channel per address). */
+/**
+ * Connections from this node to the other nodes of its cluster: one channel per address, and on
+ * it one Link stream for the frequent small calls (transaction parts, replica updates).
+ */
 export class Peers {
   private readonly nodes = new Map<string, NodeServiceClient>();
+  private readonly links = new Map<string, PeerLink>();
   private readonly stores = new Map<string, StoreServiceClient>();
 
   constructor(private readonly deadlineMs = 30_000, private readonly maxMessageBytes = 128 * 1024 * 1024) {}
@@ -20,6 +25,12 @@ export class Peers {
     let c = this.nodes.get(address);
     if (!c) this.nodes.set(address, (c = new NodeServiceClient(address, credentials.createInsecure(), this.opts())));
     return c;
+  }
+
+  private link(address: string): PeerLink {
+    let l = this.links.get(address);
+    if (!l) this.links.set(address, (l = new PeerLink(this.node(address), address, this.deadlineMs)));
+    return l;
   }
 
   private store(address: string): StoreServiceClient {
@@ -48,23 +59,19 @@ export class Peers {
   }
 
   prepare(address: string, req: PrepareRequest): Promise<PrepareResponse> {
-    const c = this.node(address);
-    return this.call(c, c.prepare, req);
+    return this.link(address).call('prepare', req);
   }
 
   finish(address: string, req: FinishRequest): Promise<unknown> {
-    const c = this.node(address);
-    return this.call(c, c.finish, req);
+    return this.link(address).call('finish', req);
   }
 
   installReplicas(address: string, req: InstallReplicasRequest): Promise<unknown> {
-    const c = this.node(address);
-    return this.call(c, c.installReplicas, req);
+    return this.link(address).call('installReplicas', req);
   }
 
   dropReplicas(address: string, req: DropReplicasRequest): Promise<unknown> {
-    const c = this.node(address);
-    return this.call(c, c.dropReplicas, req);
+    return this.link(address).call('dropReplicas', req);
   }
 
   setHomeReplicas(address: string, req: SetHomeReplicasRequest): Promise<unknown> {
@@ -83,6 +90,8 @@ export class Peers {
   }
 
   close(): void {
+    for (const l of this.links.values()) l.close();
+    this.links.clear();
     for (const c of this.nodes.values()) c.close();
     for (const c of this.stores.values()) c.close();
     this.nodes.clear();

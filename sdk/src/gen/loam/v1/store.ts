@@ -10,8 +10,10 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
   type ClientUnaryCall,
+  type handleBidiStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -293,6 +295,26 @@ export interface FinishRequest {
 }
 
 export interface FinishResponse {
+}
+
+/** One call on a Link stream: exactly one of the request fields is set. */
+export interface PeerRequest {
+  /** Chosen by the caller, unique among its calls in flight on this stream; echoed in the answer. */
+  id: number;
+  prepare?: PrepareRequest | undefined;
+  finish?: FinishRequest | undefined;
+  installReplicas?: InstallReplicasRequest | undefined;
+  dropReplicas?: DropReplicasRequest | undefined;
+}
+
+/** The answer to the PeerRequest with the same id: the call's response, or its typed error. */
+export interface PeerResponse {
+  id: number;
+  error?: ErrorDetail | undefined;
+  prepare?: PrepareResponse | undefined;
+  finish?: FinishResponse | undefined;
+  installReplicas?: InstallReplicasResponse | undefined;
+  dropReplicas?: DropReplicasResponse | undefined;
 }
 
 export interface ListBackendsRequest {
@@ -3803,6 +3825,249 @@ export const FinishResponse: MessageFns<FinishResponse> = {
   },
 };
 
+function createBasePeerRequest(): PeerRequest {
+  return { id: 0, prepare: undefined, finish: undefined, installReplicas: undefined, dropReplicas: undefined };
+}
+
+export const PeerRequest: MessageFns<PeerRequest> = {
+  encode(message: PeerRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== 0) {
+      writer.uint32(8).uint64(message.id);
+    }
+    if (message.prepare !== undefined) {
+      PrepareRequest.encode(message.prepare, writer.uint32(18).fork()).join();
+    }
+    if (message.finish !== undefined) {
+      FinishRequest.encode(message.finish, writer.uint32(26).fork()).join();
+    }
+    if (message.installReplicas !== undefined) {
+      InstallReplicasRequest.encode(message.installReplicas, writer.uint32(34).fork()).join();
+    }
+    if (message.dropReplicas !== undefined) {
+      DropReplicasRequest.encode(message.dropReplicas, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PeerRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePeerRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.id = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.prepare = PrepareRequest.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.finish = FinishRequest.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.installReplicas = InstallReplicasRequest.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.dropReplicas = DropReplicasRequest.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<PeerRequest>): PeerRequest {
+    return PeerRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PeerRequest>): PeerRequest {
+    const message = createBasePeerRequest();
+    message.id = object.id ?? 0;
+    message.prepare = (object.prepare !== undefined && object.prepare !== null)
+      ? PrepareRequest.fromPartial(object.prepare)
+      : undefined;
+    message.finish = (object.finish !== undefined && object.finish !== null)
+      ? FinishRequest.fromPartial(object.finish)
+      : undefined;
+    message.installReplicas = (object.installReplicas !== undefined && object.installReplicas !== null)
+      ? InstallReplicasRequest.fromPartial(object.installReplicas)
+      : undefined;
+    message.dropReplicas = (object.dropReplicas !== undefined && object.dropReplicas !== null)
+      ? DropReplicasRequest.fromPartial(object.dropReplicas)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePeerResponse(): PeerResponse {
+  return {
+    id: 0,
+    error: undefined,
+    prepare: undefined,
+    finish: undefined,
+    installReplicas: undefined,
+    dropReplicas: undefined,
+  };
+}
+
+export const PeerResponse: MessageFns<PeerResponse> = {
+  encode(message: PeerResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== 0) {
+      writer.uint32(8).uint64(message.id);
+    }
+    if (message.error !== undefined) {
+      ErrorDetail.encode(message.error, writer.uint32(18).fork()).join();
+    }
+    if (message.prepare !== undefined) {
+      PrepareResponse.encode(message.prepare, writer.uint32(26).fork()).join();
+    }
+    if (message.finish !== undefined) {
+      FinishResponse.encode(message.finish, writer.uint32(34).fork()).join();
+    }
+    if (message.installReplicas !== undefined) {
+      InstallReplicasResponse.encode(message.installReplicas, writer.uint32(42).fork()).join();
+    }
+    if (message.dropReplicas !== undefined) {
+      DropReplicasResponse.encode(message.dropReplicas, writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PeerResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePeerResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.id = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.error = ErrorDetail.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.prepare = PrepareResponse.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.finish = FinishResponse.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.installReplicas = InstallReplicasResponse.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.dropReplicas = DropReplicasResponse.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<PeerResponse>): PeerResponse {
+    return PeerResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PeerResponse>): PeerResponse {
+    const message = createBasePeerResponse();
+    message.id = object.id ?? 0;
+    message.error = (object.error !== undefined && object.error !== null)
+      ? ErrorDetail.fromPartial(object.error)
+      : undefined;
+    message.prepare = (object.prepare !== undefined && object.prepare !== null)
+      ? PrepareResponse.fromPartial(object.prepare)
+      : undefined;
+    message.finish = (object.finish !== undefined && object.finish !== null)
+      ? FinishResponse.fromPartial(object.finish)
+      : undefined;
+    message.installReplicas = (object.installReplicas !== undefined && object.installReplicas !== null)
+      ? InstallReplicasResponse.fromPartial(object.installReplicas)
+      : undefined;
+    message.dropReplicas = (object.dropReplicas !== undefined && object.dropReplicas !== null)
+      ? DropReplicasResponse.fromPartial(object.dropReplicas)
+      : undefined;
+    return message;
+  },
+};
+
 function createBaseListBackendsRequest(): ListBackendsRequest {
   return {};
 }
@@ -4810,6 +5075,21 @@ export const NodeServiceService = {
       Buffer.from(SetHomeReplicasResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SetHomeReplicasResponse => SetHomeReplicasResponse.decode(value),
   },
+  /**
+   * Link carries the frequent small calls between two nodes (transaction parts, replica
+   * updates) as messages on one long-lived stream, answered by id in any order. Each has the
+   * same meaning as its unary RPC above; a unary call costs a new HTTP/2 stream with headers
+   * and trailers, several times the CPU and latency of a message on an open stream.
+   */
+  link: {
+    path: "/loam.v1.NodeService/Link" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: PeerRequest): Buffer => Buffer.from(PeerRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PeerRequest => PeerRequest.decode(value),
+    responseSerialize: (value: PeerResponse): Buffer => Buffer.from(PeerResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PeerResponse => PeerResponse.decode(value),
+  },
 } as const;
 
 export interface NodeServiceServer extends UntypedServiceImplementation {
@@ -4829,6 +5109,13 @@ export interface NodeServiceServer extends UntypedServiceImplementation {
   dropReplicas: handleUnaryCall<DropReplicasRequest, DropReplicasResponse>;
   /** SetHomeReplicas records an object's replica set in its home directory (for Locate). */
   setHomeReplicas: handleUnaryCall<SetHomeReplicasRequest, SetHomeReplicasResponse>;
+  /**
+   * Link carries the frequent small calls between two nodes (transaction parts, replica
+   * updates) as messages on one long-lived stream, answered by id in any order. Each has the
+   * same meaning as its unary RPC above; a unary call costs a new HTTP/2 stream with headers
+   * and trailers, several times the CPU and latency of a message on an open stream.
+   */
+  link: handleBidiStreamingCall<PeerRequest, PeerResponse>;
 }
 
 export interface NodeServiceClient extends Client {
@@ -4960,6 +5247,15 @@ export interface NodeServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: SetHomeReplicasResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Link carries the frequent small calls between two nodes (transaction parts, replica
+   * updates) as messages on one long-lived stream, answered by id in any order. Each has the
+   * same meaning as its unary RPC above; a unary call costs a new HTTP/2 stream with headers
+   * and trailers, several times the CPU and latency of a message on an open stream.
+   */
+  link(): ClientDuplexStream<PeerRequest, PeerResponse>;
+  link(options: Partial<CallOptions>): ClientDuplexStream<PeerRequest, PeerResponse>;
+  link(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<PeerRequest, PeerResponse>;
 }
 
 export const NodeServiceClient = makeGenericClientConstructor(NodeServiceService, "loam.v1.NodeService") as unknown as {
