@@ -147,6 +147,8 @@ export class Transactions {
     // parts are finished in the background (a participant that misses its Finish reads the
     // decision itself, and readers and writers of its objects wait for it).
     void (async () => {
+      // After this turn, so the client's answer goes out before the finishing work starts.
+      await new Promise((r) => setImmediate(r));
       const finished = await this.finishAll(req, members.map((m) => m!.address), true);
       await this.confirmAliases(req, reserved);
       if (finished) this.reap(decisionKey);
