@@ -266,6 +266,39 @@ describe('replicas', () => {
   });
 });
 
+describe('replicas follow a moved object', () => {
+  it('a move keeps the replica set (the target leaves it), and the new master keeps the copies current', async () => {
+    const { nodes } = await cluster(3);
+    const c = await client(nodes[0].url);
+    const viaTwo = await client(nodes[1].url);
+    const d = await c.persist(new Doc(1, 'm1'), { backend: 1 });
+    await c.replicate(d, 2);
+    await c.replicate(d, 3);
+
+    // onto one of its replicas: that copy becomes the master, the other replica stays
+    await c.move(d, 3);
+    let loc = await c.locate(d);
+    expect(loc.master.number).toBe(3);
+    expect(loc.replicas.map((r) => r.number)).toEqual([2]);
+    d.text = 'm2';
+    await c.save(d);
+    expect((await viaTwo.get<Doc>(d.$oid!, { readFrom: 'any' })).text).toBe('m2'); // pushed by node 3 before the ack
+    expect((await viaTwo.get<Doc>(d.$oid!)).text).toBe('m2'); // a master read through node 2 finds node 3
+
+    // onto a node that held no copy: the set goes along unchanged, the old master keeps nothing
+    await c.move(d, 1);
+    loc = await c.locate(d);
+    expect(loc.master.number).toBe(1);
+    expect(loc.replicas.map((r) => r.number)).toEqual([2]);
+    d.text = 'm3';
+    await c.save(d);
+    expect((await viaTwo.get<Doc>(d.$oid!, { readFrom: 'any' })).text).toBe('m3');
+    const viaThree = await client(nodes[2].url);
+    expect((await viaThree.get<Doc>(d.$oid!, { readFrom: 'any' })).text).toBe('m3'); // redirected: node 3 has no copy
+    expect((await viaThree.locate(d.$oid!)).master.number).toBe(1);
+  });
+});
+
 describe('versions', () => {
   it('newVersion copies with an origin; consolidate writes back over the whole chain atomically', async () => {
     const { nodes } = await cluster(3);

@@ -44,7 +44,8 @@ export function nodeService(engine: Engine, metrics: NodeMetrics, log: Logger, c
   const service: NodeServiceServer = {
     install: unary(method('Install', async (req) => {
       await engine.createDataset(req.dataset).catch(() => undefined); // datasets exist cluster-wide; learn it here
-      await engine.install(req.dataset, req.objects);
+      const me = ctx().membership.self.number;
+      await engine.install(req.dataset, req.objects, new Map(req.replicaSets.map((r) => [r.oid, r.nodes.filter((n) => n !== me)])));
       return {};
     })),
     setMaster: unary(method('SetMaster', async (req) => {

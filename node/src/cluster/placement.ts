@@ -151,7 +151,7 @@ export class Placement {
     const moved: string[] = [];
     try {
       for (let i = 0; i < set.length;) {
-        const chunk: StoredObject[] = [];
+        let chunk: StoredObject[] = [];
         let bytes = 0;
         for (; i < set.length && chunk.length < MOVE_CHUNK_OBJECTS && bytes < MOVE_CHUNK_BYTES; i++) {
           const [o] = this.engine.get(dataset, [set[i]]).objects;
@@ -161,11 +161,17 @@ export class Placement {
           }
         }
         if (chunk.length === 0) continue;
-        // A moved object leaves its replicas behind rather than let them go stale.
-        await this.dropAllReplicas(dataset, chunk.map((o) => o.oid));
-        await this.moveChunk(dataset, chunk, dest, target);
+        // Replica sets go with their objects (the target drops itself from them): the target
+        // keeps the copies up to date from its first write on.
+        const replicaSets = new Map(chunk.map((o) => [o.oid, this.engine.replicasOf(o.oid).filter((n) => n !== target)]));
+        // The home directory keeps replica sets across the switch; only where the target was a
+        // replica is the recorded set wrong afterwards.
+        const wasReplica = chunk.filter((o) => this.engine.replicasOf(o.oid).includes(target)).map((o) => o.oid);
+        chunk = await this.moveChunk(dataset, chunk, dest, target, replicaSets);
         moved.push(...chunk.map((o) => o.oid));
+        await this.repointReplicas(dataset, chunk, replicaSets, target);
         await this.switchHomes(chunk.map((o) => ({ oid: o.oid, from: this.me.number, to: target })));
+        await this.recordHomeReplicas(wasReplica, target, replicaSets);
       }
     } finally {
       for (const o of locked) this.moving.delete(o);
@@ -179,12 +185,13 @@ export class Placement {
    * lock was taken can land between the copy and the forget; the forget then sees a newer
    * version and refuses, and the chunk is copied again (the lock lets no further commit in).
    */
-  private async moveChunk(dataset: string, chunk: StoredObject[], dest: Member, target: number): Promise<void> {
+  private async moveChunk(dataset: string, chunk: StoredObject[], dest: Member, target: number, replicaSets: Map<string, number[]>): Promise<StoredObject[]> {
+    const sets = [...replicaSets].filter(([, nodes]) => nodes.length > 0).map(([oid, nodes]) => ({ oid, nodes }));
     for (let attempt = 1; ; attempt++) {
-      await this.peers.install(dest.address, { dataset, objects: chunk });
+      await this.peers.install(dest.address, { dataset, objects: chunk, replicaSets: sets });
       try {
         await this.engine.moveOut(dataset, chunk.map((o) => ({ oid: o.oid, version: o.version })), target);
-        return;
+        return chunk;
       } catch (e) {
         if (!(e instanceof WriteConflictError) || attempt >= 5) throw e;
         chunk = this.engine.get(dataset, chunk.map((o) => o.oid)).objects;
@@ -285,24 +292,30 @@ export class Placement {
     }));
   }
 
-  /** Stops replicating objects: removes the copies and empties their replica sets. */
-  private async dropAllReplicas(dataset: string, oids: string[]): Promise<void> {
-    const byNode = new Map<number, string[]>();
-    for (const oid of oids) for (const n of this.engine.replicasOf(oid)) byNode.set(n, [...(byNode.get(n) ?? []), oid]);
-    if (byNode.size === 0) return;
-    for (const [n, list] of byNode) {
+  /**
+   * After a move: tells each replica that its copies now follow `target` (and brings them up to
+   * date). Best effort: the target's next write to an object does the same for its copies, and
+   * until then a copy that still names the old master only costs a redirect through it.
+   */
+  private async repointReplicas(dataset: string, chunk: StoredObject[], replicaSets: Map<string, number[]>, target: number): Promise<void> {
+    const byNode = new Map<number, StoredObject[]>();
+    for (const o of chunk) for (const n of replicaSets.get(o.oid) ?? []) byNode.set(n, [...(byNode.get(n) ?? []), o]);
+    await Promise.all([...byNode].map(async ([n, objects]) => {
       const m = await this.member(n);
-      if (m) await this.peers.dropReplicas(m.address, { dataset, oids: list }).catch((e) => this.log.warn({ err: (e as Error).message }, 'replica copies not dropped'));
-    }
-    const touched = [...new Set([...byNode.values()].flat())];
-    for (const oid of touched) await this.engine.setReplicas(dataset, oid, []);
+      if (!m) return;
+      await this.peers.installReplicas(m.address, { dataset, master: target, objects })
+        .catch((e) => this.log.warn({ node: n, err: (e as Error).message }, 'replica copies not told their new master'));
+    }));
   }
 
-  /** Tells each object's home which replicas it has (for locate); best effort. */
-  private async recordHomeReplicas(oids: string[]): Promise<void> {
+  /**
+   * Tells each object's home which replicas it has (for locate); best effort. By default the
+   * objects are mastered here; after a move, `master` and `sets` say where and what they are.
+   */
+  private async recordHomeReplicas(oids: string[], master = this.me.number, sets?: Map<string, number[]>): Promise<void> {
     for (const oid of oids) {
       const server = await this.homeServer(oidHomeNode(oid));
-      const entry = { oid, master: this.me.number, replicas: this.engine.replicasOf(oid) };
+      const entry = { oid, master, replicas: sets?.get(oid) ?? this.engine.replicasOf(oid) };
       try {
         if (server?.id === this.me.id) await this.setHomeReplicas([entry]);
         else if (server) await this.peers.setHomeReplicas(server.address, { entries: [entry] });

@@ -216,7 +216,12 @@ export class Engine {
       assertOid(o.oid);
       validateClassName(o.className);
       const oid = bytesFromHex(o.oid);
-      if (this.currentVersion(o.oid, wordsFromHex(o.oid)).version >= o.version) continue;
+      if (this.currentVersion(o.oid, wordsFromHex(o.oid)).version >= o.version) {
+        // Not newer, but maybe a new master after a move: only the copy's master changes.
+        const rep = this.replicaOf.get(o.oid);
+        if (rep && rep.value !== master) records.push({ type: RecordType.ReplicaOf, dataset: ds, oid, master });
+        continue;
+      }
       const origin = o.origin ? bytesFromHex(assertOid(o.origin, 'origin')) : undefined;
       records.push({ type: RecordType.Put, dataset: ds, oid, version: o.version, className: o.className, state: o.state, ...(origin ? { origin } : {}) });
       if (this.replicaOf.get(o.oid)?.value !== master) records.push({ type: RecordType.ReplicaOf, dataset: ds, oid, master });
@@ -782,7 +787,7 @@ export class Engine {
    * Takes objects moved here from another node: written with the versions they had, replacing
    * any older copy, and clearing a forward pointer this node may hold for them.
    */
-  async install(dataset: string, objects: StoredObject[]): Promise<void> {
+  async install(dataset: string, objects: StoredObject[], replicaSets: ReadonlyMap<string, number[]> = new Map()): Promise<void> {
     const ds = this.datasetId(dataset);
     const records: LogRecord[] = [];
     for (const o of objects) {
@@ -793,6 +798,10 @@ export class Engine {
       const origin = o.origin ? bytesFromHex(assertOid(o.origin, 'origin')) : undefined;
       records.push({ type: RecordType.Put, dataset: ds, oid, version: o.version, className: o.className, state: o.state, ...(origin ? { origin } : {}) });
       if (this.forwards.has(o.oid)) records.push({ type: RecordType.Forward, dataset: ds, oid, node: 0 });
+      // A replica copy held here becomes the master copy; the object keeps its other replicas.
+      if (this.replicaOf.has(o.oid)) records.push({ type: RecordType.ReplicaOf, dataset: ds, oid, master: 0 });
+      const nodes = [...new Set(replicaSets.get(o.oid) ?? [])].sort((a, b) => a - b);
+      if (nodes.join() !== this.replicasOf(o.oid).join()) records.push({ type: RecordType.Replicas, dataset: ds, oid, nodes });
     }
     if (records.length === 0) return;
     await this.appendAndPublish(records);
@@ -813,6 +822,8 @@ export class Engine {
       const oid = bytesFromHex(it.oid);
       records.push({ type: RecordType.Delete, dataset: ds, oid, version: cur.version + 1 });
       records.push({ type: RecordType.Forward, dataset: ds, oid, node: target });
+      // The replica set goes with the object (the target got it with the install).
+      if (this.replicaSets.has(it.oid)) records.push({ type: RecordType.Replicas, dataset: ds, oid, nodes: [] });
     }
     if (records.length === 0) return;
     await this.appendAndPublish(records);

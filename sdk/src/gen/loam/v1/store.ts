@@ -227,6 +227,13 @@ export interface DrainResponse {
 export interface InstallRequest {
   dataset: string;
   objects: ObjectRecord[];
+  /** The replica sets the objects keep on their new master (objects not listed have none). */
+  replicaSets: ReplicaSet[];
+}
+
+export interface ReplicaSet {
+  oid: string;
+  nodes: number[];
 }
 
 export interface InstallResponse {
@@ -2839,7 +2846,7 @@ export const DrainResponse: MessageFns<DrainResponse> = {
 };
 
 function createBaseInstallRequest(): InstallRequest {
-  return { dataset: "", objects: [] };
+  return { dataset: "", objects: [], replicaSets: [] };
 }
 
 export const InstallRequest: MessageFns<InstallRequest> = {
@@ -2849,6 +2856,9 @@ export const InstallRequest: MessageFns<InstallRequest> = {
     }
     for (const v of message.objects) {
       ObjectRecord.encode(v!, writer.uint32(18).fork()).join();
+    }
+    for (const v of message.replicaSets) {
+      ReplicaSet.encode(v!, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -2882,6 +2892,14 @@ export const InstallRequest: MessageFns<InstallRequest> = {
             message.objects.push(ObjectRecord.decode(reader, reader.uint32()));
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.replicaSets.push(ReplicaSet.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2901,6 +2919,88 @@ export const InstallRequest: MessageFns<InstallRequest> = {
     const message = createBaseInstallRequest();
     message.dataset = object.dataset ?? "";
     message.objects = object.objects?.map((e) => ObjectRecord.fromPartial(e)) || [];
+    message.replicaSets = object.replicaSets?.map((e) => ReplicaSet.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseReplicaSet(): ReplicaSet {
+  return { oid: "", nodes: [] };
+}
+
+export const ReplicaSet: MessageFns<ReplicaSet> = {
+  encode(message: ReplicaSet, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.oid !== "") {
+      writer.uint32(10).string(message.oid);
+    }
+    if (message.nodes.length !== 0) {
+      writer.uint32(18).fork();
+      for (const v of message.nodes) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplicaSet {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplicaSet();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.oid = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag === 16) {
+              message.nodes.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 18) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.nodes.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ReplicaSet>): ReplicaSet {
+    return ReplicaSet.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReplicaSet>): ReplicaSet {
+    const message = createBaseReplicaSet();
+    message.oid = object.oid ?? "";
+    message.nodes = object.nodes?.map((e) => e) || [];
     return message;
   },
 };
