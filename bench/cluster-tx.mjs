@@ -7,8 +7,8 @@
 // the whole transaction (two reads in parallel, then the commit) is reported too. Alternating
 // blocks of 10 transactions, 7 rounds of 40 of each after 40 warm-up. Where the time goes: the
 // nodes' request-latency sums (CommitMulti on node 1; Prepare and Finish on node 2), their
-// fdatasync latency, and the two etcd writes the coordinator makes before it answers (decision
-// create-if-absent, then its delete), timed from this process with the same etcd3 calls.
+// fdatasync latency, and the coordinator's etcd writes (the decision's create-if-absent, before
+// it answers; the delete, batched afterwards), timed from this process with the same etcd3 calls.
 import { connect } from '@loam/sdk';
 import { Etcd3 } from 'etcd3';
 import {
@@ -141,7 +141,7 @@ export async function run() {
       ` 2 node processes on a real etcd, client on node ${n1.number}; whole transaction ${fmt(median(multiWhole))} ms vs ${fmt(median(singleWhole))} ms (${ratio(median(multiWhole) / median(singleWhole))});` +
       ` node means: Commit ${fmt(meanMs(m1a, m1b, 'Commit'))} ms, CommitMulti ${fmt(meanMs(m1a, m1b, 'CommitMulti'))} ms on node ${n1.number},` +
       ` Prepare ${fmt(meanMs(m2a, m2b, 'Prepare'))} ms + Finish ${fmt(meanMs(m2a, m2b, 'Finish'))} ms on node ${n2.number};` +
-      ` fdatasync node ${n1.number} ${fmt(fsyncMs(m1a, m1b))} ms, node ${n2.number} ${fmt(fsyncMs(m2a, m2b))} ms; etcd from a client like the node's: create-if-absent ${fmt(etcdCreateMs)} ms + delete ${fmt(etcdDeleteMs)} ms (medians; both on the coordinator's path before it answers)`
+      ` fdatasync node ${n1.number} ${fmt(fsyncMs(m1a, m1b))} ms, node ${n2.number} ${fmt(fsyncMs(m2a, m2b))} ms; etcd from a client like the node's: create-if-absent ${fmt(etcdCreateMs)} ms + delete ${fmt(etcdDeleteMs)} ms (medians; the create is on the coordinator's path before it answers, deletes are batched after)`
     );
   } finally {
     await client.close();
