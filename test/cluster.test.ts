@@ -299,6 +299,25 @@ describe('replicas follow a moved object', () => {
   });
 });
 
+describe('draining a node that holds replica copies', () => {
+  it('the masters stop replicating to it and it is left holding nothing', async () => {
+    const { nodes } = await cluster(3);
+    const c = await client(nodes[0].url);
+    const d = await c.persist(new Doc(1, 'c1'), { backend: 1 });
+    await c.replicate(d, 2);
+    await c.replicate(d, 3);
+    const res = await c.drain(3);
+    expect(res.moved).toBe(0); // it mastered nothing
+    expect((await c.locate(d)).replicas.map((r) => r.number)).toEqual([2]);
+    d.text = 'c2';
+    await c.save(d); // not pushed to node 3 any more, and nothing fails for it
+    expect((await (await client(nodes[1].url)).get<Doc>(d.$oid!, { readFrom: 'any' })).text).toBe('c2');
+    const metrics = await (await fetch(`http://127.0.0.1:${nodes[2].metricsPort}/metrics`)).text();
+    expect(metrics).toMatch(/^loam_objects 0$/m);
+    expect(nodes[2].logs.find((l) => l.msg === 'drained')).toMatchObject({ replicaCopiesReleased: 1 });
+  });
+});
+
 describe('versions', () => {
   it('newVersion copies with an origin; consolidate writes back over the whole chain atomically', async () => {
     const { nodes } = await cluster(3);

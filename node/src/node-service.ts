@@ -32,7 +32,8 @@ export function nodeService(engine: Engine, metrics: NodeMetrics, log: Logger, c
   });
   const installReplicas = method('InstallReplicas', async (req: InstallReplicasRequest) => {
     if (!engine.hasDataset(req.dataset)) await engine.createDataset(req.dataset);
-    await engine.installReplicas(req.dataset, req.master, req.objects);
+    const placement = ctx().placement;
+    await engine.installReplicas(req.dataset, req.master, req.objects.filter((o) => !placement.isReleased(o.oid)));
     return {};
   });
   const dropReplicas = method('DropReplicas', async (req: DropReplicasRequest) => {
@@ -56,6 +57,11 @@ export function nodeService(engine: Engine, metrics: NodeMetrics, log: Logger, c
     adoptHome: unary(method('AdoptHome', async (req) => {
       await ctx().placement.adoptHome(req.homes, req.entries);
       return {};
+    })),
+    releaseReplicas: unary(method('ReleaseReplicas', async (req) => {
+      for (const oid of req.oids) if (!isOid(oid)) throw new InvalidArgumentError(`malformed oid ${JSON.stringify(oid)}`);
+      if (!engine.hasDataset(req.dataset)) return { released: req.oids, redirects: [] };
+      return ctx().placement.releaseReplicas(req.dataset, req.node, req.oids);
     })),
     setHomeReplicas: unary(method('SetHomeReplicas', async (req) => {
       await ctx().placement.setHomeReplicas(req.entries);

@@ -3,6 +3,7 @@ import {
   NodeServiceClient, StoreServiceClient, callUnary, type UnaryMethod,
   type AdoptHomeRequest, type FinishRequest, type InstallRequest, type MoveRequest, type MoveResponse, type PrepareRequest,
   type PrepareResponse, type SetMasterRequest, type GetRequest, type GetResponse, type InstallReplicasRequest, type DropReplicasRequest, type SetHomeReplicasRequest,
+  type ReleaseReplicasRequest, type ReleaseReplicasResponse,
 } from '@loam/sdk/wire';
 import { PeerLink } from './peer-link.js';
 
@@ -72,6 +73,11 @@ export class Peers {
 
   dropReplicas(address: string, req: DropReplicasRequest): Promise<unknown> {
     return this.link(address).call('dropReplicas', req);
+  }
+
+  releaseReplicas(address: string, req: ReleaseReplicasRequest): Promise<ReleaseReplicasResponse> {
+    const c = this.node(address);
+    return this.call(c, c.releaseReplicas, req);
   }
 
   setHomeReplicas(address: string, req: SetHomeReplicasRequest): Promise<unknown> {

@@ -27,6 +27,11 @@ export class Placement {
   private readonly peers = new Peers();
   private handingOff = false;
   private drained = false;
+  /**
+   * Replica copies this node gave up while draining: a push already in flight when the master
+   * released them must not bring them back (acknowledged, not stored).
+   */
+  private readonly released = new Set<string>();
   /** Home directories handed to this node by a drain (also recorded in etcd's homes/N). */
   private readonly adopted = new Set<number>();
   private finishTimer?: NodeJS.Timeout;
@@ -292,6 +297,72 @@ export class Placement {
     }));
   }
 
+  /** Master side of a drain: stops replicating `oids` to `node`; redirects for objects mastered elsewhere. */
+  async releaseReplicas(dataset: string, node: number, oids: string[]): Promise<{ released: string[]; redirects: Redirect[] }> {
+    const released: string[] = [];
+    const redirects: Redirect[] = [];
+    const mine: string[] = [];
+    for (const oid of oids) {
+      if (this.engine.masters(oid)) {
+        mine.push(oid);
+        continue;
+      }
+      const r = await this.redirectFor(oid);
+      if (r) redirects.push(r);
+      else released.push(oid); // gone: nothing replicates it
+    }
+    const changed = new Map<string, number[]>();
+    await this.withLocks(mine, async () => {
+      for (const oid of mine) {
+        const set = this.engine.replicasOf(oid);
+        if (set.includes(node)) changed.set(oid, set.filter((n) => n !== node));
+      }
+      await this.engine.setReplicaSets(dataset, changed);
+    });
+    await this.recordHomeReplicas([...changed.keys()]);
+    released.push(...mine);
+    return { released, redirects };
+  }
+
+  /** True for a replica copy this node gave up while draining (see `released`). */
+  isReleased(oid: string): boolean {
+    return this.released.has(oid);
+  }
+
+  /**
+   * Drain side: hands back every replica copy held here. Each master first takes this node out
+   * of the object's replica set, then the copy is dropped, so no write is acknowledged as pushed
+   * to a copy that is gone. A master that left the cluster cannot push: its copies just go.
+   */
+  private async releaseReplicaCopies(): Promise<number> {
+    let dropped = 0;
+    for (const ds of this.engine.listDatasets()) {
+      let pending = this.engine.replicaCopiesIn(ds);
+      for (let hop = 0; pending.length > 0 && hop < 4; hop++) {
+        const byMaster = new Map<number, string[]>();
+        for (const c of pending) byMaster.set(c.master, [...(byMaster.get(c.master) ?? []), c.oid]);
+        pending = [];
+        for (const [master, oids] of byMaster) {
+          for (let i = 0; i < oids.length; i += MOVE_CHUNK_OBJECTS) {
+            const part = oids.slice(i, i + MOVE_CHUNK_OBJECTS);
+            const m = await this.member(master);
+            let gone = part;
+            if (m && m.id !== this.me.id) {
+              const res = await this.peers.releaseReplicas(m.address, { dataset: ds, node: this.me.number, oids: part });
+              gone = res.released;
+              pending.push(...res.redirects.map((r) => ({ oid: r.oid, master: r.node })));
+            }
+            for (const oid of gone) this.released.add(oid);
+            await this.engine.dropReplicas(ds, gone);
+            dropped += gone.length;
+          }
+        }
+      }
+      if (pending.length > 0) throw new UnavailableError(`drain: the masters of ${pending.length} replica copies kept moving`);
+    }
+    return dropped;
+  }
+
   /**
    * After a move: tells each replica that its copies now follow `target` (and brings them up to
    * date). Best effort: the target's next write to an object does the same for its copies, and
@@ -420,6 +491,7 @@ export class Placement {
       if (pass === DRAIN_MAX_PASSES - 1) throw new UnavailableError(`drain did not converge: ${left} objects still arriving`);
     }
     await this.finishForwards();
+    const copies = await this.releaseReplicaCopies();
     const successor = others.reduce((a, b) => (a.number <= b.number ? a : b));
     const homes = new Set<number>([this.me.number]);
     for (const [k, v] of await this.membership.meta.list(META_KEYS.homes)) if (v === this.me.id) homes.add(Number(k.slice(META_KEYS.homes.length)));
@@ -433,7 +505,7 @@ export class Placement {
     }
     this.drained = true;
     await this.membership.markDrained().catch((e) => this.log.warn({ err: (e as Error).message }, 'drained state not recorded in the member key'));
-    this.log.info({ moved, successor: successor.number, homes: [...homes] }, 'drained');
+    this.log.info({ moved, replicaCopiesReleased: copies, successor: successor.number, homes: [...homes] }, 'drained');
     return { moved, homeSuccessor: successor.number };
   }
 

@@ -199,6 +199,26 @@ export class Engine {
     return this.holds(oid) && !this.replicaOf.has(oid);
   }
 
+  /** Replica copies held here in `dataset`, with the master each names (for drain). */
+  replicaCopiesIn(dataset: string): { oid: string; master: number }[] {
+    const ds = this.datasetId(dataset);
+    const out: { oid: string; master: number }[] = [];
+    this.index.forEach((w, loc) => {
+      if (loc.dataset !== ds) return;
+      const oid = hexFromWords(w);
+      const rep = this.replicaOf.get(oid);
+      if (rep) out.push({ oid, master: rep.value });
+    });
+    return out;
+  }
+
+  /** Records the replica sets of objects mastered here, in one batch. */
+  async setReplicaSets(dataset: string, sets: ReadonlyMap<string, number[]>): Promise<void> {
+    const ds = this.datasetId(dataset);
+    const records: LogRecord[] = [...sets].map(([oid, nodes]) => ({ type: RecordType.Replicas, dataset: ds, oid: bytesFromHex(assertOid(oid)), nodes: [...new Set(nodes)].sort((a, b) => a - b) }));
+    if (records.length > 0) await this.appendAndPublish(records);
+  }
+
   /** Records the replica set of an object mastered here. */
   async setReplicas(dataset: string, oid: string, nodes: number[]): Promise<void> {
     const ds = this.datasetId(dataset);

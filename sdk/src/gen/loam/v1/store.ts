@@ -208,6 +208,20 @@ export interface DropReplicasRequest {
 export interface DropReplicasResponse {
 }
 
+export interface ReleaseReplicasRequest {
+  dataset: string;
+  /** The node whose copies are released. */
+  node: number;
+  oids: string[];
+}
+
+export interface ReleaseReplicasResponse {
+  /** No longer replicated to the node (or no longer existing): its copies may go. */
+  released: string[];
+  /** Objects mastered elsewhere now: ask there. */
+  redirects: Redirect[];
+}
+
 export interface SetHomeReplicasRequest {
   entries: DirectoryEntry[];
 }
@@ -2633,6 +2647,152 @@ export const DropReplicasResponse: MessageFns<DropReplicasResponse> = {
   },
   fromPartial(_: DeepPartial<DropReplicasResponse>): DropReplicasResponse {
     const message = createBaseDropReplicasResponse();
+    return message;
+  },
+};
+
+function createBaseReleaseReplicasRequest(): ReleaseReplicasRequest {
+  return { dataset: "", node: 0, oids: [] };
+}
+
+export const ReleaseReplicasRequest: MessageFns<ReleaseReplicasRequest> = {
+  encode(message: ReleaseReplicasRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.dataset !== "") {
+      writer.uint32(10).string(message.dataset);
+    }
+    if (message.node !== 0) {
+      writer.uint32(16).uint32(message.node);
+    }
+    for (const v of message.oids) {
+      writer.uint32(26).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReleaseReplicasRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReleaseReplicasRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.dataset = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.node = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.oids.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ReleaseReplicasRequest>): ReleaseReplicasRequest {
+    return ReleaseReplicasRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReleaseReplicasRequest>): ReleaseReplicasRequest {
+    const message = createBaseReleaseReplicasRequest();
+    message.dataset = object.dataset ?? "";
+    message.node = object.node ?? 0;
+    message.oids = object.oids?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseReleaseReplicasResponse(): ReleaseReplicasResponse {
+  return { released: [], redirects: [] };
+}
+
+export const ReleaseReplicasResponse: MessageFns<ReleaseReplicasResponse> = {
+  encode(message: ReleaseReplicasResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.released) {
+      writer.uint32(10).string(v!);
+    }
+    for (const v of message.redirects) {
+      Redirect.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReleaseReplicasResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReleaseReplicasResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.released.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.redirects.push(Redirect.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ReleaseReplicasResponse>): ReleaseReplicasResponse {
+    return ReleaseReplicasResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReleaseReplicasResponse>): ReleaseReplicasResponse {
+    const message = createBaseReleaseReplicasResponse();
+    message.released = object.released?.map((e) => e) || [];
+    message.redirects = object.redirects?.map((e) => Redirect.fromPartial(e)) || [];
     return message;
   },
 };
@@ -5175,6 +5335,18 @@ export const NodeServiceService = {
       Buffer.from(SetHomeReplicasResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SetHomeReplicasResponse => SetHomeReplicasResponse.decode(value),
   },
+  /** ReleaseReplicas takes a draining node out of the replica sets of objects mastered here. */
+  releaseReplicas: {
+    path: "/loam.v1.NodeService/ReleaseReplicas" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReleaseReplicasRequest): Buffer =>
+      Buffer.from(ReleaseReplicasRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReleaseReplicasRequest => ReleaseReplicasRequest.decode(value),
+    responseSerialize: (value: ReleaseReplicasResponse): Buffer =>
+      Buffer.from(ReleaseReplicasResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReleaseReplicasResponse => ReleaseReplicasResponse.decode(value),
+  },
   /**
    * Link carries the frequent small calls between two nodes (transaction parts, replica
    * updates) as messages on one long-lived stream, answered by id in any order. Each has the
@@ -5209,6 +5381,8 @@ export interface NodeServiceServer extends UntypedServiceImplementation {
   dropReplicas: handleUnaryCall<DropReplicasRequest, DropReplicasResponse>;
   /** SetHomeReplicas records an object's replica set in its home directory (for Locate). */
   setHomeReplicas: handleUnaryCall<SetHomeReplicasRequest, SetHomeReplicasResponse>;
+  /** ReleaseReplicas takes a draining node out of the replica sets of objects mastered here. */
+  releaseReplicas: handleUnaryCall<ReleaseReplicasRequest, ReleaseReplicasResponse>;
   /**
    * Link carries the frequent small calls between two nodes (transaction parts, replica
    * updates) as messages on one long-lived stream, answered by id in any order. Each has the
@@ -5346,6 +5520,22 @@ export interface NodeServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: SetHomeReplicasResponse) => void,
+  ): ClientUnaryCall;
+  /** ReleaseReplicas takes a draining node out of the replica sets of objects mastered here. */
+  releaseReplicas(
+    request: ReleaseReplicasRequest,
+    callback: (error: ServiceError | null, response: ReleaseReplicasResponse) => void,
+  ): ClientUnaryCall;
+  releaseReplicas(
+    request: ReleaseReplicasRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReleaseReplicasResponse) => void,
+  ): ClientUnaryCall;
+  releaseReplicas(
+    request: ReleaseReplicasRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReleaseReplicasResponse) => void,
   ): ClientUnaryCall;
   /**
    * Link carries the frequent small calls between two nodes (transaction parts, replica
