@@ -299,6 +299,25 @@ describe('replicas follow a moved object', () => {
   });
 });
 
+describe('transactions across nodes and replicas', () => {
+  it('replicas are updated before the commit is acknowledged; parts of several MiB go as their own calls', async () => {
+    const { nodes } = await cluster(2);
+    const c = await client(nodes[0].url);
+    const small = await c.persist(new Doc(1), { backend: 1 });
+    const big = await c.persist(new Doc(2), { backend: 2 });
+    await c.replicate(big, 1);
+    const blob = Buffer.alloc(2 * 1024 * 1024, 7); // 2.7 MiB as base64: over the link limit, under the object limit
+    await c.transaction(async (tx) => {
+      const [a, b] = await Promise.all([tx.get<Doc>(small.$oid!), tx.get<Doc>(big.$oid!)]);
+      a.text = 'with a big sibling';
+      b.text = blob.toString('base64');
+    });
+    const viaOne = await client(nodes[0].url);
+    expect((await viaOne.get<Doc>(big.$oid!, { readFrom: 'any' })).text.length).toBe(blob.toString('base64').length); // the copy on node 1
+    expect((await viaOne.get<Doc>(small.$oid!)).text).toBe('with a big sibling');
+  });
+});
+
 describe('draining a node that holds replica copies', () => {
   it('the masters stop replicating to it and it is left holding nothing', async () => {
     const { nodes } = await cluster(3);

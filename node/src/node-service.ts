@@ -24,7 +24,7 @@ export function nodeService(engine: Engine, metrics: NodeMetrics, log: Logger, c
   const prepare = method('Prepare', async (req: PrepareRequest) => {
     if (!req.ops) throw new InvalidArgumentError('prepare without operations');
     if (!engine.hasDataset(req.ops.dataset)) await engine.createDataset(req.ops.dataset);
-    return { versions: await ctx().transactions.prepareHere(req.txid, req.coordinator, req.ops) };
+    return ctx().transactions.prepareHere(req.txid, req.coordinator, req.ops);
   });
   const finish = method('Finish', async (req: FinishRequest) => {
     await ctx().transactions.finishHere(req.txid, req.commit);

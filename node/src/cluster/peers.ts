@@ -8,6 +8,12 @@ import {
 import { PeerLink } from './peer-link.js';
 
 /**
+ * Requests carrying more object bytes than this go as their own unary call, so a bulk copy does
+ * not hold up the small messages queued behind it on the shared Link stream.
+ */
+const LINK_MAX_BYTES = 1024 * 1024;
+
+/**
  * Connections from this node to the other nodes of its cluster: one channel per address, and on
  * it one Link stream for the frequent small calls (transaction parts, replica updates).
  */
@@ -60,6 +66,12 @@ export class Peers {
   }
 
   prepare(address: string, req: PrepareRequest): Promise<PrepareResponse> {
+    let bytes = 0;
+    for (const w of req.ops?.writes ?? []) bytes += w.state.length;
+    if (bytes > LINK_MAX_BYTES) {
+      const c = this.node(address);
+      return this.call(c, c.prepare, req);
+    }
     return this.link(address).call('prepare', req);
   }
 
@@ -68,6 +80,12 @@ export class Peers {
   }
 
   installReplicas(address: string, req: InstallReplicasRequest): Promise<unknown> {
+    let bytes = 0;
+    for (const o of req.objects) bytes += o.state.length;
+    if (bytes > LINK_MAX_BYTES) {
+      const c = this.node(address);
+      return this.call(c, c.installReplicas, req);
+    }
     return this.link(address).call('installReplicas', req);
   }
 

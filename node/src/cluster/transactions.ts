@@ -51,7 +51,7 @@ export class Transactions {
   // ------------------------------------------------------------------ participant
 
   /** Prepares this node's part: the objects must be here (else a redirect), then validate, lock, log. */
-  async prepareHere(txid: string, coordinator: number, ops: CommitRequest): Promise<number[]> {
+  async prepareHere(txid: string, coordinator: number, ops: CommitRequest): Promise<PrepareResponse> {
     const me = this.membership.self.number;
     const touched = [...ops.writes.map((w) => w.oid), ...ops.deletes.map((d) => d.oid), ...ops.reads.map((r) => r.oid)];
     for (const oid of touched) if (!isOid(oid)) throw new InvalidArgumentError(`malformed oid ${JSON.stringify(oid)}`);
@@ -68,7 +68,8 @@ export class Transactions {
     }
     const versions = await this.engine.prepare(txid, coordinator, { dataset: ops.dataset, reads: ops.reads, writes: ops.writes, deletes: ops.deletes });
     failpoint('participant-after-prepare');
-    return versions;
+    const replicated = [...ops.writes, ...ops.deletes].some((w) => this.engine.replicasOf(w.oid).length > 0);
+    return { versions, replicated };
   }
 
   async finishHere(txid: string, commit: boolean): Promise<void> {
@@ -112,17 +113,14 @@ export class Transactions {
 
     const reserved = await this.reserveAliases(req);
     const decisionKey = META_KEYS.decision(req.txid);
-    const prepared: boolean[] = req.parts.map(() => false);
     let versions: PrepareResponse[];
     try {
       // Phase 1: prepare every part (in parallel). Any failure decides abort.
-      const results = await Promise.allSettled(req.parts.map(async (part, i) => {
+      const results = await Promise.allSettled(req.parts.map((part, i) => {
         const ops = { ...part.ops!, dataset: req.dataset };
-        const v = part.node === me
-          ? await this.prepareHere(req.txid, me, ops)
-          : (await this.peers.prepare(members[i]!.address, { txid: req.txid, coordinator: me, ops })).versions;
-        prepared[i] = true;
-        return { versions: v };
+        return part.node === me
+          ? this.prepareHere(req.txid, me, ops)
+          : this.peers.prepare(members[i]!.address, { txid: req.txid, coordinator: me, ops });
       }));
       const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed) {
@@ -143,13 +141,23 @@ export class Transactions {
       await this.releaseAliases(reserved);
       throw e;
     }
+    const addresses = members.map((m) => m!.address);
+    if (versions.some((v) => v.replicated)) {
+      // Replicas are current before a write is acknowledged: readers of a replica copy do not
+      // wait for the decision the way readers of the (locked) master copy do.
+      const finished = await this.finishAll(req, addresses, true);
+      await this.confirmAliases(req, reserved);
+      if (!finished) throw new UnavailableError(`transaction ${req.txid} committed, but not every replica of what it wrote could be updated`);
+      this.reap(decisionKey);
+      return { parts: versions };
+    }
     // Committed: the decision is durable in etcd, so the transaction is acknowledged now; the
     // parts are finished in the background (a participant that misses its Finish reads the
     // decision itself, and readers and writers of its objects wait for it).
     void (async () => {
       // After this turn, so the client's answer goes out before the finishing work starts.
       await new Promise((r) => setImmediate(r));
-      const finished = await this.finishAll(req, members.map((m) => m!.address), true);
+      const finished = await this.finishAll(req, addresses, true);
       await this.confirmAliases(req, reserved);
       if (finished) this.reap(decisionKey);
     })().catch((e) => this.log.warn({ txid: req.txid, err: (e as Error).message }, 'finishing a committed transaction'));

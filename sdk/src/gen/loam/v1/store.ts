@@ -308,6 +308,11 @@ export interface PrepareRequest {
 export interface PrepareResponse {
   /** New version of each write of the part, in request order (applied only if it commits). */
   versions: number[];
+  /**
+   * The part writes objects that have replicas: the coordinator finishes it (which updates the
+   * replicas) before it acknowledges the commit, as a single-node write would.
+   */
+  replicated: boolean;
 }
 
 export interface FinishRequest {
@@ -3907,7 +3912,7 @@ export const PrepareRequest: MessageFns<PrepareRequest> = {
 };
 
 function createBasePrepareResponse(): PrepareResponse {
-  return { versions: [] };
+  return { versions: [], replicated: false };
 }
 
 export const PrepareResponse: MessageFns<PrepareResponse> = {
@@ -3918,6 +3923,9 @@ export const PrepareResponse: MessageFns<PrepareResponse> = {
         writer.uint64(v);
       }
       writer.join();
+    }
+    if (message.replicated !== false) {
+      writer.uint32(16).bool(message.replicated);
     }
     return writer;
   },
@@ -3953,6 +3961,14 @@ export const PrepareResponse: MessageFns<PrepareResponse> = {
 
             break;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.replicated = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3971,6 +3987,7 @@ export const PrepareResponse: MessageFns<PrepareResponse> = {
   fromPartial(object: DeepPartial<PrepareResponse>): PrepareResponse {
     const message = createBasePrepareResponse();
     message.versions = object.versions?.map((e) => e) || [];
+    message.replicated = object.replicated ?? false;
     return message;
   },
 };
