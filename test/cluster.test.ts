@@ -266,6 +266,33 @@ describe('replicas', () => {
   });
 });
 
+describe('replicate under concurrent writes', () => {
+  it('a write acknowledged while the replica is being added reaches it', async () => {
+    // Node 1 pauses between copying to the new replica and recording it in the replica set: a
+    // commit in flight when replicate took its lock lands in that window.
+    const prefix = `/loam/test-${process.pid}-${++seq}`;
+    const nodes = [
+      await startClusterNode({ etcd: etcd.endpoints, prefix, env: { LOAM_FAILPOINTS: 'replicate-after-copy:pause=150' } }),
+      await startClusterNode({ etcd: etcd.endpoints, prefix }),
+    ];
+    const c = await client(nodes[0].url);
+    const writer = await client(nodes[0].url);
+    const viaTwo = await client(nodes[1].url);
+    for (let round = 0; round < 6; round++) {
+      const d = await c.persist(new Doc(0, 'w0'), { backend: 1 });
+      const mine = await writer.get<Doc>(d.$oid!);
+      mine.text = 'w1';
+      // Sent together: when the save reaches the node first, it is in flight as replicate locks
+      // the object and copies it, and is acknowledged before the replica set names node 2.
+      const saved = writer.save(mine);
+      await new Promise((r) => setImmediate(r)); // the SDK sends commits of one turn together, at its end
+      await c.replicate(d, 2);
+      await saved;
+      expect((await viaTwo.get<Doc>(d.$oid!, { readFrom: 'any' })).text).toBe('w1');
+    }
+  });
+});
+
 describe('replicas follow a moved object', () => {
   it('a move keeps the replica set (the target leaves it), and the new master keeps the copies current', async () => {
     const { nodes } = await cluster(3);

@@ -238,6 +238,22 @@ describe('Engine', () => {
     expect(e.get('default', [a]).objects[0].state.toString()).toBe('a4');
   });
 
+  it('an object locked by a prepared transaction is not moved out (its commit would bring it back)', async () => {
+    const dir = tmp();
+    const e = await open(dir, { lockWaitMs: 30 });
+    const x = newOid(1);
+    await e.commit({ dataset: 'default', writes: [put(x, 'x1')] });
+    const tx = 'e'.repeat(32);
+    await e.prepare(tx, 2, { dataset: 'default', writes: [put(x, 'x2', 1)] });
+    await expect(e.moveOut('default', [{ oid: x, version: 1 }], 3)).rejects.toBeInstanceOf(WriteConflictError);
+    expect(e.forwardOf(x)).toBeUndefined();
+    await e.finish(tx, true);
+    await e.moveOut('default', [{ oid: x, version: 2 }], 3);
+    expect(e.forwardOf(x)).toBe(3);
+    expect(e.holds(x)).toBe(false);
+    await e.close();
+  });
+
   it('compaction and restart keep cluster records: forwards, directory, replicas, prepared transactions', async () => {
     const dir = tmp();
     let e = await open(dir, { maxSegmentBytes: 600, lockWaitMs: 30 });

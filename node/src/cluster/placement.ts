@@ -8,6 +8,7 @@ import type { Logger } from '../logger.js';
 import { META_KEYS } from '../meta/meta-store.js';
 import type { Member, Membership } from './membership.js';
 import { Peers } from './peers.js';
+import { failpointAsync } from '../failpoints.js';
 
 /** Objects sent to the target per Install call: bounded so one call stays well under message limits. */
 const MOVE_CHUNK_OBJECTS = 5_000;
@@ -193,15 +194,26 @@ export class Placement {
   private async moveChunk(dataset: string, chunk: StoredObject[], dest: Member, target: number, replicaSets: Map<string, number[]>): Promise<StoredObject[]> {
     const sets = [...replicaSets].filter(([, nodes]) => nodes.length > 0).map(([oid, nodes]) => ({ oid, nodes }));
     for (let attempt = 1; ; attempt++) {
+      await this.waitForPrepared(chunk.map((o) => o.oid));
+      chunk = this.engine.get(dataset, chunk.map((o) => o.oid)).objects;
       await this.peers.install(dest.address, { dataset, objects: chunk, replicaSets: sets });
       try {
         await this.engine.moveOut(dataset, chunk.map((o) => ({ oid: o.oid, version: o.version })), target);
         return chunk;
       } catch (e) {
         if (!(e instanceof WriteConflictError) || attempt >= 5) throw e;
-        chunk = this.engine.get(dataset, chunk.map((o) => o.oid)).objects;
       }
     }
+  }
+
+  /** Waits until no prepared transaction locks any of `oids` (each resolves within its timeout). */
+  private async waitForPrepared(oids: string[]): Promise<void> {
+    const txs = new Set<string>();
+    for (const o of oids) {
+      const tx = this.engine.lockedBy(o);
+      if (tx) txs.add(tx);
+    }
+    await Promise.all([...txs].map((t) => this.engine.waitForTx(t)));
   }
 
   // ------------------------------------------------------------------ replicas
@@ -265,7 +277,15 @@ export class Placement {
         const fresh = objects.filter((o) => !this.engine.replicasOf(o.oid).includes(target));
         if (fresh.length === 0) return;
         await this.peers.installReplicas(dest.address, { dataset, master: this.me.number, objects: fresh });
-        for (const o of fresh) await this.engine.setReplicas(dataset, o.oid, [...this.engine.replicasOf(o.oid), target]);
+        await failpointAsync('replicate-after-copy');
+        await this.engine.setReplicaSets(dataset, new Map(fresh.map((o) => [o.oid, [...this.engine.replicasOf(o.oid), target]])));
+        // A write acknowledged between the copy and the new replica set pushed to the old set
+        // only: send what changed since the copy (later writes push to the target themselves).
+        const copied = new Map(fresh.map((o) => [o.oid, o.version]));
+        const now = this.engine.get(dataset, fresh.map((o) => o.oid));
+        const newer = now.objects.filter((o) => o.version > copied.get(o.oid)!);
+        if (newer.length > 0) await this.peers.installReplicas(dest.address, { dataset, master: this.me.number, objects: newer });
+        if (now.missing.length > 0) await this.peers.dropReplicas(dest.address, { dataset, oids: now.missing });
         replicated.push(...fresh.map((o) => o.oid));
         await this.recordHomeReplicas(fresh.map((o) => o.oid));
       });

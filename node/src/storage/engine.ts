@@ -835,6 +835,9 @@ export class Engine {
     const ds = this.datasetId(dataset);
     const records: LogRecord[] = [];
     for (const it of items) {
+      // A prepared transaction would apply its records here after the object left.
+      const tx = this.locks.get(it.oid);
+      if (tx) throw new WriteConflictError(`object ${it.oid} is locked by prepared transaction ${tx}`, { oid: it.oid });
       const cur = this.currentVersion(it.oid, wordsFromHex(it.oid));
       if (cur.version !== it.version) {
         throw new WriteConflictError(`object ${it.oid} changed while it was being moved`, { oid: it.oid, expectedVersion: it.version, actualVersion: cur.version });
