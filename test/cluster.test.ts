@@ -88,6 +88,10 @@ describe('a cluster of loam nodes on a real etcd', () => {
     await c2.save(got);
     expect((await c1.get<Doc>(d.$oid!)).text).toBe('changed via node 2');
     await expect(c2.get('0003' + '0'.repeat(28))).rejects.toBeInstanceOf(NotFoundError);
+    // a DNS name (as a Kubernetes Service gives) works as a seed like an address
+    const byName = await client(nodes[2].url.replace('127.0.0.1', 'localhost'));
+    expect((await byName.backends()).map((b) => b.number)).toEqual([1, 2, 3]);
+    expect((await byName.get<Doc>(d.$oid!)).text).toBe('changed via node 2');
   });
 
   it('aliases are unique per dataset across nodes (etcd compare-and-set)', async () => {

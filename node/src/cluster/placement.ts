@@ -404,14 +404,24 @@ export class Placement {
    * objects are mastered here; after a move, `master` and `sets` say where and what they are.
    */
   private async recordHomeReplicas(oids: string[], master = this.me.number, sets?: Map<string, number[]>): Promise<void> {
+    // One call per home node, not per object (a recursive replicate records thousands).
+    const byHome = new Map<number, { oid: string; master: number; replicas: number[] }[]>();
     for (const oid of oids) {
-      const server = await this.homeServer(oidHomeNode(oid));
-      const entry = { oid, master, replicas: sets?.get(oid) ?? this.engine.replicasOf(oid) };
+      const home = oidHomeNode(oid);
+      let list = byHome.get(home);
+      if (!list) byHome.set(home, (list = []));
+      list.push({ oid, master, replicas: sets?.get(oid) ?? this.engine.replicasOf(oid) });
+    }
+    for (const [home, entries] of byHome) {
       try {
-        if (server?.id === this.me.id) await this.setHomeReplicas([entry]);
-        else if (server) await this.peers.setHomeReplicas(server.address, { entries: [entry] });
+        const server = await this.homeServer(home);
+        for (let i = 0; i < entries.length; i += MOVE_CHUNK_OBJECTS) {
+          const part = entries.slice(i, i + MOVE_CHUNK_OBJECTS);
+          if (server?.id === this.me.id) await this.setHomeReplicas(part);
+          else if (server) await this.peers.setHomeReplicas(server.address, { entries: part });
+        }
       } catch (e) {
-        this.log.warn({ oid, err: (e as Error).message }, 'home directory replicas not updated');
+        this.log.warn({ home, objects: entries.length, err: (e as Error).message }, 'home directory replicas not updated');
       }
     }
   }
