@@ -112,6 +112,39 @@ describe('failures of etcd and of nodes', () => {
     expect((await c.get<Rec>(other.$oid!)).n).toBe(201);
   });
 
+  it('a transaction whose participant freezes aborts at the client\'s deadline and frees its locks', async () => {
+    const a = await c.persist(new Rec(300), { backend: 1 });
+    const b = await c.persist(new Rec(400), { backend: 2 });
+    const victim = nodes[1];
+    let frozen = false;
+    try {
+      const err = await c.transaction(async (tx) => {
+        const [x, y] = await Promise.all([tx.get<Rec>(a.$oid!), tx.get<Rec>(b.$oid!)]);
+        victim.child.kill('SIGSTOP'); // after the reads: the prepare on node 2 is what hangs
+        frozen = true;
+        x.n++;
+        y.n++;
+      }, { retries: 0 }).catch((e: unknown) => e);
+      expect([UnavailableError, DeadlineExceededError].some((k) => err instanceof k)).toBe(true);
+      // The coordinator gave up with the client (3 s) and released its lock at once, not when its
+      // own prepared part timed out (LOAM_TX_TIMEOUT_MS, 5 s after the prepare): a write with a
+      // 1.5 s deadline goes through at the first try (without the release it waits and fails).
+      const other = await connect(nodes[0].url, { deadlineMs: 1500 });
+      try {
+        const mine = await other.get<Rec>(a.$oid!);
+        mine.n = 310;
+        await other.save(mine);
+        expect((await other.get<Rec>(a.$oid!)).n).toBe(310);
+      } finally {
+        await other.close();
+      }
+    } finally {
+      if (frozen) victim.child.kill('SIGCONT');
+    }
+    await waitFor(async () => (await c.backends()).length === 3, 'the node to be back', 20_000, 200);
+    expect((await c.get<Rec>(b.$oid!)).n).toBe(400); // aborted: nothing applied on node 2
+  });
+
   it('kill -9 of a cluster node under writes loses no acknowledged write', async () => {
     const victim = nodes[2];
     const acked = new Map<string, number>();

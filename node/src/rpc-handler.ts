@@ -8,8 +8,13 @@ export class MalformedRequest {
   constructor(readonly reason: string) {}
 }
 
+/** What a method knows of its call: when the caller stops waiting (ms since the epoch), if it said. */
+export interface CallContext {
+  deadline?: number;
+}
+
 /** A handled method: answers `req` through `done`, with a typed error or the response. */
-export type Method<Req, Res> = (req: Req, done: (err: unknown, res?: Res) => void) => void;
+export type Method<Req, Res> = (req: Req, done: (err: unknown, res?: Res) => void, call?: CallContext) => void;
 
 /**
  * Makes handled methods: each rejects malformed requests, runs `before` (e.g. "has this node
@@ -17,7 +22,7 @@ export type Method<Req, Res> = (req: Req, done: (err: unknown, res?: Res) => voi
  * RPC (unary()) and a message on a peer link stream.
  */
 export function methodMaker(metrics: NodeMetrics, log: Logger, before: () => void = () => undefined) {
-  return function method<Req, Res>(name: string, fn: (req: Req) => Res | Promise<Res>): Method<Req, Res> {
+  return function method<Req, Res>(name: string, fn: (req: Req, call: CallContext) => Res | Promise<Res>): Method<Req, Res> {
     // prom-client hashes label objects on every call; the children per outcome are looked up once.
     const children = new Map<string, { count: { inc(): void }; seconds: { observe(v: number): void } }>();
     const child = (outcome: string) => {
@@ -28,7 +33,7 @@ export function methodMaker(metrics: NodeMetrics, log: Logger, before: () => voi
       }
       return c;
     };
-    return (req, done) => {
+    return (req, done, call = {}) => {
       const t0 = process.hrtime.bigint();
       const record = (outcome: string) => {
         const c = child(outcome);
@@ -47,7 +52,7 @@ export function methodMaker(metrics: NodeMetrics, log: Logger, before: () => voi
         if (req === null || req === undefined) throw new InvalidArgumentError('empty request');
         if (req instanceof MalformedRequest) throw new InvalidArgumentError(`malformed request: ${req.reason}`);
         before();
-        result = fn(req);
+        result = fn(req, call);
       } catch (e) {
         fail(e);
         return;
@@ -68,15 +73,17 @@ export function methodMaker(metrics: NodeMetrics, log: Logger, before: () => voi
 /** A method as a grpc-js unary handler: a failure goes out as a typed gRPC error. */
 export function unary<Req, Res>(m: Method<Req, Res>) {
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
+    const d = call.getDeadline();
+    const deadline = d instanceof Date ? d.getTime() : Number.isFinite(d) ? d : undefined;
     m(call.request, (err, res) => {
       if (err) callback(toServiceError(err) as Parameters<sendUnaryData<Res>>[0]);
       else callback(null, res as Res);
-    });
+    }, { deadline });
   };
 }
 
 /** The old one-step form: unaryHandler(...)(name, fn) is unary(methodMaker(...)(name, fn)). */
 export function unaryHandler(metrics: NodeMetrics, log: Logger, before: () => void = () => undefined) {
   const method = methodMaker(metrics, log, before);
-  return <Req, Res>(name: string, fn: (req: Req) => Res | Promise<Res>) => unary(method<Req, Res>(name, fn));
+  return <Req, Res>(name: string, fn: (req: Req, call: CallContext) => Res | Promise<Res>) => unary(method<Req, Res>(name, fn));
 }

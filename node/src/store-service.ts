@@ -236,10 +236,10 @@ export function storeService(
       if (held.missing.length) throw new NotFoundError(`object ${held.missing[0]} does not exist`, { oid: held.missing[0] });
       return { moved: req.oids, remote: [] };
     }),
-    commitMulti: unary('CommitMulti', async (req) => {
+    commitMulti: unary('CommitMulti', async (req, call) => {
       if (!transactions) throw new InvalidArgumentError('a single-node DataStore has no distributed transactions: use Commit');
       await ensureDataset(req.dataset);
-      return transactions.commitMulti(req);
+      return transactions.commitMulti(req, call.deadline);
     }),
     replicate: unary('Replicate', async (req) => {
       await ensureDataset(req.dataset);

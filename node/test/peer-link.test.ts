@@ -117,6 +117,20 @@ describe('node-to-node Link stream', () => {
     expect(await link.call('prepare', { txid: 'b'.repeat(32), coordinator: 1, ops: undefined })).toEqual({ versions: [1], replicated: false });
   });
 
+  it('a slow call on a live link times out alone: the calls around it are not failed', async () => {
+    const never = deferred();
+    const release = deferred();
+    let calls = 0;
+    const { port } = await serve({ prepare: async () => (++calls === 1 ? await never.promise : await release.promise, { versions: [calls] }) });
+    const { link } = connectLink(port, 10_000);
+    const slow = link.call('prepare', { txid: 'a'.repeat(32), coordinator: 1, ops: undefined }, 300);
+    const waiting = link.call('prepare', { txid: 'b'.repeat(32), coordinator: 1, ops: undefined });
+    expect(await link.call('finish', { txid: 'c'.repeat(32), commit: true })).toEqual({}); // the link answers
+    await expect(slow).rejects.toBeInstanceOf(DeadlineExceededError);
+    release.resolve();
+    expect(await waiting).toMatchObject({ versions: [2] }); // same stream, not reset
+  });
+
   it('a message without a call gets a typed INVALID_ARGUMENT answer', async () => {
     const { port } = await serve({});
     const { client } = connectLink(port);

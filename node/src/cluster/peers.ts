@@ -65,14 +65,16 @@ export class Peers {
     return this.call(c, c.adoptHome, req);
   }
 
-  prepare(address: string, req: PrepareRequest): Promise<PrepareResponse> {
+  /** `timeoutMs` shortens the usual deadline (the client's own deadline is nearer). */
+  prepare(address: string, req: PrepareRequest, timeoutMs?: number): Promise<PrepareResponse> {
+    const deadline = Math.min(timeoutMs ?? this.deadlineMs, this.deadlineMs);
     let bytes = 0;
     for (const w of req.ops?.writes ?? []) bytes += w.state.length;
     if (bytes > LINK_MAX_BYTES) {
       const c = this.node(address);
-      return this.call(c, c.prepare, req);
+      return callUnary(c, c.prepare, req, deadline);
     }
-    return this.link(address).call('prepare', req);
+    return this.link(address).call('prepare', req, deadline);
   }
 
   finish(address: string, req: FinishRequest): Promise<unknown> {

@@ -101,7 +101,12 @@ export class Transactions {
 
   // ------------------------------------------------------------------ coordinator
 
-  async commitMulti(req: CommitMultiRequest): Promise<CommitMultiResponse> {
+  /**
+   * Runs a distributed transaction. `deadline` (ms since the epoch) is when the client stops
+   * waiting: prepares still running then fail, and the transaction aborts and releases its locks
+   * rather than hold them for a client that has gone.
+   */
+  async commitMulti(req: CommitMultiRequest, deadline?: number): Promise<CommitMultiResponse> {
     if (!/^[0-9a-f]{32}$/.test(req.txid)) throw new InvalidArgumentError(`malformed transaction id ${JSON.stringify(req.txid)}`);
     if (req.parts.length < 1 || req.parts.length > 64) throw new InvalidArgumentError('a distributed transaction has 1 to 64 parts');
     const nodes = new Set(req.parts.map((p) => p.node));
@@ -120,7 +125,7 @@ export class Transactions {
         const ops = { ...part.ops!, dataset: req.dataset };
         return part.node === me
           ? this.prepareHere(req.txid, me, ops)
-          : this.peers.prepare(members[i]!.address, { txid: req.txid, coordinator: me, ops });
+          : this.peers.prepare(members[i]!.address, { txid: req.txid, coordinator: me, ops }, deadline === undefined ? undefined : Math.max(1, deadline - Date.now()));
       }));
       const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed) {
