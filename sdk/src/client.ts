@@ -325,7 +325,9 @@ export class Client {
       const byNode = new Map<number, string[]>();
       for (const o of todo) {
         const n = this.router.nodeOf(o);
-        byNode.set(n, [...(byNode.get(n) ?? []), o]);
+        const list = byNode.get(n);
+        if (list) list.push(o);
+        else byNode.set(n, [o]);
       }
       const next: string[] = [];
       for (const [n, oids] of byNode) {

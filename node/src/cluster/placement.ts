@@ -300,8 +300,7 @@ export class Placement {
    * it could not be confirmed).
    */
   async pushReplicas(dataset: string, oids: string[]): Promise<void> {
-    const byNode = new Map<number, string[]>();
-    for (const oid of oids) for (const n of this.engine.replicasOf(oid)) byNode.set(n, [...(byNode.get(n) ?? []), oid]);
+    const byNode = groupBy(oids, (oid) => this.engine.replicasOf(oid));
     if (byNode.size === 0) return;
     await Promise.all([...byNode].map(async ([n, list]) => {
       const m = await this.member(n);
@@ -359,10 +358,10 @@ export class Placement {
     for (const ds of this.engine.listDatasets()) {
       let pending = this.engine.replicaCopiesIn(ds);
       for (let hop = 0; pending.length > 0 && hop < 4; hop++) {
-        const byMaster = new Map<number, string[]>();
-        for (const c of pending) byMaster.set(c.master, [...(byMaster.get(c.master) ?? []), c.oid]);
+        const byMaster = groupBy(pending, (c) => [c.master]);
         pending = [];
-        for (const [master, oids] of byMaster) {
+        for (const [master, copies] of byMaster) {
+          const oids = copies.map((c) => c.oid);
           for (let i = 0; i < oids.length; i += MOVE_CHUNK_OBJECTS) {
             const part = oids.slice(i, i + MOVE_CHUNK_OBJECTS);
             const m = await this.member(master);
@@ -389,8 +388,7 @@ export class Placement {
    * until then a copy that still names the old master only costs a redirect through it.
    */
   private async repointReplicas(dataset: string, chunk: StoredObject[], replicaSets: Map<string, number[]>, target: number): Promise<void> {
-    const byNode = new Map<number, StoredObject[]>();
-    for (const o of chunk) for (const n of replicaSets.get(o.oid) ?? []) byNode.set(n, [...(byNode.get(n) ?? []), o]);
+    const byNode = groupBy(chunk, (o) => replicaSets.get(o.oid) ?? []);
     await Promise.all([...byNode].map(async ([n, objects]) => {
       const m = await this.member(n);
       if (!m) return;
@@ -405,13 +403,7 @@ export class Placement {
    */
   private async recordHomeReplicas(oids: string[], master = this.me.number, sets?: Map<string, number[]>): Promise<void> {
     // One call per home node, not per object (a recursive replicate records thousands).
-    const byHome = new Map<number, { oid: string; master: number; replicas: number[] }[]>();
-    for (const oid of oids) {
-      const home = oidHomeNode(oid);
-      let list = byHome.get(home);
-      if (!list) byHome.set(home, (list = []));
-      list.push({ oid, master, replicas: sets?.get(oid) ?? this.engine.replicasOf(oid) });
-    }
+    const byHome = groupBy(oids.map((oid) => ({ oid, master, replicas: sets?.get(oid) ?? this.engine.replicasOf(oid) })), (e) => [oidHomeNode(e.oid)]);
     for (const [home, entries] of byHome) {
       try {
         const server = await this.homeServer(home);
@@ -543,6 +535,19 @@ export class Placement {
     if (this.finishTimer) clearInterval(this.finishTimer);
     this.peers.close();
   }
+}
+
+/** Groups items under each of their keys (an item with several keys is in several groups). */
+function groupBy<T, K>(items: Iterable<T>, keys: (item: T) => Iterable<K>): Map<K, T[]> {
+  const out = new Map<K, T[]>();
+  for (const item of items) {
+    for (const k of keys(item)) {
+      let list = out.get(k);
+      if (!list) out.set(k, (list = []));
+      list.push(item);
+    }
+  }
+  return out;
 }
 
 /** The oids an object's state references (decoded with the SDK codec; no model classes needed). */
