@@ -215,14 +215,13 @@ export class Engine {
   /** Records the replica sets of objects mastered here, in one batch. */
   async setReplicaSets(dataset: string, sets: ReadonlyMap<string, number[]>): Promise<void> {
     const ds = this.datasetId(dataset);
-    const records: LogRecord[] = [...sets].map(([oid, nodes]) => ({ type: RecordType.Replicas, dataset: ds, oid: bytesFromHex(assertOid(oid)), nodes: [...new Set(nodes)].sort((a, b) => a - b) }));
+    const records: LogRecord[] = [...sets].map(([oid, nodes]) => ({ type: RecordType.Replicas, dataset: ds, oid: bytesFromHex(assertOid(oid)), nodes: nodeSet(nodes) }));
     if (records.length > 0) await this.appendAndPublish(records);
   }
 
   /** Records the replica set of an object mastered here. */
-  async setReplicas(dataset: string, oid: string, nodes: number[]): Promise<void> {
-    const ds = this.datasetId(dataset);
-    await this.appendAndPublish([{ type: RecordType.Replicas, dataset: ds, oid: bytesFromHex(assertOid(oid)), nodes: [...new Set(nodes)].sort((a, b) => a - b) }]);
+  setReplicas(dataset: string, oid: string, nodes: number[]): Promise<void> {
+    return this.setReplicaSets(dataset, new Map([[oid, nodes]]));
   }
 
   /**
@@ -820,7 +819,7 @@ export class Engine {
       if (this.forwards.has(o.oid)) records.push({ type: RecordType.Forward, dataset: ds, oid, node: 0 });
       // A replica copy held here becomes the master copy; the object keeps its other replicas.
       if (this.replicaOf.has(o.oid)) records.push({ type: RecordType.ReplicaOf, dataset: ds, oid, master: 0 });
-      const nodes = [...new Set(replicaSets.get(o.oid) ?? [])].sort((a, b) => a - b);
+      const nodes = nodeSet(replicaSets.get(o.oid) ?? []);
       if (nodes.join() !== this.replicasOf(o.oid).join()) records.push({ type: RecordType.Replicas, dataset: ds, oid, nodes });
     }
     if (records.length === 0) return;
@@ -1080,3 +1079,7 @@ function frameIsDataset(frame: Buffer): boolean {
   return frame.readUInt8(8) === RecordType.Dataset;
 }
 
+/** A replica set as stored: each node once, ascending. */
+function nodeSet(nodes: Iterable<number>): number[] {
+  return [...new Set(nodes)].sort((a, b) => a - b);
+}
