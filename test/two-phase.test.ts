@@ -23,7 +23,7 @@ afterAll(async () => {
 });
 
 /** acknowledged 'either': the crash races the answer, which may or may not have left. */
-type Case = { failpoint: string; victim: 0 | 1; role: string; acknowledged: boolean | 'either'; applied: boolean };
+type Case = { failpoint: string; victim: 0 | 1; role: string; acknowledged: boolean | 'either'; applied: boolean; replicated?: boolean };
 
 /**
  * Node 1 coordinates (it holds the first object written); node 2 is the other participant.
@@ -36,7 +36,10 @@ describe.each<Case>([
   { failpoint: 'participant-before-commit', victim: 1, role: 'participant', acknowledged: true, applied: true },
   // the coordinator dies before applying its own part: the decision is in etcd, so it applies on restart
   { failpoint: 'participant-before-commit', victim: 0, role: 'coordinator', acknowledged: 'either', applied: true },
-])('two-phase commit with a crash at $failpoint on the $role', ({ failpoint, victim, acknowledged, applied }) => {
+  // node 2's object has a replica on node 1: the commit is acknowledged only once every part is
+  // applied and pushed, so this crash leaves the client unanswered; the restart applies and pushes
+  { failpoint: 'participant-before-commit', victim: 1, role: 'participant', acknowledged: false, applied: true, replicated: true },
+])('two-phase commit with a crash at $failpoint on the $role (replicated: $replicated)', ({ failpoint, victim, acknowledged, applied, replicated }) => {
   it(`leaves no lock, applies all or nothing (${applied ? 'all' : 'nothing'}), loses nothing acknowledged`, async () => {
     const prefix = `/loam/2pc-${process.pid}-${++seq}`;
     const env = (armed: boolean) => ({ LOAM_TX_TIMEOUT_MS: TX_TIMEOUT, ...(armed ? { LOAM_FAILPOINTS: failpoint } : {}) });
@@ -46,6 +49,7 @@ describe.each<Case>([
     clients.push(c);
     const a = await c.persist(new Account(100), { backend: 1 });
     const b = await c.persist(new Account(100), { backend: 2 });
+    if (replicated) await c.replicate(b, 1);
 
     const outcome = await c.transaction(async (tx) => {
       const x = await tx.get<Account>(a.$oid!);
@@ -71,6 +75,12 @@ describe.each<Case>([
     const y = await c.get<Account>(b.$oid!);
     expect(x.balance + y.balance).toBe(200); // all or nothing
     expect(x.balance).toBe(applied ? 70 : 100);
+    if (replicated) {
+      const viaOne = await connect(nodes[0].url, { deadlineMs: 5000 });
+      clients.push(viaOne);
+      // the resolving participant applies, releases its lock, then pushes: the copy catches up
+      await waitFor(async () => (await viaOne.get<Account>(b.$oid!, { readFrom: 'any' })).balance === y.balance, 'the replica copy to catch up', 10_000);
+    }
     // and the objects take writes again, across both nodes
     await c.transaction(async (tx) => {
       (await tx.get<Account>(a.$oid!)).balance += 1;
