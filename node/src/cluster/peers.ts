@@ -25,7 +25,18 @@ export class Peers {
   constructor(private readonly deadlineMs = 30_000, private readonly maxMessageBytes = 128 * 1024 * 1024) {}
 
   private opts() {
-    return { 'grpc.max_receive_message_length': this.maxMessageBytes, 'grpc.max_send_message_length': this.maxMessageBytes };
+    return {
+      'grpc.max_receive_message_length': this.maxMessageBytes,
+      'grpc.max_send_message_length': this.maxMessageBytes,
+      // A connection that died without a reset (a node's host gone, a dropped route) would hold
+      // the Link stream, and every call on it, until their deadlines: pings find it in seconds.
+      // (grpc-js servers accept pings at any rate.)
+      'grpc.keepalive_time_ms': 10_000,
+      'grpc.keepalive_timeout_ms': 5_000,
+      // grpc-js backs off up to 120 s by default: a restarted peer would stay unreachable that long.
+      'grpc.initial_reconnect_backoff_ms': 100,
+      'grpc.max_reconnect_backoff_ms': 1_000,
+    };
   }
 
   private node(address: string): NodeServiceClient {
