@@ -5,7 +5,7 @@ import {
   type PrepareResponse, type SetMasterRequest, type GetRequest, type GetResponse, type InstallReplicasRequest, type DropReplicasRequest, type SetHomeReplicasRequest,
   type ReleaseReplicasRequest, type ReleaseReplicasResponse,
 } from '@loam/sdk/wire';
-import { PeerLink } from './peer-link.js';
+import { PeerLink, type LinkCalls } from './peer-link.js';
 
 /**
  * Requests carrying more object bytes than this go as their own unary call, so a bulk copy does
@@ -76,16 +76,20 @@ export class Peers {
     return this.call(c, c.adoptHome, req);
   }
 
+  /**
+   * A call that can go on the Link: there unless it carries more than LINK_MAX_BYTES of object
+   * state, then as its own unary call.
+   */
+  private linkOrUnary<K extends 'prepare' | 'installReplicas'>(address: string, kind: K, req: LinkCalls[K][0], stateBytes: number, deadlineMs = this.deadlineMs): Promise<LinkCalls[K][1]> {
+    if (stateBytes <= LINK_MAX_BYTES) return this.link(address).call(kind, req, deadlineMs);
+    const c = this.node(address);
+    return callUnary(c, c[kind] as UnaryMethod<LinkCalls[K][0], LinkCalls[K][1]>, req, deadlineMs);
+  }
+
   /** `timeoutMs` shortens the usual deadline (the client's own deadline is nearer). */
   prepare(address: string, req: PrepareRequest, timeoutMs?: number): Promise<PrepareResponse> {
-    const deadline = Math.min(timeoutMs ?? this.deadlineMs, this.deadlineMs);
-    let bytes = 0;
-    for (const w of req.ops?.writes ?? []) bytes += w.state.length;
-    if (bytes > LINK_MAX_BYTES) {
-      const c = this.node(address);
-      return callUnary(c, c.prepare, req, deadline);
-    }
-    return this.link(address).call('prepare', req, deadline);
+    const bytes = (req.ops?.writes ?? []).reduce((n, w) => n + w.state.length, 0);
+    return this.linkOrUnary(address, 'prepare', req, bytes, Math.min(timeoutMs ?? this.deadlineMs, this.deadlineMs));
   }
 
   finish(address: string, req: FinishRequest): Promise<unknown> {
@@ -93,13 +97,7 @@ export class Peers {
   }
 
   installReplicas(address: string, req: InstallReplicasRequest): Promise<unknown> {
-    let bytes = 0;
-    for (const o of req.objects) bytes += o.state.length;
-    if (bytes > LINK_MAX_BYTES) {
-      const c = this.node(address);
-      return this.call(c, c.installReplicas, req);
-    }
-    return this.link(address).call('installReplicas', req);
+    return this.linkOrUnary(address, 'installReplicas', req, req.objects.reduce((n, o) => n + o.state.length, 0));
   }
 
   dropReplicas(address: string, req: DropReplicasRequest): Promise<unknown> {
