@@ -13,6 +13,7 @@ import fsp from 'node:fs/promises';
 import net from 'node:net';
 import grpc from '@grpc/grpc-js';
 import { Persistent, registerModel } from '@loam/sdk';
+import { CommitRequest, CommitResponse } from '@loam/sdk/wire';
 
 export const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.resolve(BENCH_DIR, '..');
@@ -616,4 +617,28 @@ export async function startCluster({ nodes = 2 } = {}) {
       await etcd.stop();
     },
   };
+}
+
+/**
+ * Runs `fn` (one operation that sends one Commit) with the client's commit call watched, and
+ * returns the exact protobuf sizes of that commit's request and response. Not for timed rounds.
+ */
+export async function commitWireSizes(client, fn) {
+  const conn = client.conn; // internal
+  const commit = conn.commit;
+  let reqBytes = 0;
+  let resBytes = 0;
+  conn.commit = async function (req) {
+    reqBytes = CommitRequest.encode(req).finish().length;
+    const res = await commit.call(this, req);
+    resBytes = CommitResponse.encode(res).finish().length;
+    return res;
+  };
+  try {
+    await fn();
+  } finally {
+    delete conn.commit;
+  }
+  if (reqBytes === 0) throw new Error('the operation sent no commit');
+  return { reqBytes, resBytes };
 }

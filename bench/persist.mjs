@@ -3,10 +3,9 @@
 // gives the floor of the same batch: a bare gRPC call carrying the same request and reply bytes
 // to the echo child, plus an append + fdatasync of the same log bytes.
 import { connect } from '@loam/sdk';
-import { CommitRequest, CommitResponse } from '@loam/sdk/wire';
 import {
   BenchBatch, BenchPerson, startNode, startEcho, echoClient, replyRequest, writeFsyncMs, logBytes,
-  tempDir, now, median, gc, settle, fmt, ratio, bytes, verdict, note,
+  tempDir, now, median, gc, settle, fmt, ratio, bytes, verdict, note, commitWireSizes,
 } from './lib.mjs';
 
 export const name = 'persist-10k';
@@ -27,20 +26,9 @@ export async function run() {
   const client = await connect(node.url);
   try {
     // Sizes of the batch on the wire and on disk, taken from one warm-up persist.
-    let reqBytes = 0;
-    let resBytes = 0;
-    const conn = client.conn; // internal: only to measure the request size, not in timed rounds
-    const commit = conn.commit;
-    conn.commit = async function (req) {
-      reqBytes = CommitRequest.encode(req).finish().length;
-      const res = await commit.call(this, req);
-      resBytes = CommitResponse.encode(res).finish().length;
-      return res;
-    };
     let before = logBytes(node.dataDir);
-    await client.persist(makeRoot());
+    const { reqBytes, resBytes } = await commitWireSizes(client, () => client.persist(makeRoot()));
     const diskBytes = logBytes(node.dataDir) - before;
-    delete conn.commit;
 
     for (let r = 1; r < WARMUP; r++) await client.persist(makeRoot());
     const times = [];

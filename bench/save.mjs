@@ -3,10 +3,9 @@
 // 64 workers of sequential bare gRPC calls (same request and reply sizes as a save) to the echo
 // child. Target: saves/s >= 0.8x the bare calls/s.
 import { connect } from '@loam/sdk';
-import { CommitRequest, CommitResponse } from '@loam/sdk/wire';
 import {
   BenchBatch, BenchPerson, startNode, startEcho, echoClient, replyRequest, concurrentRate, median, gc, settle,
-  cpuMsOf, scrapeMetrics, metricSum, fmt, ratio, verdict, note,
+  cpuMsOf, scrapeMetrics, metricSum, fmt, ratio, verdict, note, commitWireSizes,
 } from './lib.mjs';
 
 export const name = 'save-64';
@@ -28,20 +27,8 @@ export async function run() {
     const objs = await Promise.all(oids.map((oid) => client.get(oid)));
 
     // The exact wire sizes of one save, for the baseline call.
-    let reqBytes = 0;
-    let resBytes = 0;
-    const conn = client.conn; // internal: only to measure sizes, not in timed rounds
-    const commit = conn.commit;
-    conn.commit = async function (req) {
-      reqBytes = CommitRequest.encode(req).finish().length;
-      const res = await commit.call(this, req);
-      resBytes = CommitResponse.encode(res).finish().length;
-      return res;
-    };
     objs[0].counter++;
-    await client.save(objs[0]);
-    delete conn.commit;
-    if (reqBytes === 0) throw new Error('save sent no commit');
+    const { reqBytes, resBytes } = await commitWireSizes(client, () => client.save(objs[0]));
     const probe = replyRequest(reqBytes, resBytes);
 
     const save = async (w) => {
