@@ -1,9 +1,8 @@
 import type { Backend, CommitRequest, ObjectRecord, Limits } from './wire.js';
 import { DEFAULT_LIMITS, validateAlias, validateDatasetName } from './limits.js';
 import { ConflictError, InvalidArgumentError, NotFoundError, LoamError, NodeDrainedError, RedirectError, UnavailableError } from './errors.js';
-import { isOid, oidHomeNode } from './oid.js';
+import { isOid, newTxid, oidHomeNode } from './oid.js';
 import { Router, MAX_HOPS } from './router.js';
-import { randomBytes } from 'node:crypto';
 import { Persistent, metaOf, instantiate, assignFields } from './model.js';
 import { encodeState, decodeState } from './codec.js';
 import { Ref, parseUrl, DEFAULT_URL } from './ref.js';
@@ -131,7 +130,7 @@ export class Client {
         const list = [...parts];
         const res = await this.router.withNode(list[0][0], (c) => c.commitMulti({
           dataset: this.dataset,
-          txid: randomBytes(16).toString('hex'),
+          txid: newTxid(),
           parts: list.map(([node, p]) => ({ node, ops: { dataset: this.dataset, ...p.ops } })),
           aliasSets: req.aliasSets,
           aliasDeletes: req.aliasDeletes,

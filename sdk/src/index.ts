@@ -3,7 +3,7 @@ export { connect, Client, type ConnectOptions, type TransactionOptions, type Bac
 export { Transaction } from './transaction.js';
 export { Persistent, GenericObject, model, registerModel } from './model.js';
 export { Ref, parseUrl, DEFAULT_URL } from './ref.js';
-export { isOid, newOid, oidHomeNode } from './oid.js';
+export { isOid, newOid, newTxid, oidHomeNode } from './oid.js';
 export { DEFAULT_LIMITS, type Limits } from './limits.js';
 export { encodeValue, decodeValue, CODEC_V1 } from './codec.js';
 export {

@@ -44,3 +44,14 @@ export function newOid(homeNode: number): string {
 export function oidHomeNode(oid: string): number {
   return parseInt(assertOid(oid).slice(0, 4), 16);
 }
+
+/**
+ * A distributed transaction's id: [creation time in ms: 48 bits][random: 80 bits]. Nodes order
+ * transactions by it for wait-die deadlock prevention (an older, smaller id may wait for a
+ * younger one, never the reverse), so time comes first.
+ */
+export function newTxid(now = Date.now()): string {
+  const b = randomBytes(16);
+  b.writeUIntBE(now, 0, 6);
+  return b.toString('hex');
+}

@@ -8,6 +8,7 @@ import {
 import { OidIndex, bytesFromHex, hexFromWords, wordsFromBytes, wordsFromHex, type OidWords } from './oid-index.js';
 import { encodeBatch, checkFrame, decodeFrame, decodeFrames, frameType, setEndFlag, RecordType, type LogRecord, type PutRecord } from './record.js';
 import { SegmentLog, type RecoveryReport } from './segment-log.js';
+import { LockTable, olderThan } from './locks.js';
 
 /**
  * The object engine of one node: validates and applies atomic commits against the durable log,
@@ -117,8 +118,9 @@ export class Engine {
   private readonly forwards = new Map<string, PlacedEntry<number>>();
   /** Prepared parts of distributed transactions, by txid (hex), and the oids they lock. */
   private readonly prepared = new Map<string, PreparedTx>();
-  private readonly locks = new Map<string, string>();
-  private readonly txWaiters = new Map<string, (() => void)[]>();
+  private readonly locks = new LockTable();
+  /** Prepares still being made durable, by txid: a duplicate gets the same answer. */
+  private readonly preparing = new Map<string, Promise<number[]>>();
   /** Master side: replica nodes per object. Replica side: the master of each replica copy here. */
   private readonly replicaSets = new Map<string, PlacedEntry<number[]>>();
   private readonly replicaOf = new Map<string, PlacedEntry<number>>();
@@ -414,31 +416,16 @@ export class Engine {
     return this.aliases.get(key)?.oid;
   }
 
-  /**
-   * Waits (bounded) until no prepared transaction locks what `input` touches: such a lock is
-   * released as soon as its decision arrives, usually within a round trip.
-   */
-  private async waitForLocks(input: CommitInput): Promise<void> {
-    if (this.locks.size === 0) return;
-    const deadline = Date.now() + this.lockWaitMs;
-    for (;;) {
-      const txs = new Set<string>();
-      for (const o of [...(input.writes ?? []), ...(input.deletes ?? []), ...(input.reads ?? [])]) {
-        const tx = this.locks.get(o.oid);
-        if (tx) txs.add(tx);
-      }
-      const left = deadline - Date.now();
-      if (txs.size === 0 || left <= 0) return; // validate() reports what is still locked
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        Promise.all([...txs].map((t) => this.waitForTx(t))),
-        new Promise<void>((r) => (timer = setTimeout(r, left))),
-      ]).finally(() => clearTimeout(timer));
-    }
-  }
-
   private async commitInner(input: CommitInput): Promise<number[]> {
-    await this.waitForLocks(input);
+    // A prepared transaction's lock is released as soon as its decision arrives, usually within
+    // a round trip: wait for it (bounded). A commit holds no locks while it waits, so it cannot
+    // be part of a deadlock. The last lock check and the validation are one synchronous step.
+    if (this.locks.size > 0) {
+      const oids = touchedOids(input);
+      const deadline = Date.now() + this.lockWaitMs;
+      let step;
+      while ((step = this.locks.waitStep(oids, deadline)) instanceof Promise) await step;
+    }
     const { ds, records, versions } = this.validate(input);
     if (records.length === 0) return versions; // read-only validation passed
     const aliasSets = input.aliasSets ?? [];
@@ -532,11 +519,11 @@ export class Engine {
       return w;
     };
     for (const oid of touched) {
-      const tx = this.locks.get(oid);
+      const tx = this.locks.holder(oid);
       if (tx) throw new WriteConflictError(`object ${oid} is locked by prepared transaction ${tx}`, { oid });
     }
     for (const r of reads) {
-      const tx = this.locks.get(r.oid);
+      const tx = this.locks.holder(r.oid);
       if (tx) throw new ReadConflictError(`object ${r.oid} is locked by prepared transaction ${tx}`, { oid: r.oid });
     }
     for (const w of writes) {
@@ -662,7 +649,7 @@ export class Engine {
         const locked = r.locked.map((o) => o.toString('hex'));
         const versions = records.filter((x): x is PutRecord => x.type === RecordType.Put).map((x) => x.version);
         this.prepared.set(txid, { records, versions, locked, coordinator: r.coordinator, dataset: r.dataset, preparedAt: Date.now(), segment, offset, length });
-        for (const o of locked) this.locks.set(o, txid);
+        this.locks.acquire(txid, locked);
         this.liveDelta(segment, length);
         break;
       }
@@ -671,11 +658,9 @@ export class Engine {
         const p = this.prepared.get(txid);
         if (p) {
           this.prepared.delete(txid);
-          for (const o of p.locked) if (this.locks.get(o) === txid) this.locks.delete(o);
           this.liveDelta(p.segment, -p.length);
         }
-        for (const w of this.txWaiters.get(txid) ?? []) w();
-        this.txWaiters.delete(txid);
+        this.locks.release(txid);
         break;
       }
     }
@@ -692,15 +677,34 @@ export class Engine {
     assertTxid(txid);
     const done = this.prepared.get(txid);
     if (done) return done.versions;
+    const running = this.preparing.get(txid);
+    if (running) return running;
     if ((input.aliasSets?.length ?? 0) + (input.aliasDeletes?.length ?? 0) > 0) {
       throw new InvalidArgumentError('aliases of a distributed transaction are kept by its coordinator, not prepared');
     }
-    await this.waitForLocks(input);
-    const again = this.prepared.get(txid);
-    if (again) return again.versions;
+    const p = this.prepareInner(txid, coordinator, input).finally(() => this.preparing.delete(txid));
+    this.preparing.set(txid, p);
+    return p;
+  }
+
+  private async prepareInner(txid: string, coordinator: number, input: CommitInput): Promise<number[]> {
+    // Wait-die: this part waits only for younger transactions; an older lock makes it give up
+    // at once (the SDK retries), so two transactions taking objects in opposite order never wait
+    // for each other. See LockTable.
+    const touched = touchedOids(input);
+    const deadline = Date.now() + this.lockWaitMs;
+    let step;
+    while ((step = this.locks.waitStep(touched, deadline, txid, (holder) => olderThan(txid, holder))) instanceof Promise) await step;
+    const { refused } = step;
+    if (refused !== undefined) {
+      const oid = touched.find((o) => this.locks.holder(o) === refused)!;
+      const isWrite = (input.writes ?? []).some((w) => w.oid === oid) || (input.deletes ?? []).some((d) => d.oid === oid);
+      const msg = `object ${oid} is locked by older transaction ${refused}; this one gives way (retry)`;
+      throw isWrite ? new WriteConflictError(msg, { oid }) : new ReadConflictError(msg, { oid });
+    }
     const { ds, records, versions } = this.validate(input);
-    const locked = [...new Set([...(input.writes ?? []).map((w) => w.oid), ...(input.deletes ?? []).map((d) => d.oid), ...(input.reads ?? []).map((r) => r.oid)])];
-    for (const o of locked) this.locks.set(o, txid); // taken synchronously with the validation
+    const locked = [...new Set(touched)];
+    this.locks.acquire(txid, locked); // taken synchronously with the validation
     try {
       const body = records.length > 0 ? encodeBatch(records).buf : Buffer.alloc(0);
       const rec: LogRecord = { type: RecordType.Prepare, dataset: ds, txid: Buffer.from(txid, 'hex'), coordinator, locked: locked.map(bytesFromHex), body };
@@ -709,7 +713,7 @@ export class Engine {
       this.liveDelta(at.segment, at.sizes[0]);
       return versions;
     } catch (e) {
-      for (const o of locked) if (this.locks.get(o) === txid) this.locks.delete(o);
+      this.locks.release(txid);
       throw e;
     }
   }
@@ -741,17 +745,12 @@ export class Engine {
   }
 
   lockedBy(oid: string): string | undefined {
-    return this.locks.get(oid);
+    return this.locks.holder(oid);
   }
 
-  /** Resolves when prepared transaction `txid` is finished here (at once if it is not prepared). */
+  /** Resolves when transaction `txid` releases its locks here (at once if it holds none). */
   waitForTx(txid: string): Promise<void> {
-    if (!this.prepared.has(txid)) return Promise.resolve();
-    return new Promise((resolve) => {
-      const list = this.txWaiters.get(txid);
-      if (list) list.push(resolve);
-      else this.txWaiters.set(txid, [resolve]);
-    });
+    return this.locks.released(txid);
   }
 
   private placeEntry<T>(map: Map<string, PlacedEntry<T>>, key: string, value: T | undefined, segment: number, offset: number, length: number): void {
@@ -835,7 +834,7 @@ export class Engine {
     const records: LogRecord[] = [];
     for (const it of items) {
       // A prepared transaction would apply its records here after the object left.
-      const tx = this.locks.get(it.oid);
+      const tx = this.locks.holder(it.oid);
       if (tx) throw new WriteConflictError(`object ${it.oid} is locked by prepared transaction ${tx}`, { oid: it.oid });
       const cur = this.currentVersion(it.oid, wordsFromHex(it.oid));
       if (cur.version !== it.version) {
@@ -1069,6 +1068,15 @@ export interface CompactionResult {
 const TXID_RE = /^[0-9a-f]{32}$/;
 function assertTxid(txid: string): void {
   if (!TXID_RE.test(txid)) throw new InvalidArgumentError(`malformed transaction id ${JSON.stringify(txid)} (32 hex digits)`);
+}
+
+/** Every oid a commit reads, writes or deletes. */
+function touchedOids(input: CommitInput): string[] {
+  const out: string[] = [];
+  for (const w of input.writes ?? []) out.push(w.oid);
+  for (const d of input.deletes ?? []) out.push(d.oid);
+  for (const r of input.reads ?? []) out.push(r.oid);
+  return out;
 }
 
 function aliasKey(ds: number, alias: string): string {
