@@ -35,6 +35,9 @@ describe('opposite transfers between two nodes', () => {
       x.balance -= 1;
       y.balance += 1;
     }, { retries: 20 });
+    // Warm up: connections, location caches and code paths of both directions.
+    await transfer(c1, a.$oid!, b.$oid!);
+    await transfer(c2, b.$oid!, a.$oid!);
     const firstCommitMs: number[] = [];
     for (let round = 0; round < 12; round++) {
       // Both read both accounts first, so their prepares meet head on.

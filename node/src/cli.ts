@@ -189,6 +189,24 @@ program
     }
   });
 
+program
+  .command('repair')
+  .description('find the intact batches of a damaged log (a node refused to start on it); --apply keeps them')
+  .requiredOption('--data <dir>', 'the node\'s data directory [LOAM_DATA]', process.env.LOAM_DATA)
+  .option('--apply', 'replace each damaged segment by its intact batches (the original is copied to log/damaged/ first)', false)
+  .action(async (opts: { data: string; apply: boolean }) => {
+    const { planRepair, applyRepair, formatRepair } = await import('./storage/repair.js');
+    const { lockDataDir } = await import('./data-dir.js');
+    const dir = path.resolve(opts.data);
+    const unlock = lockDataDir(dir); // no node may run on it meanwhile
+    try {
+      const report = opts.apply ? await applyRepair(dir) : (await planRepair(dir)).report;
+      process.stdout.write(formatRepair(report, opts.apply) + '\n');
+    } finally {
+      unlock();
+    }
+  });
+
 program.parseAsync(process.argv).catch((e: Error) => {
   process.stderr.write(`loam: ${e.message}\n`);
   process.exit(1);

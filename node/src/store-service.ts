@@ -1,5 +1,5 @@
 import {
-  InvalidArgumentError, NotFoundError, PROTOCOL_VERSION, UnavailableError, UnknownDatasetError,
+  DeadlineExceededError, InvalidArgumentError, NotFoundError, PROTOCOL_VERSION, UnavailableError, UnknownDatasetError,
   LimitExceededError, NodeDrainedError, oidHomeNode, toErrorDetail, validateAlias, validateDatasetName, isOid,
   type Backend, type CommitRequest, type Redirect, type StoreServiceServer,
 } from '@loam/sdk/wire';
@@ -68,7 +68,7 @@ export function storeService(
   const redirectFor = (oid: string) => placement!.redirectFor(oid);
   const redirectError = (r: Redirect) => Placement.redirectError(r);
 
-  async function commitInCluster(req: CommitRequest): Promise<number[]> {
+  async function commitInCluster(req: CommitRequest, deadline?: number): Promise<number[]> {
     await ensureDataset(req.dataset);
     const mine = me().number;
     const touched = [...req.writes.map((w) => w.oid), ...req.deletes.map((d) => d.oid), ...req.reads.map((r) => r.oid)];
@@ -104,6 +104,11 @@ export function storeService(
           throw new NotFoundError(`no alias ${JSON.stringify(alias)} in dataset ${req.dataset}`, { alias, dataset: req.dataset });
         }
       }
+      // Reserving may have waited on etcd (quorum loss) past the moment the caller gave up: a
+      // request nobody waits for any more must not be applied later.
+      if (deadline !== undefined && Date.now() >= deadline) {
+        throw new DeadlineExceededError('the caller gave up before the commit could be applied; nothing was applied');
+      }
       const hasObjects = req.writes.length + req.deletes.length + req.reads.length > 0;
       const versions = hasObjects
         ? await engine.commit({ dataset: req.dataset, reads: req.reads, writes: req.writes, deletes: req.deletes })
@@ -119,8 +124,8 @@ export function storeService(
     }
   }
 
-  function commitOne(req: CommitRequest): Promise<number[]> {
-    if (membership) return commitInCluster(req);
+  function commitOne(req: CommitRequest, deadline?: number): Promise<number[]> {
+    if (membership) return commitInCluster(req, deadline);
     return engine.commit({
       dataset: req.dataset, reads: req.reads, writes: req.writes, deletes: req.deletes,
       aliasSets: req.aliasSets, aliasDeletes: req.aliasDeletes,
@@ -155,7 +160,7 @@ export function storeService(
           new Promise<void>((r) => (timer = setTimeout(r, transactions!.preparedTimeoutMs + 2000))),
         ]).finally(() => clearTimeout(timer));
       }
-      const res = engine.get(req.dataset, req.oids);
+      const res = await engine.get(req.dataset, req.oids);
       const redirects: Redirect[] = [];
       let missing = res.missing;
       let objects = res.objects;
@@ -178,13 +183,13 @@ export function storeService(
       }
       return { objects, missing, redirects };
     }),
-    commit: unary('Commit', async (req) => ({ versions: await commitOne(req) })),
-    commitBatch: unary('CommitBatch', async (req) => {
+    commit: unary('Commit', async (req, call) => ({ versions: await commitOne(req, call.deadline) })),
+    commitBatch: unary('CommitBatch', async (req, call) => {
       if (req.commits.length > MAX_COMMITS_PER_BATCH) {
         throw new LimitExceededError(`a batch of ${req.commits.length} commits exceeds ${MAX_COMMITS_PER_BATCH}`, { limit: 'commitsPerBatch' });
       }
       // Started together, so they share group commits; each succeeds or fails on its own.
-      const results = await Promise.all(req.commits.map((c) => commitOne(c).then(
+      const results = await Promise.all(req.commits.map((c) => commitOne(c, call.deadline).then(
         (versions) => ({ versions, error: undefined }),
         (e: unknown) => ({ versions: [], error: toErrorDetail(e) }),
       )));
@@ -223,7 +228,7 @@ export function storeService(
       await ensureDataset(req.dataset);
       if (!isOid(req.oid)) throw new InvalidArgumentError(`malformed oid ${JSON.stringify(req.oid)}`);
       if (placement) return placement.locate(req.dataset, req.oid);
-      if (engine.get(req.dataset, [req.oid]).objects.length > 0) return { master: me(), replicas: [] };
+      if ((await engine.get(req.dataset, [req.oid])).objects.length > 0) return { master: me(), replicas: [] };
       throw new NotFoundError(`object ${req.oid} does not exist`, { oid: req.oid, dataset: req.dataset });
     }),
     move: unary('Move', async (req) => {
@@ -232,7 +237,7 @@ export function storeService(
       for (const oid of req.oids) if (!isOid(oid)) throw new InvalidArgumentError(`malformed oid ${JSON.stringify(oid)}`);
       if (placement) return placement.move(req.dataset, req.oids, req.target, req.recursive);
       if (req.target !== me().number) throw new InvalidArgumentError(`node ${req.target} does not exist: this DataStore has one node`);
-      const held = engine.get(req.dataset, req.oids);
+      const held = await engine.get(req.dataset, req.oids);
       if (held.missing.length) throw new NotFoundError(`object ${held.missing[0]} does not exist`, { oid: held.missing[0] });
       return { moved: req.oids, remote: [] };
     }),

@@ -41,11 +41,11 @@ describe('Engine', () => {
     const a = newOid(1);
     expect(await e.commit({ dataset: 'default', writes: [put(a, 'one')] })).toEqual([1]);
     expect(await e.commit({ dataset: 'default', writes: [put(a, 'two', 1)] })).toEqual([2]);
-    const got = e.get('default', [a, newOid(1)]);
+    const got = await e.get('default', [a, newOid(1)]);
     expect(got.objects.map((o) => [o.state.toString(), o.version])).toEqual([['two', 2]]);
     expect(got.missing).toHaveLength(1);
     await e.commit({ dataset: 'default', deletes: [{ oid: a, expectedVersion: 2 }] });
-    expect(e.get('default', [a]).missing).toEqual([a]);
+    expect((await e.get('default', [a])).missing).toEqual([a]);
   });
 
   it('reports both conflict kinds and applies nothing of a rejected commit', async () => {
@@ -55,8 +55,8 @@ describe('Engine', () => {
     await e.commit({ dataset: 'default', writes: [put(a, 'a2', 1)] });
     await expect(e.commit({ dataset: 'default', writes: [put(a, 'x', 1), put(c, 'c')] })).rejects.toBeInstanceOf(WriteConflictError);
     await expect(e.commit({ dataset: 'default', reads: [{ oid: a, version: 1 }], writes: [put(b, 'b2', 1), put(c, 'c')] })).rejects.toBeInstanceOf(ReadConflictError);
-    expect(e.get('default', [c]).missing).toEqual([c]);
-    expect(e.get('default', [b]).objects[0].version).toBe(1);
+    expect((await e.get('default', [c])).missing).toEqual([c]);
+    expect((await e.get('default', [b])).objects[0].version).toBe(1);
     await expect(e.commit({ dataset: 'default', writes: [put(a, 'dup')] })).rejects.toBeInstanceOf(AlreadyExistsError);
   });
 
@@ -78,12 +78,12 @@ describe('Engine', () => {
     await e.createDataset('other');
     await e.commit({ dataset: 'default', writes: [put(a, 'a')], aliasSets: [{ alias: 'root', oid: a }] });
     await expect(e.commit({ dataset: 'default', writes: [put(b, 'b')], aliasSets: [{ alias: 'root', oid: b }] })).rejects.toBeInstanceOf(AliasExistsError);
-    expect(e.get('default', [b]).missing).toEqual([b]); // the failed commit's object was not created
+    expect((await e.get('default', [b])).missing).toEqual([b]); // the failed commit's object was not created
     await e.commit({ dataset: 'other', writes: [put(b, 'b')], aliasSets: [{ alias: 'root', oid: b }] });
     expect(e.getAlias('default', 'root')).toBe(a);
     expect(e.getAlias('other', 'root')).toBe(b);
-    expect(e.get('other', [a]).missing).toEqual([a]);
-    expect(() => e.get('nope', [a])).toThrow(UnknownDatasetError);
+    expect((await e.get('other', [a])).missing).toEqual([a]);
+    await expect(e.get('nope', [a])).rejects.toThrow(UnknownDatasetError);
     await e.commit({ dataset: 'default', aliasDeletes: ['root'] });
     expect(() => e.getAlias('default', 'root')).toThrow(NotFoundError);
   });
@@ -109,10 +109,10 @@ describe('Engine', () => {
     expect(segFiles(dir).length).toBeGreaterThan(3);
     e = await reopen(e, dir, { maxSegmentBytes: 4096 });
     expect(e.stats().objects).toBe(299);
-    expect(e.get('default', [oids[0]]).objects[0]).toMatchObject({ version: 2 });
-    expect(e.get('default', [oids[0]]).objects[0].state.toString()).toBe('changed');
-    expect(e.get('default', [oids[1]]).missing).toHaveLength(1);
-    expect(e.get('default', [oids[299]]).objects[0].state.toString()).toBe(`v-${oids[299]}`);
+    expect((await e.get('default', [oids[0]])).objects[0]).toMatchObject({ version: 2 });
+    expect((await e.get('default', [oids[0]])).objects[0].state.toString()).toBe('changed');
+    expect((await e.get('default', [oids[1]])).missing).toHaveLength(1);
+    expect((await e.get('default', [oids[299]])).objects[0].state.toString()).toBe(`v-${oids[299]}`);
     expect(e.getAlias('default', 'first')).toBe(oids[0]);
   });
 
@@ -128,11 +128,11 @@ describe('Engine', () => {
     fs.truncateSync(seg, fs.statSync(seg).size - 5);
     e = await open(dir);
     expect(e.recovery.truncatedBytes).toBeGreaterThan(0);
-    expect(e.get('default', [a]).objects[0].state.toString()).toBe('kept');
-    expect(e.get('default', [b]).missing).toEqual([b]); // half a batch is no batch
+    expect((await e.get('default', [a])).objects[0].state.toString()).toBe('kept');
+    expect((await e.get('default', [b])).missing).toEqual([b]); // half a batch is no batch
     await e.commit({ dataset: 'default', writes: [put(b, 'after')] }); // and the log is writable after the cut
     e = await reopen(e, dir);
-    expect(e.get('default', [b]).objects[0].state.toString()).toBe('after');
+    expect((await e.get('default', [b])).objects[0].state.toString()).toBe('after');
   });
 
   it('cuts a corrupted tail instead of reading it as data', async () => {
@@ -149,8 +149,8 @@ describe('Engine', () => {
     fs.writeFileSync(seg, data);
     e = await open(dir);
     expect(e.recovery.truncatedReason).toBe('bad-checksum');
-    expect(e.get('default', [a]).objects).toHaveLength(1);
-    expect(e.get('default', [b]).missing).toEqual([b]);
+    expect((await e.get('default', [a])).objects).toHaveLength(1);
+    expect((await e.get('default', [b])).missing).toEqual([b]);
   });
 
   it('refuses to open when a sealed segment is corrupt', async () => {
@@ -179,16 +179,16 @@ describe('Engine', () => {
     expect(res.segments).toBeGreaterThan(0);
     const after = e.stats();
     expect(after.diskBytes).toBeLessThan(before.diskBytes);
-    const check = (eng: Engine) => {
+    const check = async (eng: Engine) => {
       expect(eng.stats().objects).toBe(35);
-      for (const o of oids.slice(0, 30)) expect(eng.get('default', [o]).objects[0]).toMatchObject({ version: 2 });
-      for (const o of oids.slice(30, 35)) expect(eng.get('default', [o]).missing).toEqual([o]);
-      for (const o of oids.slice(35)) expect(eng.get('default', [o]).objects[0].state.toString()).toMatch(/^v1-/);
+      for (const o of oids.slice(0, 30)) expect((await eng.get('default', [o])).objects[0]).toMatchObject({ version: 2 });
+      for (const o of oids.slice(30, 35)) expect((await eng.get('default', [o])).missing).toEqual([o]);
+      for (const o of oids.slice(35)) expect((await eng.get('default', [o])).objects[0].state.toString()).toMatch(/^v1-/);
       expect(eng.getAlias('default', 'keep')).toBe(oids[5]);
     };
-    check(e);
+    await check(e);
     e = await reopen(e, dir, { maxSegmentBytes: 2048 });
-    check(e);
+    await check(e);
   });
 
   it('keeps a version\'s origin through compaction and restart', async () => {
@@ -199,10 +199,10 @@ describe('Engine', () => {
     await e.commit({ dataset: 'default', writes: [{ ...put(v, 'version'), origin: base }] });
     for (let i = 0; i < 10; i++) await e.commit({ dataset: 'default', writes: [put(newOid(1), 'filler'.repeat(20))] });
     await e.compact({ all: true });
-    expect(e.get('default', [v]).objects[0].origin).toBe(base);
+    expect((await e.get('default', [v])).objects[0].origin).toBe(base);
     e = await reopen(e, dir, { maxSegmentBytes: 512 });
-    expect(e.get('default', [v]).objects[0]).toMatchObject({ origin: base, version: 1 });
-    expect(e.get('default', [base]).objects[0].origin).toBe('');
+    expect((await e.get('default', [v])).objects[0]).toMatchObject({ origin: base, version: 1 });
+    expect((await e.get('default', [base])).objects[0].origin).toBe('');
   });
 
   it('prepared transactions lock, survive a restart, and finish either way', async () => {
@@ -215,14 +215,14 @@ describe('Engine', () => {
     await e.prepare(t2, 2, { dataset: 'default', reads: [{ oid: b, version: 1 }], writes: [] });
     await expect(e.commit({ dataset: 'default', writes: [put(a, 'x', 1)] })).rejects.toBeInstanceOf(WriteConflictError);
     await expect(e.commit({ dataset: 'default', writes: [put(b, 'x', 1)] })).rejects.toBeInstanceOf(WriteConflictError);
-    expect(e.get('default', [a]).objects[0].state.toString()).toBe('a1'); // nothing visible before the decision
+    expect((await e.get('default', [a])).objects[0].state.toString()).toBe('a1'); // nothing visible before the decision
     e = await reopen(e, dir, { lockWaitMs: 30 });
     expect(e.preparedTransactions().map((p) => p.txid).sort()).toEqual([t1, t2]);
     expect(e.lockedBy(a)).toBe(t1);
     await e.finish(t1, true);
     await e.finish(t2, false);
     await e.finish(t1, true); // idempotent
-    expect(e.get('default', [a]).objects[0]).toMatchObject({ version: 2 });
+    expect((await e.get('default', [a])).objects[0]).toMatchObject({ version: 2 });
     expect(e.lockedBy(b)).toBeUndefined();
     // a commit that meets a lock waits for the decision instead of failing
     const t3 = 'c'.repeat(32);
@@ -235,7 +235,7 @@ describe('Engine', () => {
     await e.commit({ dataset: 'default', writes: [put(b, 'b2', 1)] });
     e = await reopen(e, dir);
     expect(e.preparedTransactions()).toEqual([]);
-    expect(e.get('default', [a]).objects[0].state.toString()).toBe('a4');
+    expect((await e.get('default', [a])).objects[0].state.toString()).toBe('a4');
   });
 
   it('an object locked by a prepared transaction is not moved out (its commit would bring it back)', async () => {
@@ -267,14 +267,14 @@ describe('Engine', () => {
     await e.prepare(tx, 2, { dataset: 'default', writes: [put(locked, 'l2', 1)] });
     for (let i = 0; i < 20; i++) await e.commit({ dataset: 'default', writes: [put(newOid(1), 'filler-' + 'x'.repeat(60))] });
     await e.setReplicas('default', kept, [2]); // supersedes the first replica set (garbage for compaction)
-    const check = (eng: Engine) => {
+    const check = async (eng: Engine) => {
       expect(eng.forwardOf(moved)).toBe(3);
-      expect(eng.get('default', [moved]).missing).toEqual([moved]);
+      expect((await eng.get('default', [moved])).missing).toEqual([moved]);
       expect(eng.directoryOf(homed)).toEqual({ master: 2, replicas: [4] });
       expect(eng.replicasOf(kept)).toEqual([2]);
       expect(eng.replicaMasterOf(replica)).toBe(2);
       expect(eng.masters(replica)).toBe(false);
-      expect(eng.get('default', [replica]).objects[0]).toMatchObject({ version: 5 });
+      expect((await eng.get('default', [replica])).objects[0]).toMatchObject({ version: 5 });
       expect(eng.lockedBy(locked)).toBe(tx);
       expect(eng.preparedTransactions().map((p) => p.txid)).toEqual([tx]);
     };
@@ -282,13 +282,13 @@ describe('Engine', () => {
     const res = await e.compact({ all: true });
     expect(res.segments).toBeGreaterThan(3); // every sealed segment was rewritten...
     expect(e.stats().diskBytes).toBeLessThan(before); // ...and the superseded records dropped
-    check(e);
+    await check(e);
     e = await reopen(e, dir, { maxSegmentBytes: 600, lockWaitMs: 30 });
-    check(e);
+    await check(e);
     await e.finish(tx, true);
     await e.compact({ all: true });
     e = await reopen(e, dir, { maxSegmentBytes: 600 });
-    expect(e.get('default', [locked]).objects[0].state.toString()).toBe('l2');
+    expect((await e.get('default', [locked])).objects[0].state.toString()).toBe('l2');
     expect(e.lockedBy(locked)).toBeUndefined();
     expect(e.preparedTransactions()).toEqual([]);
     expect(e.forwardOf(moved)).toBe(3);

@@ -113,7 +113,7 @@ export class Placement {
   /** Whether an object exists anywhere in the cluster (asked of wherever it is located). */
   async exists(dataset: string, oid: string): Promise<boolean> {
     for (let hop = 0; hop < 4; hop++) {
-      if (this.engine.masters(oid)) return this.engine.get(dataset, [oid]).objects.length > 0;
+      if (this.engine.masters(oid)) return (await this.engine.get(dataset, [oid])).objects.length > 0;
       const r = await this.redirectFor(oid);
       if (!r) return false;
       if (!r.address) throw new UnavailableError(`node ${r.node}, which holds object ${oid}, is not available`, { oid, node: r.node });
@@ -127,7 +127,7 @@ export class Placement {
   /** Master and replicas of an object, answered by its home (or its current master). */
   async locate(dataset: string, oid: string): Promise<{ master: Backend; replicas: Backend[] }> {
     const backend = (m: Member): Backend => ({ id: m.id, number: m.number, address: m.address, state: 'ready' });
-    if (this.engine.masters(oid) && this.engine.get(dataset, [oid]).objects.length > 0) {
+    if (this.engine.masters(oid) && (await this.engine.get(dataset, [oid])).objects.length > 0) {
       const replicas = await Promise.all(this.engine.replicasOf(oid).map((n) => this.member(n)));
       return { master: backend(this.me), replicas: replicas.filter((m): m is Member => !!m).map(backend) };
     }
@@ -145,7 +145,7 @@ export class Placement {
         throw r ? Placement.redirectError(r) : new NotFoundError(`object ${oid} does not exist`, { oid, dataset });
       }
     }
-    const { set, remote } = this.collect(dataset, oids, recursive);
+    const { set, remote } = await this.collect(dataset, oids, recursive);
     if (target === this.me.number) return { moved: set, remote };
     const dest = await this.member(target);
     if (!dest) throw new UnavailableError(`target node ${target} is not a live member`, { node: target });
@@ -160,7 +160,7 @@ export class Placement {
         let chunk: StoredObject[] = [];
         let bytes = 0;
         for (; i < set.length && chunk.length < MOVE_CHUNK_OBJECTS && bytes < MOVE_CHUNK_BYTES; i++) {
-          const [o] = this.engine.get(dataset, [set[i]]).objects;
+          const [o] = (await this.engine.get(dataset, [set[i]])).objects;
           if (o) {
             chunk.push(o);
             bytes += o.state.length;
@@ -195,7 +195,7 @@ export class Placement {
     const sets = [...replicaSets].filter(([, nodes]) => nodes.length > 0).map(([oid, nodes]) => ({ oid, nodes }));
     for (let attempt = 1; ; attempt++) {
       await this.waitForPrepared(chunk.map((o) => o.oid));
-      chunk = this.engine.get(dataset, chunk.map((o) => o.oid)).objects;
+      chunk = (await this.engine.get(dataset, chunk.map((o) => o.oid))).objects;
       await this.peers.install(dest.address, { dataset, objects: chunk, replicaSets: sets });
       try {
         await this.engine.moveOut(dataset, chunk.map((o) => ({ oid: o.oid, version: o.version })), target);
@@ -219,13 +219,13 @@ export class Placement {
   // ------------------------------------------------------------------ replicas
 
   /** Collects `oids` and, with `recursive`, the objects mastered here that they reach. */
-  private collect(dataset: string, oids: string[], recursive: boolean): { set: string[]; remote: string[] } {
+  private async collect(dataset: string, oids: string[], recursive: boolean): Promise<{ set: string[]; remote: string[] }> {
     const set = [...new Set(oids)];
     const remote: string[] = [];
     if (!recursive) return { set, remote };
     const seen = new Set(set);
     for (let i = 0; i < set.length; i++) {
-      const [obj] = this.engine.get(dataset, [set[i]]).objects;
+      const [obj] = (await this.engine.get(dataset, [set[i]])).objects;
       if (!obj) continue;
       for (const ref of referencesOf(obj)) {
         if (seen.has(ref)) continue;
@@ -265,7 +265,7 @@ export class Placement {
         throw r ? Placement.redirectError(r) : new NotFoundError(`object ${oid} does not exist`, { oid, dataset });
       }
     }
-    const { set, remote } = this.collect(dataset, oids, recursive);
+    const { set, remote } = await this.collect(dataset, oids, recursive);
     if (target === this.me.number) return { replicated: [], remote };
     const dest = await this.member(target);
     if (!dest) throw new UnavailableError(`target node ${target} is not a live member`, { node: target });
@@ -273,7 +273,7 @@ export class Placement {
     for (let i = 0; i < set.length; i += MOVE_CHUNK_OBJECTS) {
       const part = set.slice(i, i + MOVE_CHUNK_OBJECTS);
       await this.withLocks(part, async () => {
-        const objects = this.engine.get(dataset, part.filter((o) => this.engine.masters(o))).objects;
+        const objects = (await this.engine.get(dataset, part.filter((o) => this.engine.masters(o)))).objects;
         const fresh = objects.filter((o) => !this.engine.replicasOf(o.oid).includes(target));
         if (fresh.length === 0) return;
         await this.peers.installReplicas(dest.address, { dataset, master: this.me.number, objects: fresh });
@@ -282,7 +282,7 @@ export class Placement {
         // A write acknowledged between the copy and the new replica set pushed to the old set
         // only: send what changed since the copy (later writes push to the target themselves).
         const copied = new Map(fresh.map((o) => [o.oid, o.version]));
-        const now = this.engine.get(dataset, fresh.map((o) => o.oid));
+        const now = await this.engine.get(dataset, fresh.map((o) => o.oid));
         const newer = now.objects.filter((o) => o.version > copied.get(o.oid)!);
         if (newer.length > 0) await this.peers.installReplicas(dest.address, { dataset, master: this.me.number, objects: newer });
         if (now.missing.length > 0) await this.peers.dropReplicas(dest.address, { dataset, oids: now.missing });
@@ -310,7 +310,7 @@ export class Placement {
         this.log.warn({ node: n, objects: list.length }, 'dropped replicas on a node that left the cluster');
         return;
       }
-      const { objects, missing } = this.engine.get(dataset, list);
+      const { objects, missing } = await this.engine.get(dataset, list);
       if (objects.length > 0) await this.peers.installReplicas(m.address, { dataset, master: this.me.number, objects });
       if (missing.length > 0) await this.peers.dropReplicas(m.address, { dataset, oids: missing });
     }));

@@ -234,6 +234,36 @@ export function checkFrame(buf: Buffer, pos: number): FrameCheck {
   return { ok: true, size: FRAME_HEADER + len };
 }
 
+/**
+ * The group marker: the first frame of every group write (the batches that share one write and
+ * one sync). It is not a record and applies nothing; recovery counts the markers after a damaged
+ * frame to tell a torn tail (damage only within the groups that may have been in flight at a
+ * crash) from corruption (damage followed by later, complete groups). Every marker is the same
+ * 16 bytes, so a scan for them is one native indexOf.
+ */
+export const GROUP_MARKER_TYPE = 12;
+export const GROUP_MARKER: Buffer = (() => {
+  const b = Buffer.alloc(FRAME_HEADER + 8);
+  b.writeUInt32LE(8, 0);
+  b.writeUInt8(GROUP_MARKER_TYPE, FRAME_HEADER);
+  b.writeUInt8(FLAG_END, FRAME_HEADER + 1);
+  b.writeUInt16LE(0, FRAME_HEADER + 2);
+  b.write('LOAM', FRAME_HEADER + 4, 'latin1');
+  b.writeUInt32LE(crc32(b.subarray(FRAME_HEADER)), 4);
+  return b;
+})();
+
+export function isGroupMarker(buf: Buffer, pos: number): boolean {
+  return pos + GROUP_MARKER.length <= buf.length && buf.compare(GROUP_MARKER, 0, GROUP_MARKER.length, pos, pos + GROUP_MARKER.length) === 0;
+}
+
+/** How many group markers start after `from` (exclusive). */
+export function countGroupMarkers(buf: Buffer, from: number): number {
+  let n = 0;
+  for (let at = buf.indexOf(GROUP_MARKER, from + 1); at >= 0; at = buf.indexOf(GROUP_MARKER, at + 1)) n++;
+  return n;
+}
+
 export function frameFlags(buf: Buffer, pos: number): number {
   return buf.readUInt8(pos + FRAME_HEADER + 1);
 }

@@ -1,18 +1,27 @@
-import fs from 'node:fs';
-import fsp from 'node:fs/promises';
-import path from 'node:path';
-import { checkFrame, decodeFrame, frameFlags, FLAG_END, type LogRecord } from './record.js';
+import { LocalFiles, type AppendFile, type ReadFile, type SegmentFiles } from './segment-files.js';
+import { GROUP_MARKER, type LogRecord } from './record.js';
+import { isTornTail, scanBatches } from './log-scan.js';
+import { CorruptLogError, type RecoveryReport, type SegmentStore, type WriteBlock } from './segment-store.js';
+
+export { CorruptLogError, type RecoveryReport } from './segment-store.js';
 
 /**
- * Append-only segment files with group commit. Appends queue while a write+fsync is in flight
- * and the next flush writes all of them with one write and one fdatasync, so concurrent
- * committers share the cost of durability. A batch never spans two segments.
+ * Segments on local disk, with group commit. Appends queue while a write is in flight and the
+ * next write takes all of them, so concurrent committers share the cost of durability. Each
+ * group write starts with a group marker (see record.ts), which recovery uses to tell a torn
+ * tail from corruption. A batch never spans two segments.
+ *
+ * Files: `NNNNNNNNNN.seg` as appended; `NNNNNNNNNN-R.seg` after its R-th rewrite (compaction,
+ * repair). The highest R of an id is its content; lower ones are leftovers of a crash between
+ * the rename and the unlink, removed at open.
  */
 export interface SegmentLogOptions {
   dir: string;
   maxSegmentBytes: number;
-  /** Called with the seconds each fdatasync took (metrics). */
+  /** Called with the seconds each durable group write took (metrics). */
   onFsync?: (seconds: number, bytes: number, batches: number) => void;
+  /** The file layer (a fault injector in tests); local files in `dir` by default. */
+  files?: SegmentFiles;
 }
 
 export interface RecoveredRecord {
@@ -22,38 +31,38 @@ export interface RecoveredRecord {
   length: number;
 }
 
-export interface RecoveryReport {
-  segments: number;
-  records: number;
-  bytes: number;
-  /** Bytes cut from the tail of the last segment (a torn or corrupt tail). */
-  truncatedBytes: number;
-  truncatedReason?: string;
-}
-
-/** A sealed (non-last) segment failed its checksums: that is corruption, not a torn write. */
-export class CorruptLogError extends Error {}
-
 interface Pending {
   buf: Buffer;
   resolve: (loc: { segment: number; offset: number }) => void;
   reject: (err: Error) => void;
 }
 
-const SEGMENT_RE = /^(\d{10})\.seg$/;
+const SEGMENT_RE = /^(\d{10})(?:-(\d+))?\.seg$/;
 /** Group writes in flight at once: one being made durable while the next one is issued. */
-const MAX_INFLIGHT = 2;
-/** Read-write, every write durable (data and the metadata needed to read it) when it returns. */
-const DSYNC_RW = fs.constants.O_RDWR | fs.constants.O_DSYNC;
+export const MAX_INFLIGHT = 2;
+/** Write errors after which appends can work again once the cause is gone. */
+const RECOVERABLE = new Set(['ENOSPC', 'EDQUOT']);
 
-export class SegmentLog {
-  private readonly dir: string;
+export function segmentName(id: number, rev: number): string {
+  return `${String(id).padStart(10, '0')}${rev > 0 ? `-${rev}` : ''}.seg`;
+}
+
+export function parseSegmentName(name: string): { id: number; rev: number } | undefined {
+  const m = SEGMENT_RE.exec(name);
+  return m ? { id: Number(m[1]), rev: m[2] ? Number(m[2]) : 0 } : undefined;
+}
+
+export class SegmentLog implements SegmentStore {
+  private readonly files: SegmentFiles;
   private readonly maxSegmentBytes: number;
   private readonly onFsync?: SegmentLogOptions['onFsync'];
-  private readonly readFds = new Map<number, number>();
+  private readonly readers = new Map<number, ReadFile>();
+  /** Acknowledged bytes of each segment. */
   private readonly sizes = new Map<number, number>();
+  private readonly revs = new Map<number, number>();
   private active = 0;
-  private activeHandle!: fsp.FileHandle;
+  private activeFile!: AppendFile;
+  /** Bytes of the active segment reserved by groups started (acknowledged or in flight). */
   private activeSize = 0;
   private queue: Pending[] = [];
   private inflight = 0;
@@ -62,116 +71,101 @@ export class SegmentLog {
   private ordered: Promise<void> = Promise.resolve();
   private readonly pending = new Set<Promise<void>>();
   private closed = false;
-  /** Set when a write or fsync failed: after that the file's durable state is unknown. */
-  failure?: Error;
+  private block?: WriteBlock;
+  private recovering?: Promise<void>;
 
   private constructor(opts: SegmentLogOptions) {
-    this.dir = opts.dir;
+    this.files = opts.files ?? new LocalFiles(opts.dir);
     this.maxSegmentBytes = opts.maxSegmentBytes;
     this.onFsync = opts.onFsync;
   }
 
   /**
-   * Opens the log in `dir`, replaying every complete batch through `onBatch` in log order.
-   * A torn or corrupt tail of the last segment is cut (and reported); damage anywhere else
-   * throws CorruptLogError, because sealed segments were fsynced whole.
+   * Opens the log, replaying every whole batch through `onBatch` in log order. A torn tail of
+   * the last segment is cut (and reported). Any other damage throws CorruptLogError naming the
+   * file and offset: it is never cut, since it holds acknowledged writes (`loam repair`).
    */
   static async open(opts: SegmentLogOptions, onBatch: (batch: RecoveredRecord[]) => void): Promise<{ log: SegmentLog; report: RecoveryReport }> {
     const log = new SegmentLog(opts);
-    fs.mkdirSync(opts.dir, { recursive: true });
-    const ids = fs.readdirSync(opts.dir).map((f) => SEGMENT_RE.exec(f)).filter((m) => m !== null).map((m) => Number(m![1])).sort((a, b) => a - b);
+    const files = log.files;
+    const names = new Map<number, string>();
+    for (const f of files.list()) {
+      if (f.endsWith('.seg.tmp')) {
+        await files.remove(f); // a rewrite cut off before its rename
+        continue;
+      }
+      const p = parseSegmentName(f);
+      if (!p) continue;
+      const cur = names.get(p.id);
+      const curRev = cur ? parseSegmentName(cur)!.rev : -1;
+      if (p.rev > curRev) {
+        if (cur) await files.remove(cur);
+        names.set(p.id, f);
+      } else {
+        await files.remove(f);
+      }
+    }
+    const ids = [...names.keys()].sort((a, b) => a - b);
     const report: RecoveryReport = { segments: ids.length, records: 0, bytes: 0, truncatedBytes: 0 };
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i];
+      const name = names.get(id)!;
       const last = i === ids.length - 1;
-      const file = log.file(id);
-      const data = fs.readFileSync(file);
-      let pos = 0;
-      let batchStart = 0;
-      let batch: RecoveredRecord[] = [];
-      let bad: string | undefined;
-      while (pos < data.length) {
-        const check = checkFrame(data, pos);
-        if (!check.ok) {
-          bad = check.reason;
-          break;
+      const data = await files.readWhole(name);
+      const { end, damage } = scanBatches(data, (batch) => {
+        onBatch(batch.map((r) => ({ record: r.record, segment: id, offset: r.offset, length: r.length })));
+        report.records += batch.length;
+      });
+      if (damage) {
+        const where = `${files.dir}/${name} at offset ${damage.offset} (${damage.reason})`;
+        if (!last) throw new CorruptLogError(`log segment ${where} is damaged; it was sealed, so this is corruption, not a torn write. Nothing was changed; see \`loam repair --data DIR\``, name, damage.offset);
+        if (!isTornTail(damage, MAX_INFLIGHT)) {
+          throw new CorruptLogError(
+            `log segment ${where} is damaged, and ${damage.groupsAfter} complete write groups follow it, so it is corruption of acknowledged data, not a torn write. Nothing was changed; \`loam repair --data DIR\` reports what can be kept`,
+            name, damage.offset);
         }
-        let record: LogRecord;
-        try {
-          record = decodeFrame(data, pos);
-        } catch (e) {
-          bad = `undecodable record: ${(e as Error).message}`;
-          break;
-        }
-        batch.push({ record, segment: id, offset: pos, length: check.size });
-        pos += check.size;
-        if (frameFlags(data, pos - check.size) & FLAG_END) {
-          onBatch(batch);
-          report.records += batch.length;
-          batch = [];
-          batchStart = pos;
-        }
+        report.truncatedBytes = data.length - damage.goodEnd;
+        report.truncatedReason = damage.reason;
+        await files.truncate(name, damage.goodEnd);
       }
-      if (bad === undefined && batch.length > 0) bad = 'batch without its end record';
-      if (bad !== undefined) {
-        if (!last) throw new CorruptLogError(`segment ${file} is damaged at offset ${batchStart} (${bad}); it was sealed, so this is corruption, not a torn write`);
-        report.truncatedBytes = data.length - batchStart;
-        report.truncatedReason = bad;
-        const fd = fs.openSync(file, 'r+');
-        try {
-          fs.ftruncateSync(fd, batchStart);
-          fs.fsyncSync(fd);
-        } finally {
-          fs.closeSync(fd);
-        }
-      }
-      const size = bad !== undefined ? batchStart : data.length;
+      const size = damage ? damage.goodEnd : end;
       log.sizes.set(id, size);
+      log.revs.set(id, parseSegmentName(name)!.rev);
       report.bytes += size;
-      log.readFds.set(id, fs.openSync(file, 'r'));
+      log.readers.set(id, files.openRead(name));
     }
-    const lastId = ids.length ? ids[ids.length - 1] : 0;
-    if (lastId === 0) {
+    if (ids.length === 0) {
       await log.createSegment(1);
     } else {
+      const lastId = ids[ids.length - 1];
       log.active = lastId;
       log.activeSize = log.sizes.get(lastId)!;
-      log.activeHandle = await fsp.open(log.file(lastId), DSYNC_RW);
+      log.activeFile = await files.openAppend(names.get(lastId)!);
     }
     return { log, report };
   }
 
-  private file(id: number): string {
-    return path.join(this.dir, `${String(id).padStart(10, '0')}.seg`);
+  private name(id: number): string {
+    return segmentName(id, this.revs.get(id) ?? 0);
   }
 
   private async createSegment(id: number): Promise<void> {
-    await (await fsp.open(this.file(id), 'wx+')).close();
-    const handle = await fsp.open(this.file(id), DSYNC_RW);
-    await handle.sync();
-    this.syncDir();
-    if (this.activeHandle) await this.activeHandle.close();
+    const name = segmentName(id, 0);
+    await this.files.create(name);
+    const file = await this.files.openAppend(name);
+    if (this.activeFile) await this.activeFile.close();
     this.active = id;
-    this.activeHandle = handle;
+    this.activeFile = file;
     this.activeSize = 0;
     this.sizes.set(id, 0);
-    this.readFds.set(id, fs.openSync(this.file(id), 'r'));
-  }
-
-  private syncDir(): void {
-    const fd = fs.openSync(this.dir, 'r');
-    try {
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
+    this.revs.set(id, 0);
+    this.readers.set(id, this.files.openRead(name));
   }
 
   get activeSegment(): number {
     return this.active;
   }
 
-  /** Ids of all segments, oldest first. */
   segments(): number[] {
     return [...this.sizes.keys()].sort((a, b) => a - b);
   }
@@ -186,10 +180,17 @@ export class SegmentLog {
     return n;
   }
 
-  /** Appends one batch; resolves when it is durable, with where it landed. */
+  get blocked(): WriteBlock | undefined {
+    return this.block;
+  }
+
   append(buf: Buffer): Promise<{ segment: number; offset: number }> {
     if (this.closed) return Promise.reject(new Error('log is closed'));
-    if (this.failure) return Promise.reject(this.failure);
+    if (this.block) {
+      if (!this.block.recoverable) return Promise.reject(new Error(this.block.message));
+      // The cause may be gone (space freed): put the log back in order, then try.
+      return this.recover().then(() => this.append(buf), () => Promise.reject(new Error(this.block?.message ?? 'log write failed')));
+    }
     return new Promise((resolve, reject) => {
       this.queue.push({ buf, resolve, reject });
       this.kick();
@@ -200,11 +201,11 @@ export class SegmentLog {
    * Starts group writes while fewer than MAX_INFLIGHT are running: what queued up while a write
    * was in flight goes out as the next group without waiting for it. Groups are acknowledged
    * strictly in log order, so a crash can only lose groups after the first one not yet durable,
-   * none of which was acknowledged (recovery cuts the log at that hole).
+   * none of which was acknowledged (recovery cuts the log there).
    */
   private kick(): void {
-    while (this.queue.length > 0 && this.inflight < MAX_INFLIGHT && !this.failure && !this.rolling) {
-      let total = 0;
+    while (this.queue.length > 0 && this.inflight < MAX_INFLIGHT && !this.block && !this.rolling && !this.recovering) {
+      let total = GROUP_MARKER.length;
       for (const p of this.queue) total += p.buf.length;
       if (this.activeSize > 0 && this.activeSize + total > this.maxSegmentBytes) {
         // A new segment starts only when nothing is in flight on the current one.
@@ -215,7 +216,10 @@ export class SegmentLog {
             this.rolling = false;
             this.kick();
           },
-          (e) => this.fail(e as Error, []),
+          (e) => {
+            this.rolling = false;
+            this.fail(e as Error, []);
+          },
         ));
         return;
       }
@@ -224,10 +228,10 @@ export class SegmentLog {
       const segment = this.active;
       const base = this.activeSize;
       this.activeSize += total; // reserved now; the next group goes after it
-      const data = batch.length === 1 ? batch[0].buf : Buffer.concat(batch.map((p) => p.buf), total);
+      const data = Buffer.concat([GROUP_MARKER, ...batch.map((p) => p.buf)], total);
       this.inflight++;
       const t0 = process.hrtime.bigint();
-      const written = this.writeAt(data, base);
+      const written = this.activeFile.writeAt(data, base);
       const previous = this.ordered;
       this.ordered = this.track((async () => {
         let error: Error | undefined;
@@ -239,12 +243,12 @@ export class SegmentLog {
         }
         await previous; // acknowledge in log order
         this.inflight--;
-        if (error || this.failure) {
-          this.fail(error ?? this.failure!, batch);
+        if (error || this.block) {
+          this.fail(error ?? new Error(this.block!.message), batch);
           return;
         }
         this.sizes.set(segment, Math.max(this.sizes.get(segment) ?? 0, base + data.length));
-        let offset = base;
+        let offset = base + GROUP_MARKER.length;
         for (const p of batch) {
           p.resolve({ segment, offset });
           offset += p.buf.length;
@@ -254,24 +258,53 @@ export class SegmentLog {
     }
   }
 
-  /** The active segment is open with O_DSYNC: the write returns once it is durable (one thread-pool trip). */
-  private async writeAt(data: Buffer, base: number): Promise<void> {
-    let done = 0;
-    while (done < data.length) {
-      const { bytesWritten } = await this.activeHandle.write(data, done, data.length - done, base + done);
-      done += bytesWritten;
-    }
-  }
-
   /**
-   * After a failed write the kernel may have dropped dirty pages: nothing from here on can be
-   * promised durable, so the log refuses every further append (the node must restart).
+   * A failed write leaves the bytes after the last acknowledged group unknown, so nothing more
+   * is appended until they are cut: after a full disk (recoverable) the next append or probe
+   * does that; after any other error the log stays refused (the node must restart).
    */
   private fail(e: Error, batch: Pending[]): void {
-    this.failure ??= new Error(`log write failed, node must restart: ${e.message}`);
-    for (const p of batch) p.reject(this.failure);
-    for (const p of this.queue) p.reject(this.failure);
+    const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
+    if (!this.block) {
+      const recoverable = RECOVERABLE.has(code);
+      this.block = { reason: code, recoverable, message: `log write failed (${code}): ${e.message}${recoverable ? '; writes resume once space is freed' : '; the node must restart'}` };
+    }
+    const err = new Error(this.block.message);
+    (err as NodeJS.ErrnoException).code = this.block.reason;
+    for (const p of batch) p.reject(err);
+    for (const p of this.queue) p.reject(err);
     this.queue = [];
+  }
+
+  /** Cuts the active segment back to its acknowledged bytes and lifts a recoverable block. */
+  private recover(): Promise<void> {
+    this.recovering ??= (async () => {
+      try {
+        while (this.inflight > 0 || this.rolling) await Promise.allSettled([...this.pending]);
+        if (!this.block) return;
+        if (!this.block.recoverable) throw new Error(this.block.message);
+        const acked = this.sizes.get(this.active) ?? 0;
+        await this.files.truncate(this.name(this.active), acked);
+        this.activeSize = acked;
+        this.block = undefined;
+      } finally {
+        this.recovering = undefined;
+      }
+    })();
+    return this.recovering.finally(() => this.kick());
+  }
+
+  /** Tries to lift a recoverable block and to write an empty group: true if appends work. */
+  async probe(): Promise<boolean> {
+    if (this.closed) return false;
+    if (!this.block) return true;
+    if (!this.block.recoverable) return false;
+    try {
+      await this.append(Buffer.alloc(0));
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   private track(p: Promise<void>): Promise<void> {
@@ -280,45 +313,64 @@ export class SegmentLog {
     return p;
   }
 
-  /** Reads bytes of a segment synchronously (a page-cache hit costs microseconds; no thread hop). */
-  read(segment: number, offset: number, length: number): Buffer {
-    const fd = this.readFds.get(segment);
-    if (fd === undefined) throw new Error(`segment ${segment} is not open`);
-    const buf = Buffer.allocUnsafe(length);
-    let got = 0;
-    while (got < length) {
-      const n = fs.readSync(fd, buf, got, length - got, offset + got);
-      if (n === 0) throw new Error(`short read of segment ${segment} at ${offset + got}`);
-      got += n;
+  /** Local reads are synchronous underneath (a page-cache hit costs microseconds). */
+  read(segment: number, offset: number, length: number): Promise<Buffer> {
+    try {
+      return Promise.resolve(this.readNow(segment, offset, length));
+    } catch (e) {
+      return Promise.reject(e);
     }
-    return buf;
   }
 
-  async readSegment(segment: number): Promise<Buffer> {
-    return fsp.readFile(this.file(segment));
+  readNow(segment: number, offset: number, length: number): Buffer {
+    const r = this.readers.get(segment);
+    if (!r) throw new Error(`segment ${segment} is not open`);
+    return r.read(offset, length);
   }
 
-  /** Deletes a sealed segment whose live records were copied forward. */
-  removeSegment(segment: number): void {
+  readSegment(segment: number): Promise<Buffer> {
+    return this.files.readWhole(this.name(segment));
+  }
+
+  async rewrite(segment: number, content: Buffer): Promise<() => void> {
+    if (segment === this.active) throw new Error('invariant: cannot rewrite the active segment');
+    const old = this.name(segment);
+    const rev = (this.revs.get(segment) ?? 0) + 1;
+    const name = segmentName(segment, rev);
+    await this.files.replace(name, content);
+    const reader = this.files.openRead(name);
+    return () => {
+      // Reads went to the old file until now; from here on to the new one, with the caller's
+      // index already pointing at the new offsets (same synchronous step).
+      this.readers.get(segment)?.close();
+      this.readers.set(segment, reader);
+      this.revs.set(segment, rev);
+      this.sizes.set(segment, content.length);
+      void this.files.remove(old).catch(() => undefined); // a leftover is removed at the next open
+    };
+  }
+
+  async remove(segment: number): Promise<void> {
     if (segment === this.active) throw new Error('invariant: cannot remove the active segment');
-    const fd = this.readFds.get(segment);
-    if (fd !== undefined) fs.closeSync(fd);
-    this.readFds.delete(segment);
+    const name = this.name(segment);
+    this.readers.get(segment)?.close();
+    this.readers.delete(segment);
     this.sizes.delete(segment);
-    fs.unlinkSync(this.file(segment));
-    this.syncDir();
+    this.revs.delete(segment);
+    await this.files.remove(name);
   }
 
   /** Waits for queued appends, then closes every file. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true; // refuse new appends; groups already queued or in flight finish
-    while (this.pending.size > 0 || (this.queue.length > 0 && !this.failure)) {
-      if (this.pending.size > 0) await Promise.allSettled([...this.pending]);
+    while (this.pending.size > 0 || this.recovering || (this.queue.length > 0 && !this.block)) {
+      if (this.recovering) await this.recovering.catch(() => undefined);
+      else if (this.pending.size > 0) await Promise.allSettled([...this.pending]);
       else this.kick();
     }
-    await this.activeHandle.close();
-    for (const fd of this.readFds.values()) fs.closeSync(fd);
-    this.readFds.clear();
+    await this.activeFile.close().catch(() => undefined);
+    for (const r of this.readers.values()) r.close();
+    this.readers.clear();
   }
 }
