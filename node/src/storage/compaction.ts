@@ -53,21 +53,26 @@ export class Compactor {
 
   private async compactSegment(seg: number): Promise<number> {
     const data = await this.store.readSegment(seg);
-    const hasOlder = this.store.segments().some((s) => s < seg);
+    const hasOlder = this.store.segments().indexOf(seg) > 0;
     const kept: ScannedRecord[] = [];
     let removalBytes = 0;
-    const { damage } = scanBatches(data, (batch) => {
-      for (const r of batch) {
-        const kind = KINDS[r.record.type] as RecordKind<LogRecord>;
-        const place = { segment: seg, offset: r.offset, length: r.length };
-        if (kind.live(this.state, r.record, place)) kept.push(r);
-        else if (kind.removal(r.record) && hasOlder) {
-          kept.push(r);
-          removalBytes += r.length;
+    // In slices, yielding between them: a 64 MiB segment is too much for one turn of the loop.
+    // Liveness may change between slices; that is harmless (see the top of this file).
+    for (let from = 0; from < data.length;) {
+      const { end, damage } = scanBatches(data, (batch) => {
+        for (const r of batch) {
+          const kind = KINDS[r.record.type] as RecordKind<LogRecord>;
+          if (kind.live(this.state, r.record, { segment: seg, offset: r.offset, length: r.length })) kept.push(r);
+          else if (kind.removal(r.record) && hasOlder) {
+            kept.push(r);
+            removalBytes += r.length;
+          }
         }
-      }
-    });
-    if (damage) throw new InternalError(`segment ${seg} is damaged at ${damage.offset} (${damage.reason}); not compacting it`);
+      }, from, from + SLICE_BYTES);
+      if (damage) throw new InternalError(`segment ${seg} is damaged at ${damage.offset} (${damage.reason}); not compacting it`);
+      from = end;
+      if (from < data.length) await yieldToLoop();
+    }
     if (kept.length === 0) {
       await this.store.remove(seg);
       this.state.liveBytes.delete(seg);
@@ -83,13 +88,26 @@ export class Compactor {
       setEndFlag(content.subarray(p, p + r.length)); // each kept record is a batch of its own
       p += r.length;
     }
-    const install = await this.store.rewrite(seg, content);
-    // One synchronous step: reads switch to the new file and the state to the new offsets.
-    install();
-    kept.forEach((r, i) => {
-      (KINDS[r.record.type] as RecordKind<LogRecord>).relocate(this.state, r.record, { segment: seg, offset: r.offset, length: r.length }, offsets[i]);
-    });
-    this.keptRemovals.set(seg, removalBytes);
+    const fresh = await this.store.rewrite(seg, content);
+    // Both contents stay readable until retire(): repoint the state a slice at a time. Each
+    // entry points at the old place or the new one, and either reads the same record.
+    for (let i = 0; i < kept.length; i++) {
+      const r = kept[i];
+      (KINDS[r.record.type] as RecordKind<LogRecord>).relocate(this.state, r.record, { segment: seg, offset: r.offset, length: r.length }, { segment: fresh, offset: offsets[i], length: r.length });
+      if (i % RELOCATE_SLICE === RELOCATE_SLICE - 1) await yieldToLoop();
+    }
+    await this.store.retire(seg);
+    this.state.liveBytes.delete(seg);
+    this.keptRemovals.delete(seg);
+    this.keptRemovals.set(fresh, removalBytes);
     return content.length;
   }
+}
+
+/** Bytes scanned, and records repointed, between two yields to the event loop. */
+const SLICE_BYTES = 1024 * 1024;
+const RELOCATE_SLICE = 4096;
+
+function yieldToLoop(): Promise<void> {
+  return new Promise((r) => setImmediate(r));
 }

@@ -118,17 +118,26 @@ export function aliasKey(ds: number, alias: string): string {
 
 const at = (e: Place | undefined, p: Place) => e !== undefined && e.segment === p.segment && e.offset === p.offset;
 
+/** Repoints a placed entry at its record's new place, moving its live bytes along. */
+function move(s: EngineState, e: Place, to: Place): void {
+  s.liveDelta(e.segment, -e.length);
+  e.segment = to.segment;
+  e.offset = to.offset;
+  s.liveDelta(to.segment, to.length);
+}
+
 /**
  * Each record type, described once: how it applies, whether the record at a place is still
  * what a restart must read (live), whether it is a removal (a tombstone: never live itself, but
  * needed while an older segment may hold what it removes), and how compaction repoints the
- * state at a live record's new offset in its rewritten segment.
+ * state at a live record's new place in its rewritten segment.
  */
 export interface RecordKind<R extends LogRecord> {
   apply(s: EngineState, r: R, at: Place, recovering: boolean): void;
   live(s: EngineState, r: R, at: Place): boolean;
   removal(r: R): boolean;
-  relocate(s: EngineState, r: R, from: Place, toOffset: number): void;
+  /** Repoints what points at `from` to `to` (its new segment handle and offset), moving its live bytes. */
+  relocate(s: EngineState, r: R, from: Place, to: Place): void;
 }
 
 type Kinds = { [T in LogRecord['type']]: RecordKind<Extract<LogRecord, { type: T }>> };
@@ -139,9 +148,9 @@ function placedKind<R extends LogRecord & { oid: Buffer }, T>(map: (s: EngineSta
     apply: (s, r, p) => s.placeEntry(map(s), r.oid.toString('hex'), value(r), p),
     live: (s, r, p) => at(map(s).get(r.oid.toString('hex')), p),
     removal: (r) => value(r) === undefined,
-    relocate: (s, r, from, toOffset) => {
+    relocate: (s, r, from, to) => {
       const e = map(s).get(r.oid.toString('hex'));
-      if (at(e, from)) e!.offset = toOffset;
+      if (at(e, from)) move(s, e!, to);
     },
   };
 }
@@ -158,10 +167,13 @@ export const KINDS: Kinds = {
     },
     live: (s, r, p) => at(s.index.get(wordsFromBytes(r.oid)), p),
     removal: () => false,
-    relocate(s, r, from, toOffset) {
+    relocate(s, r, from, to) {
       const w = wordsFromBytes(r.oid);
       const loc = s.index.get(w);
-      if (at(loc, from)) s.index.set(w, { ...loc!, offset: toOffset });
+      if (!at(loc, from)) return;
+      s.index.set(w, { ...loc!, segment: to.segment, offset: to.offset });
+      s.liveDelta(from.segment, -from.length);
+      s.liveDelta(to.segment, to.length);
     },
   },
   [RecordType.Delete]: {
@@ -184,9 +196,9 @@ export const KINDS: Kinds = {
     apply: (s, r, p) => s.placeEntry(s.aliases, aliasKey(r.dataset, r.alias), r.oid.toString('hex'), p),
     live: (s, r, p) => at(s.aliases.get(aliasKey(r.dataset, r.alias)), p),
     removal: () => false,
-    relocate(s, r, from, toOffset) {
+    relocate(s, r, from, to) {
       const e = s.aliases.get(aliasKey(r.dataset, r.alias));
-      if (at(e, from)) e!.offset = toOffset;
+      if (at(e, from)) move(s, e!, to);
     },
   },
   [RecordType.AliasDelete]: {
@@ -202,7 +214,10 @@ export const KINDS: Kinds = {
     },
     live: () => true, // datasets are never removed
     removal: () => false,
-    relocate: () => undefined,
+    relocate(s, _r, from, to) {
+      s.liveDelta(from.segment, -from.length);
+      s.liveDelta(to.segment, to.length);
+    },
   },
   [RecordType.Forward]: placedKind((s) => s.forwards, (r) => (r.node === 0 ? undefined : r.node)),
   [RecordType.Directory]: placedKind((s) => s.directory, (r) => (r.master === 0 ? undefined : { master: r.master, replicas: r.replicas })),
@@ -220,9 +235,9 @@ export const KINDS: Kinds = {
     },
     live: (s, r, p) => at(s.prepared.get(r.txid.toString('hex')), p),
     removal: () => false,
-    relocate(s, r, from, toOffset) {
+    relocate(s, r, from, to) {
       const e = s.prepared.get(r.txid.toString('hex'));
-      if (at(e, from)) e!.offset = toOffset;
+      if (at(e, from)) move(s, e!, to);
     },
   },
   [RecordType.Decided]: {

@@ -22,9 +22,10 @@ export interface Damage {
 
 /**
  * Walks `data` from `from`, handing every whole batch (a run of records ending with an END
- * flag) to `onBatch`, until the end or the first damaged frame. Group markers are skipped.
+ * flag) to `onBatch`, until the end, the first damaged frame, or the first batch boundary at
+ * or past `until` (so long scans can yield between slices). Group markers are skipped.
  */
-export function scanBatches(data: Buffer, onBatch: (batch: ScannedRecord[]) => void, from = 0): { end: number; damage?: Damage } {
+export function scanBatches(data: Buffer, onBatch: (batch: ScannedRecord[]) => void, from = 0, until = Infinity): { end: number; damage?: Damage } {
   let pos = from;
   let batchStart = from;
   let batch: ScannedRecord[] = [];
@@ -50,6 +51,7 @@ export function scanBatches(data: Buffer, onBatch: (batch: ScannedRecord[]) => v
       onBatch(batch);
       batch = [];
       batchStart = pos;
+      if (pos >= until) return { end: pos };
     }
   }
   if (batch.length > 0) return damaged('a batch without its end record', batchStart);

@@ -52,14 +52,26 @@ export function parseSegmentName(name: string): { id: number; rev: number } | un
   return m ? { id: Number(m[1]), rev: m[2] ? Number(m[2]) : 0 } : undefined;
 }
 
+/** Handles of rewritten segments are numbered from here (appended segments: their id). */
+const REWRITE_HANDLES = 2 ** 30;
+
+interface Segment {
+  id: number;
+  rev: number;
+  /** Acknowledged bytes. */
+  size: number;
+  reader: ReadFile;
+  /** Replaced by a rewrite, still readable until retired; no longer in segments(). */
+  retiring?: boolean;
+}
+
 export class SegmentLog implements SegmentStore {
   private readonly files: SegmentFiles;
   private readonly maxSegmentBytes: number;
   private readonly onFsync?: SegmentLogOptions['onFsync'];
-  private readonly readers = new Map<number, ReadFile>();
-  /** Acknowledged bytes of each segment. */
-  private readonly sizes = new Map<number, number>();
-  private readonly revs = new Map<number, number>();
+  /** By handle: an appended segment's handle is its id, a rewritten one gets a new handle. */
+  private readonly segs = new Map<number, Segment>();
+  private nextHandle = REWRITE_HANDLES;
   private active = 0;
   private activeFile!: AppendFile;
   /** Bytes of the active segment reserved by groups started (acknowledged or in flight). */
@@ -110,10 +122,12 @@ export class SegmentLog implements SegmentStore {
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i];
       const name = names.get(id)!;
+      const rev = parseSegmentName(name)!.rev;
+      const handle = rev === 0 ? id : log.nextHandle++;
       const last = i === ids.length - 1;
       const data = await files.readWhole(name);
       const { end, damage } = scanBatches(data, (batch) => {
-        onBatch(batch.map((r) => ({ record: r.record, segment: id, offset: r.offset, length: r.length })));
+        onBatch(batch.map((r) => ({ record: r.record, segment: handle, offset: r.offset, length: r.length })));
         report.records += batch.length;
       });
       if (damage) {
@@ -129,24 +143,27 @@ export class SegmentLog implements SegmentStore {
         await files.truncate(name, damage.goodEnd);
       }
       const size = damage ? damage.goodEnd : end;
-      log.sizes.set(id, size);
-      log.revs.set(id, parseSegmentName(name)!.rev);
+      log.segs.set(handle, { id, rev, size, reader: files.openRead(name) });
       report.bytes += size;
-      log.readers.set(id, files.openRead(name));
+      if (last) {
+        log.active = handle;
+        log.activeSize = size;
+        log.activeFile = await files.openAppend(name);
+      }
     }
-    if (ids.length === 0) {
-      await log.createSegment(1);
-    } else {
-      const lastId = ids[ids.length - 1];
-      log.active = lastId;
-      log.activeSize = log.sizes.get(lastId)!;
-      log.activeFile = await files.openAppend(names.get(lastId)!);
-    }
+    if (ids.length === 0) await log.createSegment(1);
     return { log, report };
   }
 
-  private name(id: number): string {
-    return segmentName(id, this.revs.get(id) ?? 0);
+  private seg(handle: number): Segment {
+    const s = this.segs.get(handle);
+    if (!s) throw new Error(`segment ${handle} is not open`);
+    return s;
+  }
+
+  private name(handle: number): string {
+    const s = this.seg(handle);
+    return segmentName(s.id, s.rev);
   }
 
   private async createSegment(id: number): Promise<void> {
@@ -157,9 +174,7 @@ export class SegmentLog implements SegmentStore {
     this.active = id;
     this.activeFile = file;
     this.activeSize = 0;
-    this.sizes.set(id, 0);
-    this.revs.set(id, 0);
-    this.readers.set(id, this.files.openRead(name));
+    this.segs.set(id, { id, rev: 0, size: 0, reader: this.files.openRead(name) });
   }
 
   get activeSegment(): number {
@@ -167,16 +182,16 @@ export class SegmentLog implements SegmentStore {
   }
 
   segments(): number[] {
-    return [...this.sizes.keys()].sort((a, b) => a - b);
+    return [...this.segs].filter(([, s]) => !s.retiring).sort((a, b) => a[1].id - b[1].id).map(([h]) => h);
   }
 
-  segmentSize(id: number): number {
-    return this.sizes.get(id) ?? 0;
+  segmentSize(handle: number): number {
+    return this.segs.get(handle)?.size ?? 0;
   }
 
   get totalBytes(): number {
     let n = 0;
-    for (const s of this.sizes.values()) n += s;
+    for (const s of this.segs.values()) n += s.size;
     return n;
   }
 
@@ -211,7 +226,7 @@ export class SegmentLog implements SegmentStore {
         // A new segment starts only when nothing is in flight on the current one.
         if (this.inflight > 0) return;
         this.rolling = true;
-        this.track(this.createSegment(this.active + 1).then(
+        this.track(this.createSegment(this.seg(this.active).id + 1).then(
           () => {
             this.rolling = false;
             this.kick();
@@ -247,7 +262,8 @@ export class SegmentLog implements SegmentStore {
           this.fail(error ?? new Error(this.block!.message), batch);
           return;
         }
-        this.sizes.set(segment, Math.max(this.sizes.get(segment) ?? 0, base + data.length));
+        const seg = this.seg(segment);
+        seg.size = Math.max(seg.size, base + data.length);
         let offset = base + GROUP_MARKER.length;
         for (const p of batch) {
           p.resolve({ segment, offset });
@@ -283,7 +299,7 @@ export class SegmentLog implements SegmentStore {
         while (this.inflight > 0 || this.rolling) await Promise.allSettled([...this.pending]);
         if (!this.block) return;
         if (!this.block.recoverable) throw new Error(this.block.message);
-        const acked = this.sizes.get(this.active) ?? 0;
+        const acked = this.seg(this.active).size;
         await this.files.truncate(this.name(this.active), acked);
         this.activeSize = acked;
         this.block = undefined;
@@ -323,41 +339,40 @@ export class SegmentLog implements SegmentStore {
   }
 
   readNow(segment: number, offset: number, length: number): Buffer {
-    const r = this.readers.get(segment);
-    if (!r) throw new Error(`segment ${segment} is not open`);
-    return r.read(offset, length);
+    return this.seg(segment).reader.read(offset, length);
   }
 
   readSegment(segment: number): Promise<Buffer> {
     return this.files.readWhole(this.name(segment));
   }
 
-  async rewrite(segment: number, content: Buffer): Promise<() => void> {
+  async rewrite(segment: number, content: Buffer): Promise<number> {
     if (segment === this.active) throw new Error('invariant: cannot rewrite the active segment');
-    const old = this.name(segment);
-    const rev = (this.revs.get(segment) ?? 0) + 1;
-    const name = segmentName(segment, rev);
+    const old = this.seg(segment);
+    const rev = old.rev + 1;
+    const name = segmentName(old.id, rev);
     await this.files.replace(name, content);
-    const reader = this.files.openRead(name);
-    return () => {
-      // Reads went to the old file until now; from here on to the new one, with the caller's
-      // index already pointing at the new offsets (same synchronous step).
-      this.readers.get(segment)?.close();
-      this.readers.set(segment, reader);
-      this.revs.set(segment, rev);
-      this.sizes.set(segment, content.length);
-      void this.files.remove(old).catch(() => undefined); // a leftover is removed at the next open
-    };
+    // From here a restart reads the new content; this process reads both until retire(old).
+    const handle = this.nextHandle++;
+    this.segs.set(handle, { id: old.id, rev, size: content.length, reader: this.files.openRead(name) });
+    old.retiring = true;
+    return handle;
+  }
+
+  async retire(segment: number): Promise<void> {
+    const s = this.seg(segment);
+    if (!s.retiring) throw new Error(`invariant: segment ${segment} was not rewritten`);
+    this.segs.delete(segment);
+    s.reader.close();
+    await this.files.remove(segmentName(s.id, s.rev)).catch(() => undefined); // a leftover is removed at the next open
   }
 
   async remove(segment: number): Promise<void> {
     if (segment === this.active) throw new Error('invariant: cannot remove the active segment');
-    const name = this.name(segment);
-    this.readers.get(segment)?.close();
-    this.readers.delete(segment);
-    this.sizes.delete(segment);
-    this.revs.delete(segment);
-    await this.files.remove(name);
+    const s = this.seg(segment);
+    this.segs.delete(segment);
+    s.reader.close();
+    await this.files.remove(segmentName(s.id, s.rev));
   }
 
   /** Waits for queued appends, then closes every file. */
@@ -370,7 +385,7 @@ export class SegmentLog implements SegmentStore {
       else this.kick();
     }
     await this.activeFile.close().catch(() => undefined);
-    for (const r of this.readers.values()) r.close();
-    this.readers.clear();
+    for (const s of this.segs.values()) s.reader.close();
+    this.segs.clear();
   }
 }

@@ -3,8 +3,9 @@
  * cache next. The engine talks to segments only through this interface.
  *
  * Contract:
- * - Segments have ids that give the log order; a new segment always gets a larger id. Replay
- *   reads segments in id order and each segment from its start.
+ * - A segment is named by a handle (a number). Segments have a log order (`segments()` lists
+ *   handles in it); a new segment always comes last. Replay reads segments in log order and
+ *   each from its start. Index entries hold handles.
  * - `append(batch)` resolves once the whole batch is durable: a crash after that never loses
  *   it. Batches become durable, and resolve, in the order `append` was called; a batch never
  *   spans two segments. A batch whose append rejected may or may not be there after a crash,
@@ -13,10 +14,10 @@
  *   changes only through `rewrite` and `remove`.
  * - `read(segment, offset, length)` returns bytes of a resolved append (async: the bytes may
  *   have to be fetched). `readSegment` returns a whole sealed segment.
- * - `rewrite(segment, content)` makes `content` the durable content of a sealed segment, at
- *   the same place in log order; a crash leaves the old content or the new, whole. Reads keep
- *   seeing the old content until the returned `install()` runs, which the caller invokes in the
- *   same synchronous step as it repoints its index at the new offsets.
+ * - `rewrite(segment, content)` makes `content` durable as the new content of a sealed
+ *   segment, at the same place in log order, and returns the handle of the new content; a crash
+ *   leaves the old content or the new, whole. Both handles stay readable until `retire(old)`,
+ *   so the caller can repoint its index from one to the other a piece at a time.
  * - `remove(segment)` deletes a sealed segment, durably.
  * - `blocked` says why appends are refused right now; `probe()` tries to clear a refusal that
  *   may pass (a full disk) and resolves true when appends work again.
@@ -30,7 +31,8 @@ export interface SegmentStore {
   readonly totalBytes: number;
   read(segment: number, offset: number, length: number): Promise<Buffer>;
   readSegment(segment: number): Promise<Buffer>;
-  rewrite(segment: number, content: Buffer): Promise<() => void>;
+  rewrite(segment: number, content: Buffer): Promise<number>;
+  retire(segment: number): Promise<void>;
   remove(segment: number): Promise<void>;
   readonly blocked: WriteBlock | undefined;
   probe(): Promise<boolean>;
