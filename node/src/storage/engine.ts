@@ -67,6 +67,8 @@ export interface StoredObject {
 
 export const DEFAULT_DATASET = 'default';
 const MAX_DATASETS = 0xffff;
+/** Objects a get reads between two yields to the event loop. */
+const READ_SLICE = 256;
 
 export class Engine implements EngineCore {
   readonly limits: Limits;
@@ -165,10 +167,16 @@ export class Engine implements EngineCore {
       throw new LimitExceededError(`get of ${oids.length} objects exceeds the batch limit of ${this.limits.maxBatchObjects}`, { limit: 'maxBatchObjects' });
     }
     for (const oid of oids) assertOid(oid);
-    const found = await Promise.all(oids.map((oid) => this.readObject(oid, ds)));
     const objects: StoredObject[] = [];
     const missing: string[] = [];
-    found.forEach((o, i) => (o ? objects.push(o) : missing.push(oids[i])));
+    // Large gets go in slices with a yield between (each object is read on its own anyway), so
+    // one request for thousands of uncached objects does not hold the event loop.
+    for (let i = 0; i < oids.length; i += READ_SLICE) {
+      if (i > 0) await new Promise((r) => setImmediate(r));
+      const slice = oids.length <= READ_SLICE ? oids : oids.slice(i, i + READ_SLICE);
+      const found = await Promise.all(slice.map((oid) => this.readObject(oid, ds)));
+      found.forEach((o, j) => (o ? objects.push(o) : missing.push(slice[j])));
+    }
     return { objects, missing };
   }
 
