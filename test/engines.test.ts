@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -63,3 +64,27 @@ describe('engines.node states the Node the code needs', () => {
     }
   });
 });
+
+describe('the loam command on an older Node', () => {
+  /** Runs the bin with process.versions.node faked to `version` before it starts. */
+  const loamOn = (version: string) => spawnSync(process.execPath, [
+    '--import', `data:text/javascript,Object.defineProperty(process.versions,'node',{value:'${version}'})`,
+    path.join(ROOT, 'node/bin/loam.js'), '--version',
+  ], { encoding: 'utf8' });
+
+  it('refuses with a clear message instead of crashing while loading', () => {
+    const min = minimumOf('node/package.json');
+    const r = loamOn('20.11.0');
+    expect(r.status).toBe(1);
+    expect(r.stderr).toBe(`loam: needs Node ${min} or newer (this is Node 20.11.0)\n`);
+    expect(loamOn('19.99.9').status).toBe(1);
+  });
+
+  it('runs on the minimum itself', () => {
+    const r = loamOn(`${minimumOf('node/package.json')}.0`);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.stdout.trim()).toBe(JSON.parse(fs.readFileSync(path.join(ROOT, 'node/package.json'), 'utf8')).version);
+  });
+});
+
