@@ -1,5 +1,7 @@
 import { Packr, addExtension, RESERVE_START_SPACE, RESET_BUFFER_MODE } from 'msgpackr';
-import { InternalError } from './errors.js';
+import { InternalError, LimitExceededError } from './errors.js';
+import { DEFAULT_LIMITS } from './limits.js';
+import { encodedDepth } from './codec-depth.js';
 import { Persistent, fieldsOf } from './model.js';
 import { Ref } from './ref.js';
 
@@ -9,6 +11,9 @@ import { Ref } from './ref.js';
  * BigInt, Buffer, typed arrays and undefined. A reference to another persistent object is an
  * extension holding its oid and class name, so loading yields a stub, never a copy.
  * The format byte lets data written today be read by tomorrow's codec.
+ *
+ * Values may nest at most `maxDepth` levels (Limits.maxDepth) both ways: msgpackr recurses, so
+ * deeper ones would overflow the stack, and a node decoding a hostile state must not crash.
  */
 export const CODEC_V1 = 1;
 const EXT_PERSISTENT_REF = 0x4c; // 'L'
@@ -61,40 +66,64 @@ const packr = new Packr({
 });
 
 /** Encodes the fields of `obj` (not the object as a reference). */
-export function encodeState(obj: Persistent, hooks: EncodeHooks): Buffer {
-  return encodeValue(fieldsOf(obj), hooks);
+export function encodeState(obj: Persistent, hooks: EncodeHooks, maxDepth = DEFAULT_LIMITS.maxDepth): Buffer {
+  return encodeValue(fieldsOf(obj), hooks, maxDepth);
 }
 
-export function encodeValue(value: unknown, hooks: EncodeHooks): Buffer {
+/** Encodes `value`; LimitExceededError (limit `maxDepth`) when it nests deeper than `maxDepth`. */
+export function encodeValue(value: unknown, hooks: EncodeHooks, maxDepth = DEFAULT_LIMITS.maxDepth): Buffer {
   const prev = encodeHooks;
   encodeHooks = hooks;
+  let packed: Buffer;
   try {
     // One reserved byte for the format, and msgpackr's buffer reused for the next encode (so the
     // result is copied out once; nothing else keeps a slice of that buffer alive).
-    const packed = packr.pack(value, RESERVE_START_SPACE | 1 | RESET_BUFFER_MODE);
-    const out = Buffer.allocUnsafe(packed.length);
-    packed.copy(out);
-    out[0] = CODEC_V1;
-    return out;
+    packed = packr.pack(value, RESERVE_START_SPACE | 1 | RESET_BUFFER_MODE);
+  } catch (e) {
+    throw isStackOverflow(e) ? tooDeep(maxDepth, e) : e;
   } finally {
     encodeHooks = prev;
   }
+  // Measured on what was written, as decoding will measure it. Every level takes at least one
+  // byte, so only a longer encoding can be too deep: most objects skip the scan. An encoding
+  // the scan cannot frame packed without overflowing, so it is accepted as it is.
+  if (packed.length - 1 > maxDepth && encodedDepth(packed, 1, packed.length, maxDepth) === 'deeper') throw tooDeep(maxDepth);
+  const out = Buffer.allocUnsafe(packed.length);
+  packed.copy(out);
+  out[0] = CODEC_V1;
+  return out;
 }
 
-export function decodeState(state: Buffer, hooks: DecodeHooks): Record<string, unknown> {
-  return decodeValue(state, hooks) as Record<string, unknown>;
+export function decodeState(state: Buffer, hooks: DecodeHooks, maxDepth = DEFAULT_LIMITS.maxDepth): Record<string, unknown> {
+  return decodeValue(state, hooks, maxDepth) as Record<string, unknown>;
 }
 
-export function decodeValue(state: Buffer, hooks: DecodeHooks): unknown {
+/** Decodes a state; LimitExceededError (limit `maxDepth`) when it nests deeper than `maxDepth`. */
+export function decodeValue(state: Buffer, hooks: DecodeHooks, maxDepth = DEFAULT_LIMITS.maxDepth): unknown {
   if (state.length === 0) return {};
   if (state[0] !== CODEC_V1) {
     throw new InternalError(`object state has codec format ${state[0]}; this SDK reads format ${CODEC_V1} (upgrade @loam/sdk)`);
   }
+  if (state.length - 1 > maxDepth && encodedDepth(state, 1, state.length, maxDepth) === 'deeper') throw tooDeep(maxDepth);
   const prev = decodeHooks;
   decodeHooks = hooks;
   try {
     return packr.unpack(state.subarray(1));
+  } catch (e) {
+    // Only a state the scan could not frame (not written by this codec) gets here deep enough
+    // to overflow msgpackr's recursion; the stack has unwound and msgpackr has reset its source.
+    throw isStackOverflow(e) ? tooDeep(maxDepth, e) : e;
   } finally {
     decodeHooks = prev;
   }
+}
+
+function isStackOverflow(e: unknown): boolean {
+  return e instanceof RangeError && /call stack/i.test(e.message);
+}
+
+function tooDeep(maxDepth: number, cause?: unknown): LimitExceededError {
+  const err = new LimitExceededError(`value nests deeper than ${maxDepth} levels (limit maxDepth)`, { limit: 'maxDepth' });
+  if (cause !== undefined) Object.defineProperty(err, 'cause', { value: cause, enumerable: false });
+  return err;
 }

@@ -1,11 +1,18 @@
 import { InvalidArgumentError, LimitExceededError } from './errors.js';
 
-/** Limits a node enforces; defaults here, announced to clients in Hello. */
+/** Limits a node enforces; defaults here, announced to clients in Hello (except maxDepth). */
 export interface Limits {
   maxObjectBytes: number;
   maxBatchObjects: number;
   maxBatchBytes: number;
   maxAliasLength: number;
+  /**
+   * How deeply containers (objects, arrays, Maps, Sets, an Error's cause) may nest in an
+   * object's state; the object's own fields are level 1. A property of the codec, the same in
+   * SDK and node, so not announced: the codec recurses, and deeper values would overflow the
+   * stack (nested Sets from about 700 levels, objects from about 1,200).
+   */
+  maxDepth: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
@@ -13,6 +20,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxBatchObjects: 100_000,
   maxBatchBytes: 64 * 1024 * 1024,
   maxAliasLength: 256,
+  maxDepth: 512,
 });
 
 /** Class names are what `@model(name)` registers; kept short because every record stores one. */

@@ -56,7 +56,12 @@ export class ObjectSpace {
       obj = instantiate(rec.className, { oid: rec.oid, className: rec.className, version: 0, loaded: false, owner: this.owner });
       this.adopt(obj, rec.oid);
     }
-    const fields = decodeState(rec.state, this.decodeHooks);
+    let fields: Record<string, unknown>;
+    try {
+      fields = decodeState(rec.state, this.decodeHooks);
+    } catch (e) {
+      throw naming(e, rec.oid, rec.className);
+    }
     assignFields(obj, fields);
     const m = metaOf(obj);
     m.loaded = true;
@@ -121,7 +126,12 @@ export class ObjectSpace {
         const obj = queue[i];
         const m = metaOf(obj);
         if (!m.loaded) throw new InvalidArgumentError(`object ${m.oid} is an unloaded stub: load it before writing it`, { oid: m.oid });
-        const state = encodeState(obj, hooks);
+        let state: Buffer;
+        try {
+          state = encodeState(obj, hooks, limits.maxDepth);
+        } catch (e) {
+          throw naming(e, m.oid!, m.className);
+        }
         if (onlyDirty && m.version > 0 && m.snapshot && state.equals(m.snapshot)) {
           clean.push(obj);
           continue;
@@ -188,4 +198,10 @@ export interface EncodedGraph {
   clean: Persistent[];
   created: Persistent[];
   rollback: () => void;
+}
+
+/** A codec limit error, reworded to name the object it is about. */
+function naming(e: unknown, oid: string, className: string): unknown {
+  if (!(e instanceof LimitExceededError)) return e;
+  return new LimitExceededError(`object ${oid} (${className}): ${e.message}`, { oid, limit: e.limit });
 }

@@ -1,5 +1,5 @@
 import {
-  InvalidArgumentError, NotFoundError, RedirectError, UnavailableError, WriteConflictError, oidHomeNode,
+  InvalidArgumentError, LimitExceededError, NotFoundError, RedirectError, UnavailableError, WriteConflictError, oidHomeNode,
   type Backend, type DrainResponse, type MasterChange, type MoveResponse, type Redirect,
 } from '@loam/sdk/wire';
 import { decodeValue } from '@loam/sdk/codec';
@@ -550,14 +550,26 @@ function groupBy<T, K>(items: Iterable<T>, keys: (item: T) => Iterable<K>): Map<
   return out;
 }
 
-/** The oids an object's state references (decoded with the SDK codec; no model classes needed). */
+/**
+ * The oids an object's state references (decoded with the SDK codec; no model classes needed).
+ * The node stores states unread, so a client that bypassed the SDK may have written one nested
+ * deeper than the codec takes: that is a LimitExceededError naming the object, before anything
+ * is locked or moved.
+ */
 export function referencesOf(obj: StoredObject): string[] {
   const refs: string[] = [];
-  decodeValue(obj.state, {
-    stubFor: (oid) => {
-      refs.push(oid);
-      return {} as never;
-    },
-  });
+  try {
+    decodeValue(obj.state, {
+      stubFor: (oid) => {
+        refs.push(oid);
+        return {} as never;
+      },
+    });
+  } catch (e) {
+    if (e instanceof LimitExceededError) {
+      throw new LimitExceededError(`object ${obj.oid} cannot be followed: ${e.message}`, { oid: obj.oid, limit: e.limit });
+    }
+    throw e;
+  }
   return refs;
 }
