@@ -42,6 +42,15 @@ export interface NodeOptions {
   onFatal?: (err: Error) => void;
 }
 
+/**
+ * gRPC health service names. '' and StoreService are SERVING once the node serves requests,
+ * which in a cluster includes "started without etcd, serving the objects it masters".
+ * MEMBERSHIP_HEALTH is SERVING only while the node is registered in the metadata store: a probe
+ * that must know the node is fully part of the cluster asks for that one.
+ */
+export const STORE_HEALTH = 'loam.v1.StoreService';
+export const MEMBERSHIP_HEALTH = 'loam.membership';
+
 /** One storage node: engine, gRPC server (store + health), metrics endpoint. */
 export class LoamNode {
   readonly engine: Engine;
@@ -72,7 +81,7 @@ export class LoamNode {
       'grpc.max_receive_message_length': maxMessage,
       'grpc.max_send_message_length': maxMessage,
     });
-    this.health = new HealthImplementation({ '': 'NOT_SERVING', 'loam.v1.StoreService': 'NOT_SERVING' });
+    this.health = new HealthImplementation({ '': 'NOT_SERVING', [STORE_HEALTH]: 'NOT_SERVING', ...(meta ? { [MEMBERSHIP_HEALTH]: 'NOT_SERVING' } : {}) });
     this.health.addToServer(this.server);
     const cluster = (): ClusterContext | undefined =>
       this.membership && this.placement && this.transactions
@@ -132,6 +141,9 @@ export class LoamNode {
           numberConfirmed,
           waitMs: opts.joinWaitMs,
           hooks: {
+            onRegistered: (up) => {
+              if (!node.stopping) node.health.setStatus(MEMBERSHIP_HEALTH, up ? 'SERVING' : 'NOT_SERVING');
+            },
             onFatal: (e) => {
               log.fatal({ err: e.message }, 'stopping: this node cannot run in this cluster');
               void node.stop().finally(() => opts.onFatal?.(e));
@@ -148,6 +160,9 @@ export class LoamNode {
       if ((opts.metricsPort ?? -1) >= 0) {
         node.metricsServer = await metrics.serve(opts.host ?? '127.0.0.1', opts.metricsPort!);
       }
+      // Only now: until here calls are refused ("joining"), so SERVING earlier would be a lie.
+      node.health.setStatus('', 'SERVING');
+      node.health.setStatus(STORE_HEALTH, 'SERVING');
       return node;
     } catch (e) {
       started?.server.forceShutdown(); // a node that could not join must not keep its port
@@ -167,8 +182,6 @@ export class LoamNode {
         }
         this.port = bound;
         this.address = advertise ?? `${host === '0.0.0.0' ? '127.0.0.1' : host}:${bound}`;
-        this.health.setStatus('', 'SERVING');
-        this.health.setStatus('loam.v1.StoreService', 'SERVING');
         resolve();
       });
     });
@@ -190,7 +203,8 @@ export class LoamNode {
   stop(graceMs = 5000): Promise<void> {
     this.stopping ??= (async () => {
       this.health.setStatus('', 'NOT_SERVING');
-      this.health.setStatus('loam.v1.StoreService', 'NOT_SERVING');
+      this.health.setStatus(STORE_HEALTH, 'NOT_SERVING');
+      if (this.membership) this.health.setStatus(MEMBERSHIP_HEALTH, 'NOT_SERVING');
       this.links?.close();
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
