@@ -101,6 +101,7 @@ export class LoamNode {
     const unlock = lockDataDir(dataDir);
     let engine: Engine | undefined;
     let started: LoamNode | undefined;
+    let metricsRef: NodeMetrics | undefined;
     try {
       const meta = opts.meta;
       let identity = readIdentity(dataDir);
@@ -122,7 +123,7 @@ export class LoamNode {
         writeIdentity(dataDir, identity);
       }
       let engineRef: Engine | undefined;
-      const metrics = new NodeMetrics(() => engineRef);
+      const metrics = (metricsRef = new NodeMetrics(() => engineRef));
       const t0 = Date.now();
       engine = engineRef = await Engine.open({
         dir: dataDir,
@@ -166,6 +167,7 @@ export class LoamNode {
       return node;
     } catch (e) {
       started?.server.forceShutdown(); // a node that could not join must not keep its port
+      metricsRef?.close();
       await engine?.close().catch(() => undefined);
       unlock();
       throw e;
@@ -221,6 +223,7 @@ export class LoamNode {
       this.placement?.close();
       await this.membership?.leave();
       await this.metricsServer?.close();
+      this.metrics.close();
       await this.engine.close();
       this.unlock();
       this.log.info('stopped');
