@@ -21,10 +21,10 @@ describe('loam_event_loop_lag_seconds on /metrics', () => {
     const ports = dev.logs.find((l) => l.msg === 'ready')!.metricsPorts as number[];
     expect(ports).toHaveLength(2);
     for (const port of ports) {
-      const lag = await waitFor(async () => {
+      const lag = (await waitFor(async () => {
         const l = parse(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
         return l.count >= 10 ? l : undefined;
-      }, `event-loop samples on metrics port ${port}`, 10_000, 100);
+      }, `event-loop samples on metrics port ${port}`, 10_000, 100))!;
       expect(lag.type).toBe('histogram');
       expect(lag.buckets.at(-1)).toEqual(['+Inf', lag.count]);
       for (let i = 1; i < lag.buckets.length; i++) expect(lag.buckets[i][1]).toBeGreaterThanOrEqual(lag.buckets[i - 1][1]);

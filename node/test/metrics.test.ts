@@ -8,7 +8,7 @@ afterEach(() => {
 
 /** loam_event_loop_lag_seconds as { count, sum, buckets: le -> cumulative count }. */
 async function lag(m: NodeMetrics): Promise<{ count: number; sum: number; buckets: Map<string, number> }> {
-  const { values } = await m.registry.getSingleMetric('loam_event_loop_lag_seconds')!.get();
+  const values = (await m.registry.getSingleMetric('loam_event_loop_lag_seconds')!.get()).values as { metricName?: string; labels: Record<string, string | number>; value: number }[];
   const buckets = new Map<string, number>();
   let count = 0;
   let sum = 0;
