@@ -112,6 +112,7 @@ common(
         cacheBytes: opts.cacheSize,
         logger: opts.nodes > 1 ? log.child({ node: i + 1 }) : log,
         meta,
+        onFatal: () => void Promise.all(nodes.map((n) => n.stop())).then(() => meta?.close()).catch(() => undefined).finally(() => process.exit(1)),
       }));
     }
   } catch (e) {
@@ -157,12 +158,17 @@ common(
       cacheBytes: opts.cacheSize,
       logger: log,
       meta,
+      // The node has stopped itself (its number belongs to another node): exit, failed.
+      onFatal: () => void meta?.close().catch(() => undefined).finally(() => process.exit(1)),
     });
   } catch (e) {
     await meta?.close().catch(() => undefined);
     fail(log, e);
   }
-  log.info({ endpoint: node.endpoint, metricsPort: node.metricsPort, dataDir: opts.data, nodeId: node.identity.id, number: node.identity.number }, 'ready');
+  log.info({
+    endpoint: node.endpoint, metricsPort: node.metricsPort, dataDir: opts.data, nodeId: node.identity.id, number: node.identity.number,
+    registered: node.membership?.registered ?? false,
+  }, 'ready');
   serveUntilSignal(log, [node], async () => meta?.close());
 });
 

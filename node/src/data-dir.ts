@@ -1,6 +1,5 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { randomUUID } from 'node:crypto';
 import { InvalidArgumentError } from '@loam/sdk/wire';
 
 /** What makes a node the same node across restarts: kept in DIR/node.json. */
@@ -43,20 +42,18 @@ function alive(pid: number): boolean {
   }
 }
 
-/**
- * Reads the node's identity, creating it (atomically, durably) on first start. `claim` gives
- * the node number: in a cluster the metadata store allocates (or confirms) it.
- */
-export async function loadIdentity(dir: string, claim: (id: string, existing?: number) => Promise<number>): Promise<NodeIdentity> {
+/** The identity in DIR/node.json, or undefined on a first start. */
+export function readIdentity(dir: string): NodeIdentity | undefined {
   const file = path.join(dir, 'node.json');
-  if (fs.existsSync(file)) {
-    const id = JSON.parse(fs.readFileSync(file, 'utf8')) as NodeIdentity;
-    if (typeof id.id !== 'string' || !Number.isInteger(id.number)) throw new Error(`${file} is malformed`);
-    await claim(id.id, id.number);
-    return id;
-  }
-  const uuid = randomUUID();
-  const identity: NodeIdentity = { id: uuid, number: await claim(uuid), createdAt: new Date().toISOString() };
+  if (!fs.existsSync(file)) return undefined;
+  const id = JSON.parse(fs.readFileSync(file, 'utf8')) as NodeIdentity;
+  if (typeof id.id !== 'string' || !Number.isInteger(id.number)) throw new Error(`${file} is malformed`);
+  return id;
+}
+
+/** Writes node.json atomically and durably (a crash leaves the old file or the new one). */
+export function writeIdentity(dir: string, identity: NodeIdentity): void {
+  const file = path.join(dir, 'node.json');
   const tmp = `${file}.tmp`;
   const fd = fs.openSync(tmp, 'w');
   try {
@@ -72,5 +69,4 @@ export async function loadIdentity(dir: string, claim: (id: string, existing?: n
   } finally {
     fs.closeSync(dfd);
   }
-  return identity;
 }

@@ -1,6 +1,86 @@
 import http from 'node:http';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import type { Engine, EngineObserver } from './storage/engine.js';
+
+/** The event-loop monitor's timer interval: a sample is how much later than this the timer ran. */
+const LOOP_SAMPLE_MS = 10;
+
+/**
+ * `loam_event_loop_lag_seconds`: a Prometheus histogram of how late the event loop ran a
+ * LOOP_SAMPLE_MS timer, one sample per run, read at each scrape from a
+ * perf_hooks.monitorEventLoopDelay. The monitor is never reset: a reset makes it skip its next
+ * sample, which may be the very stall a scrape delayed by it would report (prom-client's
+ * default loam_process_nodejs_eventloop_lag_* gauges reset at every scrape, so they lose it, and
+ * two scrapers each see only part). The monitor keeps an HDR histogram, not samples, so each
+ * bucket's count is found by binary search over ranks: the value at percentile 100*r/count is
+ * the r-th smallest sample (to HDR's 0.1 %). prom-client can only observe one value at a time,
+ * so this is registered as a custom metric (the name, type, get() and reset() a Registry uses).
+ */
+class EventLoopLag {
+  readonly name = 'loam_event_loop_lag_seconds';
+  readonly help = `Event-loop lag: how late a ${LOOP_SAMPLE_MS} ms timer ran (its interval excluded), one observation per run`;
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  private monitor!: IntervalHistogram;
+  /**
+   * Per bucket: samples at or under its bound at the last read, and how many samples there were:
+   * a bucket's count now is between its last one and that plus the new samples, which bounds the search.
+   */
+  private below: number[] = [];
+  private seen = 0;
+  private sum = 0;
+
+  constructor(readonly buckets: number[]) {
+    this.reset();
+  }
+
+  reset(): void {
+    this.monitor?.disable();
+    this.monitor = monitorEventLoopDelay({ resolution: LOOP_SAMPLE_MS });
+    this.monitor.enable();
+    this.below = this.buckets.map(() => 0);
+    this.seen = 0;
+    this.sum = 0;
+  }
+
+  async get() {
+    const m = this.monitor;
+    const n = m.count;
+    const counts = this.buckets.map((bound, i) => {
+      // The largest rank r whose sample is within `bound`, as the monitor records it (interval included).
+      const limitNs = (bound * 1e3 + LOOP_SAMPLE_MS) * 1e6;
+      let lo = this.below[i];
+      let hi = Math.min(n, lo + n - this.seen);
+      while (lo < hi) {
+        const mid = Math.ceil((lo + hi) / 2);
+        if (m.percentile((100 * mid) / n) <= limitNs) lo = mid;
+        else hi = mid - 1;
+      }
+      this.below[i] = lo;
+      return lo;
+    });
+    this.seen = n;
+    // From the monitor's mean. A sample a little under the interval (a timer run early) is in the
+    // lowest bucket but would subtract here, and a histogram's sum must never go down (rate()
+    // would read a counter reset): it only moves up.
+    if (n > 0) this.sum = Math.max(this.sum, ((m.mean / 1e6 - LOOP_SAMPLE_MS) / 1e3) * n);
+    const bucket = `${this.name}_bucket`;
+    return {
+      name: this.name, help: this.help, type: this.type, aggregator: this.aggregator,
+      values: [
+        ...this.buckets.map((le, i) => ({ metricName: bucket, labels: { le }, value: counts[i] })),
+        { metricName: bucket, labels: { le: '+Inf' }, value: n },
+        { metricName: `${this.name}_sum`, labels: {}, value: this.sum },
+        { metricName: `${this.name}_count`, labels: {}, value: n },
+      ],
+    };
+  }
+
+  close(): void {
+    this.monitor.disable();
+  }
+}
 
 /** Every metric the node exports, in one registry per node (tests run several in one process). */
 export class NodeMetrics {
@@ -18,6 +98,7 @@ export class NodeMetrics {
   readonly fsyncBatches = new Histogram({ name: 'loam_group_commit_batches', help: 'Commits sharing one fsync', buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256], registers: [this.registry] });
   readonly cacheHits = new Counter({ name: 'loam_cache_hits_total', help: 'Object cache hits', registers: [this.registry] });
   readonly cacheMisses = new Counter({ name: 'loam_cache_misses_total', help: 'Object cache misses (read from the log)', registers: [this.registry] });
+  private readonly eventLoopLag = new EventLoopLag([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]);
 
   constructor(engine: () => Engine | undefined) {
     const stat = (name: string, help: string, pick: (s: ReturnType<Engine['stats']>) => number) =>
@@ -35,6 +116,12 @@ export class NodeMetrics {
     stat('loam_cache_bytes', 'Memory of the object cache', (s) => s.cacheBytes);
     stat('loam_segments', 'Log segments on disk', (s) => s.segments);
     collectDefaultMetrics({ register: this.registry, prefix: 'loam_process_' });
+    this.registry.registerMetric(this.eventLoopLag as unknown as Metric);
+  }
+
+  /** Stops the event-loop monitor (its timer would keep sampling for a node that is gone). */
+  close(): void {
+    this.eventLoopLag.close();
   }
 
   observer(warn: (msg: string, fields?: Record<string, unknown>) => void): EngineObserver {

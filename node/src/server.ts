@@ -1,11 +1,12 @@
 import path from 'node:path';
+import { randomUUID } from 'node:crypto';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import { NodeServiceService, StoreServiceService, type Backend, type Limits } from '@loam/sdk/wire';
 import { Engine } from './storage/engine.js';
 import { NodeMetrics } from './metrics.js';
 import { createLogger, type Logger } from './logger.js';
-import { lockDataDir, loadIdentity, type NodeIdentity } from './data-dir.js';
+import { lockDataDir, readIdentity, writeIdentity, type NodeIdentity } from './data-dir.js';
 import { storeService, MalformedRequest, type ClusterContext } from './store-service.js';
 import { nodeService } from './node-service.js';
 import type { LinkServer } from './link-server.js';
@@ -32,7 +33,23 @@ export interface NodeOptions {
   compactionIntervalMs?: number;
   /** Cluster mode: the metadata store (etcd, or embedded for `loam dev --nodes N`). */
   meta?: MetaStore;
+  /**
+   * Cluster mode: how long start() waits for the metadata store before it goes on without it
+   * (serving what this node masters, joining in the background). Default 3 s.
+   */
+  joinWaitMs?: number;
+  /** Called after the node stopped itself on a failure it cannot run with (see MembershipHooks.onFatal). */
+  onFatal?: (err: Error) => void;
 }
+
+/**
+ * gRPC health service names. '' and StoreService are SERVING once the node serves requests,
+ * which in a cluster includes "started without etcd, serving the objects it masters".
+ * MEMBERSHIP_HEALTH is SERVING only while the node is registered in the metadata store: a probe
+ * that must know the node is fully part of the cluster asks for that one.
+ */
+export const STORE_HEALTH = 'loam.v1.StoreService';
+export const MEMBERSHIP_HEALTH = 'loam.membership';
 
 /** One storage node: engine, gRPC server (store + health), metrics endpoint. */
 export class LoamNode {
@@ -64,7 +81,7 @@ export class LoamNode {
       'grpc.max_receive_message_length': maxMessage,
       'grpc.max_send_message_length': maxMessage,
     });
-    this.health = new HealthImplementation({ '': 'NOT_SERVING', 'loam.v1.StoreService': 'NOT_SERVING' });
+    this.health = new HealthImplementation({ '': 'NOT_SERVING', [STORE_HEALTH]: 'NOT_SERVING', ...(meta ? { [MEMBERSHIP_HEALTH]: 'NOT_SERVING' } : {}) });
     this.health.addToServer(this.server);
     const cluster = (): ClusterContext | undefined =>
       this.membership && this.placement && this.transactions
@@ -83,12 +100,30 @@ export class LoamNode {
     const dataDir = path.resolve(opts.dataDir);
     const unlock = lockDataDir(dataDir);
     let engine: Engine | undefined;
+    let started: LoamNode | undefined;
+    let metricsRef: NodeMetrics | undefined;
     try {
       const meta = opts.meta;
-      const identity = await loadIdentity(dataDir, async (id, existing) =>
-        meta ? Membership.claimNumber(meta, id, existing) : (existing ?? opts.nodeNumber ?? 1));
+      let identity = readIdentity(dataDir);
+      // A number the metadata store gave this run needs no confirming; one read from node.json
+      // does, but that may wait for etcd: the node starts on it and confirms while joining.
+      let numberConfirmed = false;
+      if (!identity) {
+        const id = randomUUID();
+        let number = opts.nodeNumber ?? 1;
+        if (meta) {
+          // Only the metadata store can give a new node a number: wait for it rather than exit
+          // (an orchestrator starting etcd and nodes together would otherwise see crash loops).
+          const n = await Membership.allocateNumber(meta, id, log);
+          if (n === undefined) throw new Error('stopped while waiting for a node number');
+          number = n;
+          numberConfirmed = true;
+        }
+        identity = { id, number, createdAt: new Date().toISOString() };
+        writeIdentity(dataDir, identity);
+      }
       let engineRef: Engine | undefined;
-      const metrics = new NodeMetrics(() => engineRef);
+      const metrics = (metricsRef = new NodeMetrics(() => engineRef));
       const t0 = Date.now();
       engine = engineRef = await Engine.open({
         dir: dataDir,
@@ -99,10 +134,26 @@ export class LoamNode {
         observer: metrics.observer((msg, fields) => log.warn(fields ?? {}, msg)),
       });
       log.info({ ms: Date.now() - t0, ...engine.recovery, objects: engine.stats().objects }, 'recovered log');
-      const node = new LoamNode(engine, identity, metrics, log, unlock, meta);
+      const node = (started = new LoamNode(engine, identity, metrics, log, unlock, meta));
       await node.listen(opts.host ?? '127.0.0.1', opts.port ?? 7480, opts.advertise);
       if (meta) {
-        const membership = await Membership.join(meta, { id: identity.id, number: identity.number, address: node.address, startedAt: new Date().toISOString() }, log);
+        const self = { id: identity.id, number: identity.number, address: node.address, startedAt: new Date().toISOString() };
+        const { membership, joined } = await Membership.join(meta, self, log, {
+          numberConfirmed,
+          waitMs: opts.joinWaitMs,
+          hooks: {
+            onRegistered: (up) => {
+              if (!node.stopping) node.health.setStatus(MEMBERSHIP_HEALTH, up ? 'SERVING' : 'NOT_SERVING');
+            },
+            onFatal: (e) => {
+              log.fatal({ err: e.message }, 'stopping: this node cannot run in this cluster');
+              void node.stop().finally(() => opts.onFatal?.(e));
+            },
+          },
+        });
+        if (!joined) {
+          log.warn({ number: identity.number }, 'started without the metadata store: serving the objects this node masters, joining the cluster in the background');
+        }
         node.placement = new Placement(engine, membership, log);
         node.transactions = new Transactions(engine, membership, node.placement, log);
         node.membership = membership;
@@ -110,8 +161,13 @@ export class LoamNode {
       if ((opts.metricsPort ?? -1) >= 0) {
         node.metricsServer = await metrics.serve(opts.host ?? '127.0.0.1', opts.metricsPort!);
       }
+      // Only now: until here calls are refused ("joining"), so SERVING earlier would be a lie.
+      node.health.setStatus('', 'SERVING');
+      node.health.setStatus(STORE_HEALTH, 'SERVING');
       return node;
     } catch (e) {
+      started?.server.forceShutdown(); // a node that could not join must not keep its port
+      metricsRef?.close();
       await engine?.close().catch(() => undefined);
       unlock();
       throw e;
@@ -128,8 +184,6 @@ export class LoamNode {
         }
         this.port = bound;
         this.address = advertise ?? `${host === '0.0.0.0' ? '127.0.0.1' : host}:${bound}`;
-        this.health.setStatus('', 'SERVING');
-        this.health.setStatus('loam.v1.StoreService', 'SERVING');
         resolve();
       });
     });
@@ -151,7 +205,8 @@ export class LoamNode {
   stop(graceMs = 5000): Promise<void> {
     this.stopping ??= (async () => {
       this.health.setStatus('', 'NOT_SERVING');
-      this.health.setStatus('loam.v1.StoreService', 'NOT_SERVING');
+      this.health.setStatus(STORE_HEALTH, 'NOT_SERVING');
+      if (this.membership) this.health.setStatus(MEMBERSHIP_HEALTH, 'NOT_SERVING');
       this.links?.close();
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
@@ -168,6 +223,7 @@ export class LoamNode {
       this.placement?.close();
       await this.membership?.leave();
       await this.metricsServer?.close();
+      this.metrics.close();
       await this.engine.close();
       this.unlock();
       this.log.info('stopped');

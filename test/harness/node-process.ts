@@ -52,15 +52,17 @@ export async function startNode(opts: { dataDir?: string; args?: string[]; timeo
  */
 export async function startClusterNode(opts: {
   etcd: string[]; prefix: string; dataDir?: string; port?: number; args?: string[]; timeoutMs?: number; env?: Record<string, string>;
+  /** Sees every log line as it arrives, also before `ready` (e.g. to wait for a node that is still starting). */
+  onLog?: (entry: Record<string, unknown>) => void;
 }): Promise<NodeProcess> {
   const dataDir = opts.dataDir ?? tempDir();
   return launch([
     'node', '--etcd', opts.etcd.join(','), '--prefix', opts.prefix, '--listen', `127.0.0.1:${opts.port ?? 0}`,
     '--data', dataDir, '--metrics-port', '0', '--log-level', 'info', ...(opts.args ?? []),
-  ], dataDir, opts.timeoutMs, opts.env);
+  ], dataDir, opts.timeoutMs, opts.env, opts.onLog);
 }
 
-async function launch(args: string[], dataDir: string, readyWithinMs?: number, env?: Record<string, string>): Promise<NodeProcess> {
+async function launch(args: string[], dataDir: string, readyWithinMs?: number, env?: Record<string, string>, onLog?: (entry: Record<string, unknown>) => void): Promise<NodeProcess> {
   const opts = { timeoutMs: readyWithinMs };
   const child = spawn(process.execPath, [CLI, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -76,6 +78,7 @@ async function launch(args: string[], dataDir: string, readyWithinMs?: number, e
       try {
         const entry = JSON.parse(line) as Record<string, unknown>;
         logs.push(entry);
+        onLog?.(entry);
         if (entry.msg === 'ready') resolve(entry);
       } catch {
         logs.push({ raw: line });

@@ -1,6 +1,7 @@
-import { InvalidArgumentError, MAX_NODE_NUMBER, type Backend } from '@loam/sdk/wire';
+import { InvalidArgumentError, MAX_NODE_NUMBER, UnavailableError, type Backend } from '@loam/sdk/wire';
 import { META_KEYS, type MetaLease, type MetaStore } from '../meta/meta-store.js';
 import type { Logger } from '../logger.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface Member {
   id: string;
@@ -11,15 +12,56 @@ export interface Member {
   state?: string;
 }
 
+/** What a node hears from its membership as it joins and leaves the metadata store's view. */
+export interface MembershipHooks {
+  /** True once the member key is written, false when its lease is lost (the node then re-registers). */
+  onRegistered?(registered: boolean): void;
+  /** A failure that retrying cannot fix (the node number belongs to another node): the node must stop. */
+  onFatal?(err: Error): void;
+}
+
 /** Seconds a dead node's member key outlives it: how fast `backends()` forgets a dead node. */
 export const MEMBER_TTL_SECONDS = 3;
 const REFRESH_MS = 500;
 /** How long an explicit fresh read waits for the metadata store before using the last view. */
 const FRESH_WAIT_MS = 1_000;
+/** Backoff between attempts to reach the metadata store while joining. */
+const RETRY_FIRST_MS = 200;
+const RETRY_MAX_MS = 2_000;
+
+/**
+ * Runs `fn` until it succeeds, waiting with exponential backoff after each UnavailableError (the
+ * metadata store is unreachable) and logging it; any other error is final. Undefined if `signal`
+ * was aborted first. The waits keep the process alive: before the node listens they may be all
+ * that does.
+ */
+async function retryUnavailable<T>(log: Logger, what: string, fn: () => Promise<T>, signal?: AbortSignal, failed: () => void = () => undefined): Promise<T | undefined> {
+  for (let attempt = 1, delay = RETRY_FIRST_MS; !signal?.aborted; attempt++, delay = Math.min(delay * 2, RETRY_MAX_MS)) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (!(e instanceof UnavailableError)) throw e;
+      failed();
+      // Every attempt at first, then every tenth: a long etcd outage must not flood the logs.
+      if (attempt <= 10 || attempt % 10 === 0) log.warn({ attempt, retryInMs: delay, err: e.message }, `cannot ${what} yet: the metadata store is unreachable; retrying`);
+      try {
+        await sleep(delay, undefined, { signal });
+      } catch {
+        return undefined; // aborted
+      }
+    }
+  }
+  return undefined;
+}
 
 /**
  * This node's place in the cluster: its number (allocated once, first writer wins), its leased
  * member key (gone a few seconds after the node dies), and a short-lived view of the others.
+ *
+ * A node whose data directory already has a number starts without the metadata store: it serves
+ * what it masters while `join` keeps trying to confirm the number, register and load a view in
+ * the background. Until the first view arrives, anything that needs another node (or the home
+ * directory's owner) fails with UnavailableError rather than being guessed.
  */
 export class Membership {
   private lease?: MetaLease;
@@ -27,13 +69,23 @@ export class Membership {
   private refreshing?: Promise<void>;
   private refreshTimer?: NodeJS.Timeout;
   private stopped = false;
-  private rejoining = false;
+  /** Aborted by leave(): ends the join loop's backoff wait at once. */
+  private readonly stopSignal = new AbortController();
+  private joining?: Promise<void>;
+  /** Whether the metadata store has confirmed that `self.number` belongs to this node since it started. */
+  private numberConfirmed: boolean;
+  /** Whoever waits in `join` for the first outcome (joined, failed once, or fatal), until told. */
+  private firstOutcome?: (r: boolean | Error) => void;
 
   private constructor(
     readonly meta: MetaStore,
     readonly self: Member,
     private readonly log: Logger,
-  ) {}
+    private readonly hooks: MembershipHooks,
+    numberConfirmed: boolean,
+  ) {
+    this.numberConfirmed = numberConfirmed;
+  }
 
   /**
    * Claims a node number for `id`: `wanted` if this data directory already has one (it must
@@ -57,43 +109,108 @@ export class Membership {
     throw new InvalidArgumentError(`no free node number (limit ${MAX_NODE_NUMBER})`);
   }
 
-  static async join(meta: MetaStore, self: Member, log: Logger): Promise<Membership> {
-    const m = new Membership(meta, self, log);
-    await m.register();
-    await m.refresh();
+  /**
+   * A first start: only the metadata store can give a number, so this waits for it, retrying
+   * with backoff (and logging) for as long as it takes; undefined if `signal` was aborted first.
+   */
+  static allocateNumber(meta: MetaStore, id: string, log: Logger, signal?: AbortSignal): Promise<number | undefined> {
+    return retryUnavailable(log, 'allocate a node number for this new data directory', () => Membership.claimNumber(meta, id), signal);
+  }
+
+  /**
+   * Joins the cluster: confirms the node number (unless `numberConfirmed`), writes the leased
+   * member key and loads the first view, retrying in the background with backoff while the
+   * metadata store is unreachable. Resolves with `joined` true once done, or false as soon as an
+   * attempt failed or `waitMs` passed: the node then serves what it masters and joins later.
+   * A number that belongs to another node rejects if found before that, else goes to
+   * `hooks.onFatal`.
+   */
+  static async join(meta: MetaStore, self: Member, log: Logger, opts: { numberConfirmed?: boolean; waitMs?: number; hooks?: MembershipHooks } = {}): Promise<{ membership: Membership; joined: boolean }> {
+    const m = new Membership(meta, self, log, opts.hooks ?? {}, opts.numberConfirmed ?? false);
+    // From the start, so a view arrives as soon as etcd answers, even while registering retries.
     m.refreshTimer = setInterval(() => void m.refresh().catch(() => undefined), REFRESH_MS);
     m.refreshTimer.unref();
-    return m;
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = await new Promise<boolean | Error>((resolve) => {
+      m.firstOutcome = resolve;
+      timer = setTimeout(() => m.settleFirst(false), opts.waitMs ?? 3_000);
+      void m.ensureJoined();
+    }).finally(() => clearTimeout(timer));
+    if (outcome instanceof Error) {
+      await m.leave();
+      throw outcome;
+    }
+    return { membership: m, joined: outcome };
+  }
+
+  private settleFirst(r: boolean | Error): boolean {
+    const f = this.firstOutcome;
+    this.firstOutcome = undefined;
+    f?.(r);
+    return f !== undefined;
+  }
+
+  /** True while this node's member key is in the metadata store (as far as its lease knows). */
+  get registered(): boolean {
+    return this.lease !== undefined;
+  }
+
+  /**
+   * The one join loop, at start and after a lost lease: confirm the number, register, load the
+   * view, retrying while the metadata store is unreachable.
+   */
+  private ensureJoined(): Promise<void> {
+    this.joining ??= (async () => {
+      let failures = 0;
+      try {
+        await retryUnavailable(this.log, 'join the cluster', async () => {
+          if (!this.numberConfirmed) {
+            await Membership.claimNumber(this.meta, this.self.id, this.self.number);
+            this.numberConfirmed = true;
+          }
+          if (!this.lease) await this.register();
+        }, this.stopSignal.signal, () => {
+          if (failures++ === 0) this.settleFirst(false);
+        });
+      } catch (e) {
+        if (!this.settleFirst(e as Error)) {
+          this.log.fatal({ err: (e as Error).message }, 'cannot join the cluster');
+          this.hooks.onFatal?.(e as Error);
+        }
+        return;
+      } finally {
+        this.joining = undefined;
+      }
+      if (this.stopped) return;
+      await this.refresh().catch(() => undefined); // a view with this node in it; the timer retries
+      this.settleFirst(true);
+      this.log.info({ number: this.self.number, failedAttempts: failures }, 'joined the cluster');
+    })();
+    return this.joining;
   }
 
   private async register(): Promise<void> {
     const lease = await this.meta.lease(MEMBER_TTL_SECONDS);
     lease.onLost((err) => {
+      if (this.lease !== lease) return; // a lease this node already gave up
       this.log.warn({ err: err.message }, 'membership lease lost; re-registering');
       this.lease = undefined;
-      void this.rejoin();
+      this.hooks.onRegistered?.(false);
+      void this.ensureJoined();
     });
-    await this.meta.put(META_KEYS.member(this.self.id), JSON.stringify(this.self), lease);
-    this.lease = lease;
-  }
-
-  /** Keeps trying to register again after the lease was lost (etcd down, partition). */
-  private async rejoin(): Promise<void> {
-    if (this.rejoining) return;
-    this.rejoining = true;
     try {
-      for (let delay = 200; !this.stopped && !this.lease; delay = Math.min(delay * 2, 2000)) {
-        try {
-          await this.register();
-          this.log.info('membership restored');
-        } catch (e) {
-          this.log.warn({ err: (e as Error).message }, 'cannot re-register yet');
-          await new Promise((r) => setTimeout(r, delay).unref());
-        }
-      }
-    } finally {
-      this.rejoining = false;
+      await this.meta.put(META_KEYS.member(this.self.id), JSON.stringify(this.self), lease);
+    } catch (e) {
+      // The lease was granted and keeps itself alive: give it back, or every retry leaks one.
+      await lease.revoke().catch(() => undefined);
+      throw e;
     }
+    if (this.stopped) {
+      await lease.revoke().catch(() => undefined); // stopped while registering: leave no member key
+      return;
+    }
+    this.lease = lease;
+    this.hooks.onRegistered?.(true);
   }
 
   /**
@@ -127,9 +244,18 @@ export class Membership {
     return this.refreshing;
   }
 
+  /**
+   * The last view. Before the first one (etcd unreachable since this node started) it waits a
+   * moment for a refresh, then fails typed: without it this node cannot know where another node
+   * is, nor whether its own home directory was handed over, and a guess could answer "not found"
+   * for an object that exists, or drop a replica as gone.
+   */
   private async view(): Promise<{ members: Member[]; homes: Map<number, string> }> {
-    if (!this.cache) await this.refresh();
-    return this.cache!;
+    if (!this.cache) await this.refreshWithin(FRESH_WAIT_MS);
+    if (!this.cache) {
+      throw new UnavailableError('this node has no view of the cluster yet (the metadata store has been unreachable since it started): it serves only the objects it masters');
+    }
+    return this.cache;
   }
 
   /** Reloads the view now (after this node changed it). */
@@ -143,9 +269,8 @@ export class Membership {
     return (await this.view()).members;
   }
 
-  /** Refreshes, but waits at most `ms` when a view exists (etcd may be unreachable). */
+  /** Refreshes, but waits at most `ms` (etcd may be unreachable, or slow to say so). */
   private async refreshWithin(ms: number): Promise<void> {
-    if (!this.cache) return this.refresh();
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       this.refresh().catch(() => undefined),
@@ -161,6 +286,8 @@ export class Membership {
   async homeServer(home: number): Promise<Member | undefined> {
     const find = (v: { members: Member[]; homes: Map<number, string> }) => {
       const owner = v.homes.get(home);
+      // This node serves its own home unless it handed it over, registered or not (yet).
+      if (owner === this.self.id || (owner === undefined && home === this.self.number)) return this.self;
       return owner !== undefined ? v.members.find((m) => m.id === owner) : v.members.find((m) => m.number === home);
     };
     const found = find(await this.view());
@@ -170,6 +297,7 @@ export class Membership {
   }
 
   async byNumber(n: number): Promise<Member | undefined> {
+    if (n === this.self.number) return this.self;
     const found = (await this.view()).members.find((m) => m.number === n);
     if (found) return found;
     await this.refreshWithin(FRESH_WAIT_MS);
@@ -186,6 +314,7 @@ export class Membership {
   /** Removes this node's member key at once (a clean stop does not wait for the lease to expire). */
   async leave(): Promise<void> {
     this.stopped = true;
+    this.stopSignal.abort();
     if (this.refreshTimer) clearInterval(this.refreshTimer);
     const lease = this.lease;
     this.lease = undefined;
