@@ -124,8 +124,15 @@ export class NodeMetrics {
     this.eventLoopLag.close();
   }
 
+  /** 1 while the log refuses writes, labelled with why (ENOSPC, EIO); no series while it takes them. */
+  readonly writesRefused = new Gauge({ name: 'loam_writes_refused', help: 'Whether the log refuses writes now, and why', labelNames: ['reason'], registers: [this.registry] });
+
   observer(warn: (msg: string, fields?: Record<string, unknown>) => void): EngineObserver {
     return {
+      writable: (block) => {
+        this.writesRefused.reset();
+        if (block) this.writesRefused.set({ reason: block.reason }, 1);
+      },
       fsync: (seconds, _bytes, batches) => {
         this.fsyncSeconds.observe(seconds);
         this.fsyncBatches.observe(batches);

@@ -2,6 +2,8 @@ import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
+import type { SegmentFiles } from './storage/segment-files.js';
+import type { WriteBlock } from './storage/engine.js';
 import { NodeServiceService, StoreServiceService, type Backend, type Limits } from '@loam/sdk/wire';
 import { Engine } from './storage/engine.js';
 import { NodeMetrics } from './metrics.js';
@@ -17,6 +19,8 @@ import type { MetaStore } from './meta/meta-store.js';
 import type { ServiceDefinition } from '@grpc/grpc-js';
 
 export interface NodeOptions {
+  /** The file layer under the log (tests put a fault injector there). */
+  files?: SegmentFiles;
   dataDir: string;
   host?: string;
   /** 0 picks a free port. */
@@ -125,16 +129,25 @@ export class LoamNode {
       let engineRef: Engine | undefined;
       const metrics = (metricsRef = new NodeMetrics(() => engineRef));
       const t0 = Date.now();
+      let nodeRef: LoamNode | undefined;
+      const observer = metrics.observer((msg, fields) => log.warn(fields ?? {}, msg));
       engine = engineRef = await Engine.open({
         dir: dataDir,
         cacheBytes: opts.cacheBytes,
         maxSegmentBytes: opts.maxSegmentBytes,
         limits: opts.limits,
         compactionIntervalMs: opts.compactionIntervalMs,
-        observer: metrics.observer((msg, fields) => log.warn(fields ?? {}, msg)),
+        files: opts.files,
+        observer: {
+          ...observer,
+          writable: (block) => {
+            observer.writable?.(block);
+            nodeRef?.writeStateChanged(block);
+          },
+        },
       });
       log.info({ ms: Date.now() - t0, ...engine.recovery, objects: engine.stats().objects }, 'recovered log');
-      const node = (started = new LoamNode(engine, identity, metrics, log, unlock, meta));
+      const node = (started = nodeRef = new LoamNode(engine, identity, metrics, log, unlock, meta));
       await node.listen(opts.host ?? '127.0.0.1', opts.port ?? 7480, opts.advertise);
       if (meta) {
         const self = { id: identity.id, number: identity.number, address: node.address, startedAt: new Date().toISOString() };
@@ -162,8 +175,8 @@ export class LoamNode {
         node.metricsServer = await metrics.serve(opts.host ?? '127.0.0.1', opts.metricsPort!);
       }
       // Only now: until here calls are refused ("joining"), so SERVING earlier would be a lie.
-      node.health.setStatus('', 'SERVING');
-      node.health.setStatus(STORE_HEALTH, 'SERVING');
+      node.serving = true;
+      node.writeStateChanged(engine.writeBlock);
       return node;
     } catch (e) {
       started?.server.forceShutdown(); // a node that could not join must not keep its port
@@ -191,6 +204,21 @@ export class LoamNode {
 
   get endpoint(): string {
     return `loam://${this.address}/default`;
+  }
+
+  private serving = false;
+
+  /**
+   * A node whose log refuses writes (a full disk, a failed write) says NOT_SERVING, so
+   * Kubernetes and clients' health checks stop sending it work; it serves reads meanwhile.
+   */
+  writeStateChanged(block: WriteBlock | undefined): void {
+    if (!this.serving || this.stopping) return;
+    const status = block ? 'NOT_SERVING' : 'SERVING';
+    this.health.setStatus('', status);
+    this.health.setStatus(STORE_HEALTH, status);
+    if (block) this.log.error({ reason: block.reason, err: block.message }, 'writes refused: health NOT_SERVING');
+    else this.log.info('writes work again: health SERVING');
   }
 
   get metricsPort(): number | undefined {
