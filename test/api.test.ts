@@ -213,7 +213,7 @@ describe('SDK against a real node', () => {
     const oid = (await client.persist(new Employee('Pam', 4))).$oid!;
     // simulate a process without the class by writing a record under an unknown class name
     const rec = { oid, className: 'Api.Unknown', state: (await other.conn.get({ dataset: 'default', oids: [oid] })).objects[0].state, expectedVersion: 1, origin: '' };
-    await other.conn.commit({ dataset: 'default', reads: [], writes: [rec], deletes: [], aliasSets: [], aliasDeletes: [] });
+    await other.conn.commit({ dataset: 'default', reads: [], writes: [rec], deletes: [], aliasSets: [], aliasDeletes: [], commitId: '', attempt: 0 });
     const g = await other.get<GenericObject>(oid);
     expect(g).toBeInstanceOf(GenericObject);
     expect(g.name).toBe('Pam');

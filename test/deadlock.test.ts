@@ -51,8 +51,11 @@ describe('opposite transfers between two nodes', () => {
       firstCommitMs.push(first);
     }
     // Before wait-die, a prepare waited for the other's lock while holding its own: neither
-    // committed within 1 s in 11 of 12 rounds (until the 7 s lock wait ran out).
-    expect(Math.max(...firstCommitMs), `first commit per round, ms: ${firstCommitMs.map((x) => x.toFixed(1)).join(' ')}`).toBeLessThan(100);
+    // committed within 1 s in 11 of 12 rounds (until the 7 s lock wait ran out). On a loaded
+    // 2-core machine a round can take longer than the usual 10-50 ms, never seconds.
+    const report = `first commit per round, ms: ${firstCommitMs.map((x) => x.toFixed(1)).join(' ')}`;
+    expect(firstCommitMs.filter((ms) => ms < 100).length, report).toBeGreaterThanOrEqual(10);
+    expect(Math.max(...firstCommitMs), report).toBeLessThan(500);
     const x = await c1.get<Account>(a.$oid!);
     const y = await c1.get<Account>(b.$oid!);
     expect(x.balance + y.balance).toBe(2000);

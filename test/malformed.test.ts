@@ -64,7 +64,7 @@ describe('malformed requests over a raw gRPC client', () => {
   });
 
   it('a CommitBatch reports each commit on its own: a malformed one does not sink the others', async () => {
-    const good = { dataset: 'default', reads: [], deletes: [], aliasSets: [], aliasDeletes: [], writes: [{ oid: '0001' + 'c'.repeat(28), className: 'A', state: Buffer.from([1]), expectedVersion: 0, origin: '' }] };
+    const good = { dataset: 'default', reads: [], deletes: [], aliasSets: [], aliasDeletes: [], commitId: '', attempt: 0, writes: [{ oid: '0001' + 'c'.repeat(28), className: 'A', state: Buffer.from([1]), expectedVersion: 0, origin: '' }] };
     const bad = { ...good, writes: [{ ...good.writes[0], oid: 'nope' }] };
     const body = Buffer.from(CommitBatchRequest.encode({ commits: [bad, good] }).finish());
     const res = await new Promise<CommitBatchResponse>((resolve, reject) => raw.makeUnaryRequest('/loam.v1.StoreService/CommitBatch', (b: Buffer) => b,

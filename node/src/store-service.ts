@@ -1,5 +1,5 @@
 import {
-  DeadlineExceededError, InvalidArgumentError, NotFoundError, PROTOCOL_VERSION, UnavailableError, UnknownDatasetError,
+  DeadlineExceededError, InvalidArgumentError, LoamError, NotFoundError, PROTOCOL_VERSION, UnavailableError, UnknownDatasetError,
   LimitExceededError, NodeDrainedError, oidHomeNode, toErrorDetail, validateAlias, validateDatasetName, isOid,
   type Backend, type CommitRequest, type Redirect, type StoreServiceServer,
 } from '@loam/sdk/wire';
@@ -87,9 +87,23 @@ export function storeService(
       const r = await redirectFor(oid);
       if (r) throw redirectError(r);
     }
+    // A retry of a commit this node already applied: the first outcome, with the steps after
+    // the commit (replicas, aliases) done again, as the first answer would have promised.
+    const done = req.commitId ? engine.outcomeOf(req.commitId) : undefined;
+    if (done) {
+      await placement!.pushReplicas(req.dataset, [...req.writes.map((w) => w.oid), ...req.deletes.map((d) => d.oid)].filter((o) => engine.masters(o)));
+      for (const a of req.aliasSets) {
+        const key = META_KEYS.alias(req.dataset, a.alias);
+        const cur = await meta!.get(key);
+        if (cur !== undefined && (JSON.parse(cur) as { oid?: string }).oid === a.oid) await meta!.compareAndSet(key, cur, JSON.stringify({ oid: a.oid }));
+      }
+      for (const alias of req.aliasDeletes) await meta!.delete(META_KEYS.alias(req.dataset, alias));
+      return done.versions;
+    }
     // Aliases: reserve in the metadata store (first writer wins), commit the objects, then
     // confirm; a failed commit releases its reservations.
     const reserved: { key: string; value: string }[] = [];
+    let keep = false;
     const release = async () => {
       for (const r of reserved) await meta!.compareAndSet(r.key, r.value, undefined).catch(() => undefined);
     };
@@ -107,21 +121,45 @@ export function storeService(
       // Reserving may have waited on etcd (quorum loss) past the moment the caller gave up: a
       // request nobody waits for any more must not be applied later.
       if (deadline !== undefined && Date.now() >= deadline) {
-        throw new DeadlineExceededError('the caller gave up before the commit could be applied; nothing was applied');
+        throw new DeadlineExceededError('the caller gave up before the commit could be applied; nothing was applied', { notApplied: true });
       }
       const hasObjects = req.writes.length + req.deletes.length + req.reads.length > 0;
-      const versions = hasObjects
-        ? await engine.commit({ dataset: req.dataset, reads: req.reads, writes: req.writes, deletes: req.deletes })
-        : [];
+      let versions: number[] = [];
+      if (hasObjects) {
+        try {
+          versions = await engine.commit({ dataset: req.dataset, reads: req.reads, writes: req.writes, deletes: req.deletes }, { commitId: req.commitId, attempt: req.attempt, deadline });
+        } catch (e) {
+          // A write that failed after reaching the log may still show up after a restart: its
+          // reservations stay pending (settled later by whether the object exists).
+          if (mayBeApplied(e)) keep = true;
+          throw e;
+        }
+      }
+      keep = true; // applied: a failure below leaves the reservations for the retry to confirm
       // Replicas are updated before the write is acknowledged.
       await placement!.pushReplicas(req.dataset, [...req.writes.map((w) => w.oid), ...req.deletes.map((d) => d.oid)]);
       for (const r of reserved) await meta!.compareAndSet(r.key, r.value, JSON.stringify({ oid: (JSON.parse(r.value) as { oid: string }).oid }));
       for (const alias of req.aliasDeletes) await meta!.delete(META_KEYS.alias(req.dataset, alias));
       return versions;
     } catch (e) {
+      if (keep) throw e;
       await release();
-      throw e;
+      throw notAppliedError(e);
     }
+  }
+
+  /** An unavailability met before anything was applied says so: the client may safely retry. */
+  function notAppliedError(e: unknown): unknown {
+    if (e instanceof LoamError && (e.code === 'UNAVAILABLE' || e.code === 'DEADLINE_EXCEEDED') && !e.notApplied) {
+      const fields = { oid: e.oid, alias: e.alias, dataset: e.dataset, node: e.node, address: e.address, notApplied: true };
+      return e.code === 'UNAVAILABLE' ? new UnavailableError(e.message, fields, { cause: e }) : new DeadlineExceededError(e.message, fields);
+    }
+    return e;
+  }
+
+  /** After this error from the engine, the commit may still have been applied. */
+  function mayBeApplied(e: unknown): boolean {
+    return e instanceof LoamError && !e.notApplied && (e.code === 'UNAVAILABLE' || e.code === 'DEADLINE_EXCEEDED' || e.code === 'INTERNAL');
   }
 
   function commitOne(req: CommitRequest, deadline?: number): Promise<number[]> {
@@ -129,7 +167,7 @@ export function storeService(
     return engine.commit({
       dataset: req.dataset, reads: req.reads, writes: req.writes, deletes: req.deletes,
       aliasSets: req.aliasSets, aliasDeletes: req.aliasDeletes,
-    });
+    }, { commitId: req.commitId, attempt: req.attempt, deadline });
   }
 
   return {

@@ -30,7 +30,7 @@ afterEach(async () => {
 async function serve(h: Handlers, port = 0) {
   const method = methodMaker(new NodeMetrics(), createLogger('silent'));
   const links = new LinkServer({
-    prepare: method('Prepare', (req: any) => h.prepare?.(req) ?? { versions: [] }),
+    prepare: method('Prepare', (req: any) => h.prepare?.(req) ?? { versions: [], finished: '' }),
     finish: method('Finish', (req: any) => h.finish?.(req) ?? {}),
     installReplicas: method('InstallReplicas', () => ({})),
     dropReplicas: method('DropReplicas', () => ({})),
@@ -56,14 +56,14 @@ function connectLink(port: number, deadlineMs = 10_000) {
 describe('node-to-node Link stream', () => {
   it('answers calls by id, in the order they complete', async () => {
     const slow = deferred();
-    const { port } = await serve({ prepare: async () => (await slow.promise, { versions: [7, 8] }) });
+    const { port } = await serve({ prepare: async () => (await slow.promise, { versions: [7, 8], finished: '' }) });
     const { link } = connectLink(port);
     const order: string[] = [];
     const p = link.call('prepare', { txid: 'a'.repeat(32), coordinator: 1, ops: undefined }).then((r) => (order.push('prepare'), r));
     const f = link.call('finish', { txid: 'b'.repeat(32), commit: true }).then((r) => (order.push('finish'), r));
     expect(await f).toEqual({});
     slow.resolve();
-    expect(await p).toEqual({ versions: [7, 8], replicated: false });
+    expect(await p).toEqual({ versions: [7, 8], replicated: false, finished: '' });
     expect(order).toEqual(['finish', 'prepare']);
   });
 
@@ -111,10 +111,10 @@ describe('node-to-node Link stream', () => {
   it('a call past its deadline fails typed and the link keeps working', async () => {
     const never = deferred();
     let calls = 0;
-    const { port } = await serve({ prepare: async () => (++calls === 1 ? await never.promise : undefined, { versions: [1] }) });
+    const { port } = await serve({ prepare: async () => (++calls === 1 ? await never.promise : undefined, { versions: [1], finished: '' }) });
     const { link } = connectLink(port, 300);
     await expect(link.call('prepare', { txid: 'a'.repeat(32), coordinator: 1, ops: undefined })).rejects.toBeInstanceOf(DeadlineExceededError);
-    expect(await link.call('prepare', { txid: 'b'.repeat(32), coordinator: 1, ops: undefined })).toEqual({ versions: [1], replicated: false });
+    expect(await link.call('prepare', { txid: 'b'.repeat(32), coordinator: 1, ops: undefined })).toEqual({ versions: [1], replicated: false, finished: '' });
   });
 
   it('a slow call on a live link times out alone: the calls around it are not failed', async () => {

@@ -1,6 +1,6 @@
 import type { Backend, CommitRequest, ObjectRecord, Limits } from './wire.js';
 import { DEFAULT_LIMITS, validateAlias, validateDatasetName } from './limits.js';
-import { ConflictError, InvalidArgumentError, NotFoundError, LoamError, NodeDrainedError, RedirectError, UnavailableError } from './errors.js';
+import { CommitUnknownError, ConflictError, DeadlineExceededError, InvalidArgumentError, NotFoundError, LoamError, NodeDrainedError, RedirectError, UnavailableError } from './errors.js';
 import { isOid, newTxid, oidHomeNode } from './oid.js';
 import { Router, MAX_HOPS } from './router.js';
 import { Persistent, metaOf, instantiate, assignFields } from './model.js';
@@ -65,6 +65,19 @@ export async function connect(url?: string | string[], options: ConnectOptions =
   throw lastErr;
 }
 
+/** What a commit carries, before the client adds the dataset, the commit id and the attempt. */
+export type CommitOps = Omit<CommitRequest, 'dataset' | 'commitId' | 'attempt'>;
+
+/**
+ * After this error the commit may have been applied: the node stopped answering (or timed out)
+ * after the request may have reached it, and did not say nothing was applied.
+ */
+function outcomeUnknown(e: unknown): boolean {
+  if (e instanceof NodeDrainedError) return false;
+  if (!(e instanceof UnavailableError) && !(e instanceof DeadlineExceededError)) return false;
+  return !e.notApplied;
+}
+
 export interface Location {
   master: BackendInfo;
   replicas: BackendInfo[];
@@ -116,40 +129,69 @@ export class Client {
    * one, else as a distributed transaction (two-phase commit) coordinated by one of the nodes.
    * Creates go to the node their oids name. A redirect (an object was elsewhere) teaches the
    * location cache and the commit is split again, a bounded number of times.
+   *
+   * Exactly once: the commit carries an id (the txid for a distributed one), the same on every
+   * attempt, and the node answers a retry with the first outcome instead of applying it again.
+   * A failure that leaves the outcome unknown (the node stopped answering after the request may
+   * have reached it) is retried with the same id, with backoff, until the deadline; then it is a
+   * CommitUnknownError, which is never retried by running the transaction again.
    */
-  async commitRaw(req: Omit<CommitRequest, 'dataset'>): Promise<number[]> {
+  async commitRaw(req: CommitOps): Promise<number[]> {
     this.assertOpen();
-    for (let hop = 0; ; hop++) {
+    const commitId = newTxid();
+    const deadline = Date.now() + this.router.deadlineMs;
+    let attempt = 0;
+    let sent = false; // once an attempt may have reached a node, a redirect cannot be followed safely
+    for (let hop = 0, retry = 0; ; hop++) {
       const parts = this.splitByNode(req);
       try {
         if (parts.size <= 1) {
           const node = parts.size === 1 ? [...parts.keys()][0] : this.homeNode;
-          const res = await this.router.withNode(node, (c) => c.commitCoalesced({ dataset: this.dataset, ...req }), false);
+          const res = await this.router.withNode(node, (c) => {
+            sent = true;
+            return c.commitCoalesced({ dataset: this.dataset, ...req, commitId, attempt: attempt++ });
+          }, false);
           return res.versions;
         }
         const list = [...parts];
-        const res = await this.router.withNode(list[0][0], (c) => c.commitMulti({
-          dataset: this.dataset,
-          txid: newTxid(),
-          parts: list.map(([node, p]) => ({ node, ops: { dataset: this.dataset, ...p.ops } })),
-          aliasSets: req.aliasSets,
-          aliasDeletes: req.aliasDeletes,
-        }), false);
+        const res = await this.router.withNode(list[0][0], (c) => {
+          sent = true;
+          return c.commitMulti({
+            dataset: this.dataset,
+            txid: commitId,
+            attempt: attempt++,
+            parts: list.map(([node, p]) => ({ node, ops: { dataset: this.dataset, ...p.ops, commitId: '', attempt: 0 } })),
+            aliasSets: req.aliasSets,
+            aliasDeletes: req.aliasDeletes,
+          });
+        }, false);
         const versions: number[] = new Array(req.writes.length);
         list.forEach(([, p], i) => p.writeIndex.forEach((w, j) => (versions[w] = res.parts[i].versions[j])));
         return versions;
       } catch (e) {
         if (e instanceof RedirectError && e.oid && e.node !== undefined && hop < MAX_HOPS) {
+          if (attempt > 1) {
+            // An earlier attempt may have been applied on the node that now redirects (the object
+            // moved since): the node asked next cannot know that commit id.
+            throw new CommitUnknownError(`commit ${commitId}: its objects moved while its outcome was unknown`, { oid: e.oid }, { cause: e });
+          }
           this.router.learn(e.oid, e.node, e.address);
           continue;
+        }
+        if (sent && outcomeUnknown(e)) {
+          if (Date.now() < deadline) {
+            await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** retry++) * (0.5 + Math.random() / 2)));
+            continue; // the same commit id: applied at most once
+          }
+          throw new CommitUnknownError(`commit ${commitId} may or may not have been applied: ${(e as Error).message}`, {}, { cause: e });
         }
         throw e;
       }
     }
   }
 
-  private splitByNode(req: Omit<CommitRequest, 'dataset'>) {
-    const parts = new Map<number, { ops: Omit<CommitRequest, 'dataset'>; writeIndex: number[] }>();
+  private splitByNode(req: CommitOps) {
+    const parts = new Map<number, { ops: CommitOps; writeIndex: number[] }>();
     const part = (n: number) => {
       let p = parts.get(n);
       if (!p) parts.set(n, (p = { ops: { reads: [], writes: [], deletes: [], aliasSets: [], aliasDeletes: [] }, writeIndex: [] }));

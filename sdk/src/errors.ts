@@ -16,7 +16,9 @@ export type ErrorCode =
   | 'DEADLINE_EXCEEDED'
   | 'INTERNAL'
   | 'REDIRECT'
-  | 'DRAINED';
+  | 'DRAINED'
+  | 'ABORTED'
+  | 'COMMIT_UNKNOWN';
 
 export interface ErrorFields {
   oid?: string;
@@ -28,6 +30,8 @@ export interface ErrorFields {
   /** With REDIRECT: the node number and address to ask instead. */
   node?: number;
   address?: string;
+  /** Set when the node knows nothing of the request was applied. */
+  notApplied?: boolean;
 }
 
 export class LoamError extends Error {
@@ -40,6 +44,7 @@ export class LoamError extends Error {
   readonly limit?: string;
   readonly node?: number;
   readonly address?: string;
+  readonly notApplied?: boolean;
 
   constructor(code: ErrorCode, message: string, fields: ErrorFields = {}, options?: { cause?: unknown }) {
     super(message, options);
@@ -52,7 +57,7 @@ export class LoamError extends Error {
 function stripUndefined(fields: ErrorFields): ErrorFields {
   const out: ErrorFields = {};
   for (const [k, v] of Object.entries(fields)) {
-    if (v !== undefined && v !== '' && v !== 0) (out as Record<string, unknown>)[k] = v;
+    if (v !== undefined && v !== '' && v !== 0 && v !== false) (out as Record<string, unknown>)[k] = v;
   }
   return out;
 }
@@ -93,6 +98,15 @@ export class ReadConflictError extends ConflictError {
     super('READ_CONFLICT', message, fields);
   }
 }
+/**
+ * The transaction was aborted (a participant could not prepare, or gave up waiting for its
+ * coordinator): nothing of it was applied, and `transaction()` runs it again.
+ */
+export class AbortedError extends ConflictError {
+  constructor(message: string, fields?: ErrorFields) {
+    super('ABORTED', message, fields);
+  }
+}
 export class InvalidArgumentError extends LoamError {
   constructor(message: string, fields?: ErrorFields, code: ErrorCode = 'INVALID_ARGUMENT') {
     super(code, message, fields);
@@ -118,6 +132,19 @@ export class DeadlineExceededError extends LoamError {
 export class InternalError extends LoamError {
   constructor(message: string, fields?: ErrorFields) {
     super('INTERNAL', message, fields);
+  }
+}
+
+/**
+ * A commit may or may not have been applied, and its outcome could not be learned: the node
+ * stopped answering after the request may have reached it, and retries (with the same commit
+ * id, which the node would have recognized) did not get through before the deadline. Never
+ * retried automatically: running the transaction again could apply it twice. Read the objects
+ * to find out.
+ */
+export class CommitUnknownError extends LoamError {
+  constructor(message: string, fields?: ErrorFields, options?: { cause?: unknown }) {
+    super('COMMIT_UNKNOWN', message, fields, options);
   }
 }
 
@@ -153,6 +180,8 @@ const byCode: Record<ErrorCode, new (message: string, fields?: ErrorFields) => L
   INTERNAL: InternalError,
   REDIRECT: RedirectError,
   DRAINED: NodeDrainedError,
+  ABORTED: AbortedError,
+  COMMIT_UNKNOWN: CommitUnknownError,
 };
 
 export function errorFromCode(code: string, message: string, fields?: ErrorFields): LoamError {

@@ -201,6 +201,11 @@ export class Router {
     return out;
   }
 
+  /** How long one call may take, ms. */
+  get deadlineMs(): number {
+    return this.rpc.deadlineMs;
+  }
+
   close(): void {
     for (const c of this.conns.values()) c.close();
     this.conns.clear();

@@ -29,6 +29,8 @@ const statusOf: Record<ErrorCode, Status> = {
   INTERNAL: Status.INTERNAL,
   REDIRECT: Status.FAILED_PRECONDITION,
   DRAINED: Status.UNAVAILABLE,
+  ABORTED: Status.ABORTED,
+  COMMIT_UNKNOWN: Status.UNKNOWN,
 };
 
 /** The typed detail of any thrown value (an unexpected one becomes INTERNAL). */
@@ -45,6 +47,7 @@ export function toErrorDetail(err: unknown): ErrorDetail {
     limit: e.limit ?? '',
     node: e.node ?? 0,
     address: e.address ?? '',
+    notApplied: e.notApplied ?? false,
   };
 }
 
@@ -53,7 +56,7 @@ export function fromErrorDetail(d: ErrorDetail): LoamError {
   return errorFromCode(d.code, d.message, {
     oid: d.oid, alias: d.alias, dataset: d.dataset,
     expectedVersion: d.expectedVersion, actualVersion: d.actualVersion, limit: d.limit,
-    node: d.node, address: d.address,
+    node: d.node, address: d.address, notApplied: d.notApplied,
   });
 }
 

@@ -35,6 +35,9 @@ export async function reserveAlias(
     } catch {
       current = undefined;
     }
+    // Already naming this object (a retried commit's own reservation, or the same alias set
+    // twice): the commit can go on, and confirming it again changes nothing.
+    if (current?.oid === oid) return { key, value: r.value };
     const stale = current?.pending === true && typeof current.at === 'number' && now - current.at > STALE_ALIAS_MS;
     if (!current || !stale) break;
     if (await exists(current.oid)) {

@@ -1,5 +1,5 @@
 import {
-  InvalidArgumentError, NotFoundError, UnavailableError, isOid, oidHomeNode, validateAlias,
+  AbortedError, ConflictError, InvalidArgumentError, LoamError, NotFoundError, UnavailableError, isOid, oidHomeNode, validateAlias,
   type CommitMultiRequest, type CommitMultiResponse, type CommitRequest, type PrepareResponse,
 } from '@loam/sdk/wire';
 import type { Engine } from '../storage/engine.js';
@@ -53,6 +53,15 @@ export class Transactions {
   /** Prepares this node's part: the objects must be here (else a redirect), then validate, lock, log. */
   async prepareHere(txid: string, coordinator: number, ops: CommitRequest): Promise<PrepareResponse> {
     const me = this.membership.self.number;
+    const done = this.engine.outcomeOf(txid);
+    if (done) {
+      // A retried transaction this node already finished: its first outcome, not a new prepare
+      // (the objects may have moved or changed since). A committed part's replicas are brought
+      // up to date again before the answer, as the first answer promised.
+      const written = [...ops.writes.map((w) => w.oid), ...ops.deletes.map((d) => d.oid)];
+      if (done.ok) await this.placement.pushReplicas(ops.dataset, written.filter((o) => this.engine.masters(o)));
+      return { versions: done.versions, replicated: false, finished: done.ok ? 'commit' : 'abort' };
+    }
     const touched = [...ops.writes.map((w) => w.oid), ...ops.deletes.map((d) => d.oid), ...ops.reads.map((r) => r.oid)];
     for (const oid of touched) if (!isOid(oid)) throw new InvalidArgumentError(`malformed oid ${JSON.stringify(oid)}`);
     await this.placement.waitUnlocked(touched);
@@ -69,7 +78,7 @@ export class Transactions {
     const versions = await this.engine.prepare(txid, coordinator, { dataset: ops.dataset, reads: ops.reads, writes: ops.writes, deletes: ops.deletes });
     failpoint('participant-after-prepare');
     const replicated = [...ops.writes, ...ops.deletes].some((w) => this.engine.replicasOf(w.oid).length > 0);
-    return { versions, replicated };
+    return { versions, replicated, finished: '' };
   }
 
   async finishHere(txid: string, commit: boolean): Promise<void> {
@@ -129,18 +138,33 @@ export class Transactions {
       }));
       const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed) {
-        await this.decideAndFinish(req, members.map((m) => m!.address), 'abort');
-        throw failed.reason;
+        const decided = await this.decideAndFinish(req, members.map((m) => m!.address), 'abort');
+        const reason = failed.reason as unknown;
+        // With "abort" in etcd nothing of it can apply: say so, so the client may run it again.
+        if (decided === 'abort' && !(reason instanceof ConflictError) && !(reason instanceof LoamError && reason.code !== 'UNAVAILABLE' && reason.code !== 'DEADLINE_EXCEEDED')) {
+          throw new AbortedError(`transaction ${req.txid} was aborted (${(reason as Error).message}); nothing of it was applied`, { notApplied: true });
+        }
+        throw reason;
       }
       versions = results.map((r) => (r as PromiseFulfilledResult<PrepareResponse>).value);
       failpoint('coordinator-after-prepare');
+
+      // A retry of a transaction that already finished: answer with its first outcome.
+      if (versions.some((v) => v.finished === 'abort')) {
+        await this.decideAndFinish(req, members.map((m) => m!.address), 'abort');
+        throw new AbortedError(`transaction ${req.txid} was aborted; nothing of it was applied`, { notApplied: true });
+      }
+      if (versions.every((v) => v.finished === 'commit')) {
+        await this.confirmAliases(req, reserved);
+        return { parts: versions.map((v) => ({ ...v, finished: '' })) };
+      }
 
       // The decision: written once; a participant that timed out may have written "abort" first.
       const d = await this.meta.createIfAbsent(decisionKey, 'commit');
       failpoint('coordinator-after-decision');
       if (d.value !== 'commit') {
         await this.decideAndFinish(req, members.map((m) => m!.address), 'abort');
-        throw new UnavailableError(`transaction ${req.txid} was aborted: a participant timed out waiting for its coordinator`);
+        throw new AbortedError(`transaction ${req.txid} was aborted: a participant timed out waiting for its coordinator; nothing of it was applied`, { notApplied: true });
       }
     } catch (e) {
       await this.releaseAliases(reserved);
@@ -169,12 +193,18 @@ export class Transactions {
     return { parts: versions };
   }
 
-  /** Writes the decision (if nobody has) and finishes every part with it. */
-  private async decideAndFinish(req: CommitMultiRequest, addresses: string[], decision: 'abort'): Promise<void> {
+  /**
+   * Writes the decision (if nobody has) and finishes every part with it. Returns the decision
+   * in etcd, or undefined when it could not be read or written (then nothing is known).
+   */
+  private async decideAndFinish(req: CommitMultiRequest, addresses: string[], decision: 'abort'): Promise<string | undefined> {
     const d = await this.meta.createIfAbsent(META_KEYS.decision(req.txid), decision).catch(() => undefined);
     if (d && d.value !== decision) this.log.error({ txid: req.txid, decision: d.value }, 'decision differs from the one this coordinator reached');
+    // Without etcd the parts are still released as aborted: this coordinator never writes
+    // "commit" for them, and a retry of the txid finds their "abort" outcome and aborts too.
     const finished = await this.finishAll(req, addresses, d?.value === 'commit');
     if (finished && d) this.reap(META_KEYS.decision(req.txid));
+    return d?.value;
   }
 
   /** Finishes every part; true when all acknowledged (a failed one resolves itself later). */

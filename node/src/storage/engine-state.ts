@@ -40,6 +40,52 @@ export interface PreparedTx extends Place {
   preparedAt: number;
 }
 
+export interface Outcome extends Place {
+  ok: boolean;
+  versions: number[];
+  at: number;
+}
+
+/** How long the outcome of a commit id is remembered (a client retries within its deadline). */
+export const OUTCOME_KEEP_MS = 10 * 60_000;
+/** At most this many outcomes are remembered (a memory bound: about 150 bytes each). */
+export const OUTCOME_MAX = 500_000;
+
+/**
+ * Outcomes of recent commit ids and finished two-phase parts, oldest first (insertion order is
+ * log order). `forgottenUpTo` is the newest `at` of one forgotten: a retry of an id that old
+ * that is not found here may have been applied, so it is reported as unknown, never re-applied.
+ */
+export class OutcomeTable {
+  private readonly map = new Map<string, Outcome>();
+  forgottenUpTo = 0;
+
+  constructor(private readonly freed: (o: Outcome) => void) {}
+
+  get size(): number {
+    return this.map.size;
+  }
+
+  get(id: string): Outcome | undefined {
+    return this.map.get(id);
+  }
+
+  put(id: string, o: Outcome, now = Date.now()): void {
+    const prev = this.map.get(id);
+    if (prev) {
+      this.freed(prev);
+      this.map.delete(id);
+    }
+    this.map.set(id, o);
+    for (const [k, first] of this.map) {
+      if (first.at >= now - OUTCOME_KEEP_MS && this.map.size <= OUTCOME_MAX) break;
+      this.map.delete(k);
+      this.freed(first);
+      this.forgottenUpTo = Math.max(this.forgottenUpTo, first.at);
+    }
+  }
+}
+
 export interface PendingObject {
   version: number; // 0 while a delete is in flight
   dataset: number;
@@ -65,6 +111,7 @@ export class EngineState {
   readonly pendingObjects = new Map<string, PendingObject>();
   readonly pendingAliases = new Map<string, string | null>();
   readonly liveBytes = new Map<number, number>();
+  readonly outcomes = new OutcomeTable((o) => this.liveDelta(o.segment, -o.length));
 
   constructor(cacheBytes: number) {
     this.cache = new LRUCache<string, CachedObject>({
@@ -237,6 +284,18 @@ export const KINDS: Kinds = {
     removal: () => false,
     relocate(s, r, from, to) {
       const e = s.prepared.get(r.txid.toString('hex'));
+      if (at(e, from)) move(s, e!, to);
+    },
+  },
+  [RecordType.Outcome]: {
+    apply(s, r, p) {
+      s.outcomes.put(r.id.toString('hex'), { ok: r.ok, versions: r.versions, at: r.at, ...p });
+      s.liveDelta(p.segment, p.length);
+    },
+    live: (s, r, p) => at(s.outcomes.get(r.id.toString('hex')), p),
+    removal: () => false,
+    relocate(s, r, from, to) {
+      const e = s.outcomes.get(r.id.toString('hex'));
       if (at(e, from)) move(s, e!, to);
     },
   },

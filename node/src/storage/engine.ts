@@ -1,14 +1,15 @@
 import path from 'node:path';
 import {
-  DEFAULT_LIMITS, InternalError, LimitExceededError, NotFoundError, ReadConflictError, UnavailableError, UnknownDatasetError,
-  WriteConflictError, assertOid, validateAlias, validateDatasetName, type Limits,
+  CommitUnknownError, DEFAULT_LIMITS, DeadlineExceededError, InternalError, InvalidArgumentError, LimitExceededError, NotFoundError,
+  ReadConflictError, UnavailableError, UnknownDatasetError, WriteConflictError, assertOid, validateAlias, validateDatasetName,
+  type Limits, type LoamError,
 } from '@loam/sdk/wire';
 import { wordsFromHex } from './oid-index.js';
 import { checkFrame, decodeFrame, encodeBatch, RecordType, type LogRecord } from './record.js';
 import { SegmentLog } from './segment-log.js';
 import type { RecoveryReport, SegmentStore, WriteBlock } from './segment-store.js';
 import type { SegmentFiles } from './segment-files.js';
-import { EngineState, aliasKey, type DirectoryEntry, type PendingObject } from './engine-state.js';
+import { EngineState, OUTCOME_KEEP_MS, aliasKey, type DirectoryEntry, type PendingObject } from './engine-state.js';
 import { touchedOids, validateCommit, type CommitInput } from './commit-validation.js';
 import { Compactor, type CompactionResult } from './compaction.js';
 import { Participant } from './participant.js';
@@ -52,9 +53,25 @@ export interface EngineObserver {
   commit?(outcome: 'ok' | 'write_conflict' | 'read_conflict' | 'error', writes: number): void;
   cache?(hit: boolean): void;
   warn?(msg: string, fields?: Record<string, unknown>): void;
+  /** A retried commit was answered with its first outcome. */
+  dedup?(): void;
   /** Appends were refused (`block`) or work again (undefined). */
   writable?(block: WriteBlock | undefined): void;
 }
+
+/** How a commit was sent: its client-chosen id and attempt, and when its caller stops waiting. */
+export interface CommitOptions {
+  /** 32 hex digits, a millisecond timestamp first; the same on every attempt of one commit. */
+  commitId?: string;
+  /** 0 for the first attempt. */
+  attempt?: number;
+  /** Epoch ms: past it nothing is applied (the caller has given up and may retry). */
+  deadline?: number;
+}
+
+/** Clocks of clients and nodes may disagree by this much. */
+const CLOCK_SKEW_MS = 60_000;
+const ID_RE = /^[0-9a-f]{32}$/;
 
 export interface StoredObject {
   oid: string;
@@ -67,6 +84,11 @@ export interface StoredObject {
 
 export const DEFAULT_DATASET = 'default';
 const MAX_DATASETS = 0xffff;
+/** The creation time a commit id or txid starts with (48 bits of ms). */
+function idTime(id: string): number {
+  return parseInt(id.slice(0, 12), 16);
+}
+
 /** Objects a get reads between two yields to the event loop. */
 const READ_SLICE = 256;
 
@@ -85,6 +107,10 @@ export class Engine implements EngineCore {
   private probeTimer?: NodeJS.Timeout;
   private readonly probeIntervalMs: number;
   private closed = false;
+  /** Commits in flight by id, so a duplicate waits for the first. */
+  private readonly committing = new Map<string, Promise<number[]>>();
+  /** Commit ids whose write failed after reaching the log (cleared once the log cut it). */
+  private readonly uncertain = new Set<string>();
   recovery!: RecoveryReport;
 
   private constructor(opts: EngineOptions) {
@@ -262,9 +288,9 @@ export class Engine implements EngineCore {
   }
 
   async append(records: LogRecord[]): Promise<{ segment: number; offsets: number[]; sizes: number[] }> {
-    if (this.closed) throw new UnavailableError('node is shutting down');
+    if (this.closed) throw new UnavailableError('node is shutting down', { notApplied: true });
     const block = this.log.blocked;
-    if (block && !block.recoverable) throw new UnavailableError(block.message);
+    if (block && !block.recoverable) throw new UnavailableError(block.message, { notApplied: true });
     const { buf, offsets, sizes } = encodeBatch(records);
     try {
       const loc = await this.log.append(buf);
@@ -272,7 +298,8 @@ export class Engine implements EngineCore {
       return { segment: loc.segment, offsets: offsets.map((o) => o + loc.offset), sizes };
     } catch (e) {
       this.noteBlocked();
-      throw new UnavailableError(`write not durable: ${(e as Error).message}`, {}, { cause: e });
+      const notApplied = (e as { notApplied?: boolean }).notApplied === true;
+      throw new UnavailableError(`write not durable: ${(e as Error).message}${notApplied ? '; nothing was applied' : ''}`, { notApplied }, { cause: e });
     }
   }
 
@@ -293,6 +320,8 @@ export class Engine implements EngineCore {
 
   private writableAgain(): void {
     if (this.log.blocked) return;
+    // The log cut every failed write back to the last acknowledged one: none of them applied.
+    this.uncertain.clear();
     if (this.probeTimer) clearInterval(this.probeTimer);
     this.probeTimer = undefined;
     this.observer.writable?.(undefined);
@@ -303,11 +332,11 @@ export class Engine implements EngineCore {
    * state plus the commits still waiting for their fsync, so two in-flight commits can never
    * both succeed on the same version; readers only ever see durable state.
    */
-  async commit(input: CommitInput): Promise<number[]> {
+  async commit(input: CommitInput, opts: CommitOptions = {}): Promise<number[]> {
     let outcome: 'ok' | 'write_conflict' | 'read_conflict' | 'error' = 'error';
     const nWrites = (input.writes?.length ?? 0) + (input.deletes?.length ?? 0);
     try {
-      const versions = await this.commitInner(input);
+      const versions = opts.commitId ? await this.commitOnce(input, opts) : await this.commitInner(input, opts);
       outcome = 'ok';
       return versions;
     } catch (e) {
@@ -319,7 +348,34 @@ export class Engine implements EngineCore {
     }
   }
 
-  private async commitInner(input: CommitInput): Promise<number[]> {
+  /**
+   * A commit with an id is applied at most once: a retry of an id already applied gets the
+   * first outcome (its versions), a duplicate still in flight waits for the first, and a retry
+   * whose first attempt may have reached the log but cannot be found (forgotten, or its write
+   * failed in a way that may still show up after a restart) is an error, never a second apply.
+   */
+  private commitOnce(input: CommitInput, opts: CommitOptions): Promise<number[]> {
+    const id = opts.commitId!;
+    if (!ID_RE.test(id)) return Promise.reject(new InvalidArgumentError(`malformed commit id ${JSON.stringify(id)} (32 hex digits)`));
+    const known = this.state.outcomes.get(id);
+    if (known) {
+      this.observer.dedup?.();
+      return Promise.resolve(known.versions);
+    }
+    const running = this.committing.get(id);
+    if (running) return running;
+    if (this.uncertain.has(id)) {
+      return Promise.reject(new UnavailableError(`commit ${id}: an earlier attempt's write failed and may still be on disk; its outcome is known after the node's log recovers`));
+    }
+    if ((opts.attempt ?? 0) > 0 && idTime(id) <= this.state.outcomes.forgottenUpTo + CLOCK_SKEW_MS) {
+      return Promise.reject(new CommitUnknownError(`commit ${id} is too old to tell whether it was applied (outcomes are kept ${OUTCOME_KEEP_MS / 60_000} minutes)`));
+    }
+    const p = this.commitInner(input, opts).finally(() => this.committing.delete(id));
+    this.committing.set(id, p);
+    return p;
+  }
+
+  private async commitInner(input: CommitInput, opts: CommitOptions = {}): Promise<number[]> {
     // A prepared transaction's lock is released as soon as its decision arrives, usually within
     // a round trip: wait for it (bounded). A commit holds no locks while it waits, so it cannot
     // be part of a deadlock. The last lock check and the validation are one synchronous step.
@@ -332,6 +388,11 @@ export class Engine implements EngineCore {
     const ds = this.datasetId(input.dataset);
     const { records, versions } = validateCommit(this.state, this.limits, ds, input);
     if (records.length === 0) return versions; // read-only validation passed
+    if (opts.deadline !== undefined && Date.now() >= opts.deadline) {
+      throw new DeadlineExceededError('the caller gave up before the commit was written; nothing was applied', { notApplied: true });
+    }
+    // The outcome goes in the commit's own batch: remembering it costs no extra fsync.
+    if (opts.commitId) records.push({ type: RecordType.Outcome, dataset: ds, id: Buffer.from(opts.commitId, 'hex'), at: Date.now(), ok: true, versions });
     const myAliases = new Map<string, string | null>();
     for (const a of input.aliasSets ?? []) myAliases.set(aliasKey(ds, a.alias), a.oid);
     for (const a of input.aliasDeletes ?? []) myAliases.set(aliasKey(ds, a), null);
@@ -340,6 +401,10 @@ export class Engine implements EngineCore {
     try {
       await this.appendAndApply(records);
       return versions;
+    } catch (e) {
+      // Handed to the log and failed: it may still be on disk (a retry must not apply it again).
+      if (opts.commitId && !(e as LoamError).notApplied) this.uncertain.add(opts.commitId);
+      throw e;
     } finally {
       for (const [k, v] of myAliases) if (pa.get(k) === v) pa.delete(k);
     }
@@ -393,6 +458,12 @@ export class Engine implements EngineCore {
   prepare(txid: string, coordinator: number, input: CommitInput): Promise<number[]> { return this.participant.prepare(txid, coordinator, input); }
   finish(txid: string, commit: boolean): Promise<{ dataset: string; oids: string[] }> { return this.participant.finish(txid, commit); }
   preparedTransactions(): { txid: string; coordinator: number; preparedAt: number }[] { return this.participant.preparedTransactions(); }
+
+  /** The remembered outcome of a commit id or txid, if any. */
+  outcomeOf(id: string): { ok: boolean; versions: number[] } | undefined {
+    const o = this.state.outcomes.get(id);
+    return o ? { ok: o.ok, versions: o.versions } : undefined;
+  }
 
   lockedBy(oid: string): string | undefined {
     return this.state.locks.holder(oid);

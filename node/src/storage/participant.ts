@@ -1,4 +1,4 @@
-import { InvalidArgumentError, ReadConflictError, WriteConflictError } from '@loam/sdk/wire';
+import { AbortedError, InvalidArgumentError, ReadConflictError, WriteConflictError } from '@loam/sdk/wire';
 import { bytesFromHex } from './oid-index.js';
 import { encodeBatch, RecordType, type LogRecord } from './record.js';
 import { olderThan } from './locks.js';
@@ -32,6 +32,9 @@ export class Participant {
     }
     const done = this.s.prepared.get(txid);
     if (done) return Promise.resolve(done.versions);
+    // Finished here already (a retried transaction): its first outcome, never a second prepare.
+    const outcome = this.s.outcomes.get(txid);
+    if (outcome) return outcome.ok ? Promise.resolve(outcome.versions) : Promise.reject(new AbortedError(`transaction ${txid} was aborted; nothing of it was applied`, { notApplied: true }));
     const running = this.preparing.get(txid);
     if (running) return running;
     if ((input.aliasSets?.length ?? 0) + (input.aliasDeletes?.length ?? 0) > 0) {
@@ -82,8 +85,11 @@ export class Participant {
     assertTxid(txid);
     const p = this.s.prepared.get(txid);
     if (!p) return { dataset: '', oids: [] }; // finished before, or never prepared here
-    const decided: LogRecord = { type: RecordType.Decided, dataset: p.dataset, txid: Buffer.from(txid, 'hex'), commit };
-    const batch = commit ? [...p.records, decided] : [decided];
+    const id = Buffer.from(txid, 'hex');
+    const decided: LogRecord = { type: RecordType.Decided, dataset: p.dataset, txid: id, commit };
+    // Remembered with the decision, so a retried prepare of this txid gets the first outcome.
+    const outcome: LogRecord = { type: RecordType.Outcome, dataset: p.dataset, id, at: Date.now(), ok: commit, versions: p.versions };
+    const batch = commit ? [...p.records, decided, outcome] : [decided, outcome];
     const at = await this.core.append(batch);
     for (let i = 0; i < batch.length; i++) this.s.apply(batch[i], { segment: at.segment, offset: at.offsets[i], length: at.sizes[i] });
     const oids = commit ? p.records.flatMap((r) => (r.type === RecordType.Put || r.type === RecordType.Delete ? [r.oid.toString('hex')] : [])) : [];

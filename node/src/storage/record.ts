@@ -15,7 +15,7 @@ export const FLAG_ORIGIN = 2;
 export const MAX_FRAME_BODY = 256 * 1024 * 1024;
 
 // A plain object, not a const enum: const enums vanish under per-file transpilers.
-export const RecordType = { Put: 1, Delete: 2, AliasSet: 3, AliasDelete: 4, Dataset: 5, Forward: 6, Directory: 7, Prepare: 8, Decided: 9, Replicas: 10, ReplicaOf: 11 } as const;
+export const RecordType = { Put: 1, Delete: 2, AliasSet: 3, AliasDelete: 4, Dataset: 5, Forward: 6, Directory: 7, Prepare: 8, Decided: 9, Replicas: 10, ReplicaOf: 11, Outcome: 13 } as const;
 export type RecordType = (typeof RecordType)[keyof typeof RecordType];
 
 export interface PutRecord {
@@ -98,8 +98,22 @@ export interface ReplicaOfRecord {
   oid: Buffer;
   master: number;
 }
+/**
+ * The outcome of a commit (by its client-chosen commit id) or of a finished two-phase part (by
+ * its txid), written in the same batch as what it describes, so remembering it costs no extra
+ * fsync: a retry of the same id is answered with it instead of being applied again.
+ */
+export interface OutcomeRecord {
+  type: typeof RecordType.Outcome;
+  dataset: number;
+  id: Buffer; // 16 bytes
+  /** When it was decided (ms since the epoch): outcomes are kept for a while, then forgotten. */
+  at: number;
+  ok: boolean;
+  versions: number[];
+}
 export type LogRecord = PutRecord | DeleteRecord | AliasSetRecord | AliasDeleteRecord | DatasetRecord | ForwardRecord | DirectoryRecord
-  | PrepareRecord | DecidedRecord | ReplicasRecord | ReplicaOfRecord;
+  | PrepareRecord | DecidedRecord | ReplicasRecord | ReplicaOfRecord | OutcomeRecord;
 
 function bodySize(r: LogRecord): number {
   switch (r.type) {
@@ -125,6 +139,8 @@ function bodySize(r: LogRecord): number {
       return 2 + 2 + 16 + 2 + 2 * r.nodes.length;
     case RecordType.ReplicaOf:
       return 2 + 2 + 16 + 2;
+    case RecordType.Outcome:
+      return 2 + 2 + 16 + 8 + 1 + 4 + 8 * r.versions.length;
   }
 }
 
@@ -196,6 +212,13 @@ export function writeFrame(buf: Buffer, pos: number, r: LogRecord, flags: number
     case RecordType.ReplicaOf:
       p += r.oid.copy(buf, p);
       p = buf.writeUInt16LE(r.master, p);
+      break;
+    case RecordType.Outcome:
+      p += r.id.copy(buf, p);
+      p = buf.writeDoubleLE(r.at, p);
+      p = buf.writeUInt8(r.ok ? 1 : 0, p);
+      p = buf.writeUInt32LE(r.versions.length, p);
+      for (const v of r.versions) p = buf.writeDoubleLE(v, p);
       break;
   }
   const bodyLen = p - start - FRAME_HEADER;
@@ -341,6 +364,12 @@ export function decodeFrame(buf: Buffer, pos: number): LogRecord {
     }
     case RecordType.ReplicaOf:
       return { type, dataset, oid: buf.subarray(p, p + 16), master: buf.readUInt16LE(p + 16) };
+    case RecordType.Outcome: {
+      const n = buf.readUInt32LE(p + 25);
+      const versions: number[] = [];
+      for (let i = 0; i < n; i++) versions.push(buf.readDoubleLE(p + 29 + 8 * i));
+      return { type, dataset, id: buf.subarray(p, p + 16), at: buf.readDoubleLE(p + 16), ok: buf.readUInt8(p + 24) === 1, versions };
+    }
     default:
       throw new Error(`unknown record type ${type} at offset ${pos}`);
   }

@@ -85,6 +85,8 @@ export class SegmentLog implements SegmentStore {
   private closed = false;
   private block?: WriteBlock;
   private recovering?: Promise<void>;
+  /** While blocked: the bytes of the failed writes were cut, the next write may go. */
+  private tailCut = false;
 
   private constructor(opts: SegmentLogOptions) {
     this.files = opts.files ?? new LocalFiles(opts.dir);
@@ -276,8 +278,10 @@ export class SegmentLog implements SegmentStore {
 
   /**
    * A failed write leaves the bytes after the last acknowledged group unknown, so nothing more
-   * is appended until they are cut: after a full disk (recoverable) the next append or probe
-   * does that; after any other error the log stays refused (the node must restart).
+   * is appended until they are cut. After a full disk (recoverable) they are cut at once, before
+   * the failed appends are rejected, so those rejections can say nothing was applied
+   * (`notApplied`); the next append or probe then tries to write again. After any other error
+   * the log stays refused (the node must restart), and what a restart finds is unknown.
    */
   private fail(e: Error, batch: Pending[]): void {
     const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
@@ -285,29 +289,56 @@ export class SegmentLog implements SegmentStore {
       const recoverable = RECOVERABLE.has(code);
       this.block = { reason: code, recoverable, message: `log write failed (${code}): ${e.message}${recoverable ? '; writes resume once space is freed' : '; the node must restart'}` };
     }
-    const err = new Error(this.block.message);
-    (err as NodeJS.ErrnoException).code = this.block.reason;
-    for (const p of batch) p.reject(err);
-    for (const p of this.queue) p.reject(err);
+    const failed = [...batch, ...this.queue];
     this.queue = [];
+    const reject = (notApplied: boolean) => {
+      const err = new Error(this.block?.message ?? `log write failed (${code})`) as NodeJS.ErrnoException & { notApplied?: boolean };
+      err.code = code;
+      if (notApplied) err.notApplied = true;
+      for (const p of failed) p.reject(err);
+    };
+    if (!this.block.recoverable) {
+      reject(false);
+      return;
+    }
+    void this.cutTail().then(() => reject(true), () => reject(false));
   }
 
-  /** Cuts the active segment back to its acknowledged bytes and lifts a recoverable block. */
-  private recover(): Promise<void> {
-    this.recovering ??= (async () => {
+  /** Cuts the active segment back to its acknowledged bytes (once every group in flight is done). */
+  private cutTail(): Promise<void> {
+    if (this.recovering) return this.recovering;
+    const p = (async () => {
+      while (this.inflight > 0 || this.rolling) await Promise.allSettled([...this.pending]);
+      if (this.tailCut) return;
+      const acked = this.seg(this.active).size;
       try {
-        while (this.inflight > 0 || this.rolling) await Promise.allSettled([...this.pending]);
-        if (!this.block) return;
-        if (!this.block.recoverable) throw new Error(this.block.message);
-        const acked = this.seg(this.active).size;
         await this.files.truncate(this.name(this.active), acked);
-        this.activeSize = acked;
-        this.block = undefined;
-      } finally {
-        this.recovering = undefined;
+      } catch (e) {
+        // The bytes after the last acknowledged write cannot be cut: no more writes here.
+        if (this.block) this.block = { ...this.block, recoverable: false, message: `${this.block.message}; cutting the failed write failed too (${(e as Error).message}): the node must restart` };
+        throw e;
       }
+      this.activeSize = acked;
+      this.tailCut = true;
     })();
-    return this.recovering.finally(() => this.kick());
+    // Cleared once settled (the body may finish before this assignment would have been seen).
+    this.recovering = p;
+    void p.then(() => undefined, () => undefined).then(() => {
+      if (this.recovering === p) this.recovering = undefined;
+      this.kick();
+    });
+    return p;
+  }
+
+  /** Lifts a recoverable block once the failed bytes are cut: the next write tries the disk again. */
+  private async recover(): Promise<void> {
+    if (!this.block) return;
+    if (!this.block.recoverable) throw new Error(this.block.message);
+    await this.cutTail();
+    if (!this.block?.recoverable || !this.tailCut) throw new Error(this.block?.message ?? 'log write failed');
+    this.block = undefined;
+    this.tailCut = false;
+    this.kick();
   }
 
   /** Tries to lift a recoverable block and to write an empty group: true if appends work. */

@@ -125,6 +125,14 @@ export interface CommitRequest {
   /** Aliases are created only if absent (AliasExists otherwise). */
   aliasSets: AliasSet[];
   aliasDeletes: string[];
+  /**
+   * Chosen by the client (32 hex digits, a millisecond timestamp first), the same on every
+   * attempt of one commit: a node that already applied it answers with the first outcome
+   * instead of applying it again. Empty: no such protection (older clients).
+   */
+  commitId: string;
+  /** 0 for the first attempt; a retry counts up. */
+  attempt: number;
 }
 
 export interface CommitResponse {
@@ -292,6 +300,8 @@ export interface CommitMultiRequest {
   parts: CommitPart[];
   aliasSets: AliasSet[];
   aliasDeletes: string[];
+  /** 0 for the first attempt; a retry (same txid) counts up. The txid makes retries safe. */
+  attempt: number;
 }
 
 export interface CommitMultiResponse {
@@ -313,6 +323,11 @@ export interface PrepareResponse {
    * replicas) before it acknowledges the commit, as a single-node write would.
    */
   replicated: boolean;
+  /**
+   * Set when this part of the transaction was already finished here (a retried
+   * transaction): "commit" or "abort", its first outcome.
+   */
+  finished: string;
 }
 
 export interface FinishRequest {
@@ -385,6 +400,8 @@ export interface ErrorDetail {
   /** With code REDIRECT: the node that holds (or knows) the object. */
   node: number;
   address: string;
+  /** Set by the node when it knows nothing of the request was applied (a retry is safe). */
+  notApplied: boolean;
 }
 
 function createBaseObjectRecord(): ObjectRecord {
@@ -1500,7 +1517,7 @@ export const AliasSet: MessageFns<AliasSet> = {
 };
 
 function createBaseCommitRequest(): CommitRequest {
-  return { dataset: "", reads: [], writes: [], deletes: [], aliasSets: [], aliasDeletes: [] };
+  return { dataset: "", reads: [], writes: [], deletes: [], aliasSets: [], aliasDeletes: [], commitId: "", attempt: 0 };
 }
 
 export const CommitRequest: MessageFns<CommitRequest> = {
@@ -1522,6 +1539,12 @@ export const CommitRequest: MessageFns<CommitRequest> = {
     }
     for (const v of message.aliasDeletes) {
       writer.uint32(50).string(v!);
+    }
+    if (message.commitId !== "") {
+      writer.uint32(58).string(message.commitId);
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(64).uint32(message.attempt);
     }
     return writer;
   },
@@ -1587,6 +1610,22 @@ export const CommitRequest: MessageFns<CommitRequest> = {
             message.aliasDeletes.push(reader.string());
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.commitId = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.attempt = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1610,6 +1649,8 @@ export const CommitRequest: MessageFns<CommitRequest> = {
     message.deletes = object.deletes?.map((e) => Delete.fromPartial(e)) || [];
     message.aliasSets = object.aliasSets?.map((e) => AliasSet.fromPartial(e)) || [];
     message.aliasDeletes = object.aliasDeletes?.map((e) => e) || [];
+    message.commitId = object.commitId ?? "";
+    message.attempt = object.attempt ?? 0;
     return message;
   },
 };
@@ -3675,7 +3716,7 @@ export const CommitPart: MessageFns<CommitPart> = {
 };
 
 function createBaseCommitMultiRequest(): CommitMultiRequest {
-  return { dataset: "", txid: "", parts: [], aliasSets: [], aliasDeletes: [] };
+  return { dataset: "", txid: "", parts: [], aliasSets: [], aliasDeletes: [], attempt: 0 };
 }
 
 export const CommitMultiRequest: MessageFns<CommitMultiRequest> = {
@@ -3694,6 +3735,9 @@ export const CommitMultiRequest: MessageFns<CommitMultiRequest> = {
     }
     for (const v of message.aliasDeletes) {
       writer.uint32(42).string(v!);
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(48).uint32(message.attempt);
     }
     return writer;
   },
@@ -3751,6 +3795,14 @@ export const CommitMultiRequest: MessageFns<CommitMultiRequest> = {
             message.aliasDeletes.push(reader.string());
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.attempt = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3773,6 +3825,7 @@ export const CommitMultiRequest: MessageFns<CommitMultiRequest> = {
     message.parts = object.parts?.map((e) => CommitPart.fromPartial(e)) || [];
     message.aliasSets = object.aliasSets?.map((e) => AliasSet.fromPartial(e)) || [];
     message.aliasDeletes = object.aliasDeletes?.map((e) => e) || [];
+    message.attempt = object.attempt ?? 0;
     return message;
   },
 };
@@ -3912,7 +3965,7 @@ export const PrepareRequest: MessageFns<PrepareRequest> = {
 };
 
 function createBasePrepareResponse(): PrepareResponse {
-  return { versions: [], replicated: false };
+  return { versions: [], replicated: false, finished: "" };
 }
 
 export const PrepareResponse: MessageFns<PrepareResponse> = {
@@ -3926,6 +3979,9 @@ export const PrepareResponse: MessageFns<PrepareResponse> = {
     }
     if (message.replicated !== false) {
       writer.uint32(16).bool(message.replicated);
+    }
+    if (message.finished !== "") {
+      writer.uint32(26).string(message.finished);
     }
     return writer;
   },
@@ -3969,6 +4025,14 @@ export const PrepareResponse: MessageFns<PrepareResponse> = {
             message.replicated = reader.bool();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.finished = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3988,6 +4052,7 @@ export const PrepareResponse: MessageFns<PrepareResponse> = {
     const message = createBasePrepareResponse();
     message.versions = object.versions?.map((e) => e) || [];
     message.replicated = object.replicated ?? false;
+    message.finished = object.finished ?? "";
     return message;
   },
 };
@@ -4663,6 +4728,7 @@ function createBaseErrorDetail(): ErrorDetail {
     limit: "",
     node: 0,
     address: "",
+    notApplied: false,
   };
 }
 
@@ -4697,6 +4763,9 @@ export const ErrorDetail: MessageFns<ErrorDetail> = {
     }
     if (message.address !== "") {
       writer.uint32(82).string(message.address);
+    }
+    if (message.notApplied !== false) {
+      writer.uint32(88).bool(message.notApplied);
     }
     return writer;
   },
@@ -4794,6 +4863,14 @@ export const ErrorDetail: MessageFns<ErrorDetail> = {
             message.address = reader.string();
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.notApplied = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4821,6 +4898,7 @@ export const ErrorDetail: MessageFns<ErrorDetail> = {
     message.limit = object.limit ?? "";
     message.node = object.node ?? 0;
     message.address = object.address ?? "";
+    message.notApplied = object.notApplied ?? false;
     return message;
   },
 };

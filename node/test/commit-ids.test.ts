@@ -1,0 +1,125 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Engine } from '../dist/storage/engine.js';
+import { LocalFiles } from '../dist/storage/segment-files.js';
+import { FaultyFiles } from '../dist/storage/faulty-files.js';
+import { newOid, newTxid, AbortedError, CommitUnknownError, UnavailableError } from '@loam/sdk';
+
+const dirs: string[] = [];
+const engines: Engine[] = [];
+afterEach(async () => {
+  for (const e of engines.splice(0)) await e.close().catch(() => undefined);
+  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+});
+function tmp(): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'loam-ids-'));
+  dirs.push(d);
+  return d;
+}
+async function open(dir: string, opts: Partial<Parameters<typeof Engine.open>[0]> = {}): Promise<Engine> {
+  const e = await Engine.open({ dir, compactionIntervalMs: 0, maxSegmentBytes: 1024, ...opts });
+  engines.push(e);
+  return e;
+}
+async function restart(e: Engine, dir: string): Promise<Engine> {
+  await e.close();
+  engines.splice(engines.indexOf(e), 1);
+  return open(dir);
+}
+const put = (oid: string, text: string, expectedVersion = 0) => ({ oid, className: 'T', state: Buffer.from(text), expectedVersion });
+
+describe('commit ids: a retried commit is applied once', () => {
+  it('a retry gets the first outcome, before and after a restart and a compaction', async () => {
+    const dir = tmp();
+    let e = await open(dir);
+    const a = newOid(1);
+    await e.commit({ dataset: 'default', writes: [put(a, 'v1')] });
+    const id = newTxid();
+    const bump = { dataset: 'default', writes: [put(a, 'v2', 1)] };
+    expect(await e.commit(bump, { commitId: id })).toEqual([2]);
+    // Without the id this retry would be a WriteConflictError (version 1 is gone), and the
+    // SDK would run the transaction again: applied twice.
+    expect(await e.commit(bump, { commitId: id, attempt: 1 })).toEqual([2]);
+    for (let i = 0; i < 20; i++) await e.commit({ dataset: 'default', writes: [put(newOid(1), 'filler'.repeat(20))] });
+    e = await restart(e, dir);
+    expect(await e.commit(bump, { commitId: id, attempt: 2 })).toEqual([2]);
+    await e.compact({ all: true });
+    e = await restart(e, dir);
+    expect(await e.commit(bump, { commitId: id, attempt: 3 })).toEqual([2]);
+    expect((await e.get('default', [a])).objects[0]).toMatchObject({ version: 2 });
+  });
+
+  it('duplicates in flight share one application', async () => {
+    const e = await open(tmp());
+    const a = newOid(1);
+    await e.commit({ dataset: 'default', writes: [put(a, 'v1')] });
+    const id = newTxid();
+    const bump = { dataset: 'default', writes: [put(a, 'v2', 1)] };
+    expect(await Promise.all([e.commit(bump, { commitId: id }), e.commit(bump, { commitId: id, attempt: 1 })])).toEqual([[2], [2]]);
+    expect((await e.get('default', [a])).objects[0].version).toBe(2);
+  });
+
+  it('a retry whose first write failed but may be on disk is not applied again until that is known', async () => {
+    const dir = tmp();
+    const files = new FaultyFiles(new LocalFiles(path.join(dir, 'log')));
+    const e = await open(dir, { files });
+    const a = newOid(1);
+    await e.commit({ dataset: 'default', writes: [put(a, 'v1')] });
+    const id = newTxid();
+    const bump = { dataset: 'default', writes: [put(a, 'v2', 1)] };
+    files.inject({ op: 'write', code: 'EIO', times: 1 }); // all of it may be on disk: unknown
+    const first = await e.commit(bump, { commitId: id }).catch((x: unknown) => x);
+    expect(first).toBeInstanceOf(UnavailableError);
+    expect((first as UnavailableError).notApplied).toBeUndefined();
+    const retry = await e.commit(bump, { commitId: id, attempt: 1 }).catch((x: unknown) => x);
+    expect(retry).toBeInstanceOf(UnavailableError);
+    expect((retry as UnavailableError).notApplied).toBeUndefined(); // still unknown: never re-applied
+  });
+
+  it('a full disk is cut back before it answers, so it can say nothing was applied', async () => {
+    const dir = tmp();
+    const files = new FaultyFiles(new LocalFiles(path.join(dir, 'log')));
+    const e = await open(dir, { files });
+    const a = newOid(1);
+    await e.commit({ dataset: 'default', writes: [put(a, 'v1')] });
+    const id = newTxid();
+    const bump = { dataset: 'default', writes: [put(a, 'v2', 1)] };
+    files.inject({ op: 'write', code: 'ENOSPC', times: 1, partialBytes: 50 });
+    const first = await e.commit(bump, { commitId: id }).catch((x: unknown) => x);
+    expect((first as UnavailableError).notApplied).toBe(true);
+    expect(await e.commit(bump, { commitId: id, attempt: 1 })).toEqual([2]); // space back: applied now, once
+  });
+
+  it('a retry too old to be remembered is CommitUnknownError, never applied', async () => {
+    const e = await open(tmp());
+    const a = newOid(1);
+    await e.commit({ dataset: 'default', writes: [put(a, 'v1')] });
+    const ancient = newTxid(Date.now() - 24 * 3600_000);
+    // Fill the table's horizon: an outcome older than the retention was forgotten at replay.
+    e.state.outcomes.forgottenUpTo = Date.now() - 11 * 60_000;
+    await expect(e.commit({ dataset: 'default', writes: [put(a, 'v2', 1)] }, { commitId: ancient, attempt: 1 })).rejects.toBeInstanceOf(CommitUnknownError);
+    expect((await e.get('default', [a])).objects[0].version).toBe(1);
+    // a first attempt with an old id is just a commit (nothing can have applied it before)
+    expect(await e.commit({ dataset: 'default', writes: [put(a, 'v2', 1)] }, { commitId: ancient, attempt: 0 })).toEqual([2]);
+  });
+
+  it('a prepare of a transaction already finished here returns its outcome, not a second prepare', async () => {
+    const dir = tmp();
+    let e = await open(dir);
+    const a = newOid(1), b = newOid(1);
+    await e.commit({ dataset: 'default', writes: [put(a, 'v1'), put(b, 'v1')] });
+    const committed = newTxid(), aborted = newTxid();
+    expect(await e.prepare(committed, 1, { dataset: 'default', writes: [put(a, 'tx', 1)] })).toEqual([2]);
+    await e.finish(committed, true);
+    await e.prepare(aborted, 1, { dataset: 'default', writes: [put(b, 'tx', 1)] });
+    await e.finish(aborted, false);
+    e = await restart(e, dir);
+    expect(await e.prepare(committed, 1, { dataset: 'default', writes: [put(a, 'tx', 1)] })).toEqual([2]);
+    await expect(e.prepare(aborted, 1, { dataset: 'default', writes: [put(b, 'tx', 1)] })).rejects.toBeInstanceOf(AbortedError);
+    expect(e.lockedBy(a)).toBeUndefined();
+    expect(e.lockedBy(b)).toBeUndefined();
+    expect(e.outcomeOf(committed)).toEqual({ ok: true, versions: [2] });
+  });
+});
