@@ -2,6 +2,7 @@
 // processes, time things, and format the one result line each benchmark prints.
 // Plain JavaScript so it runs with `node` directly (no TypeScript loader).
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -580,20 +581,35 @@ export async function startEtcd({ timeoutMs = 30_000 } = {}) {
   }
 }
 
+let benchSecretFile;
+
+/** The cluster secret file every benchmark cluster node of this process shares (made on first use). */
+function clusterSecretFile() {
+  if (!benchSecretFile || !fs.existsSync(benchSecretFile)) {
+    benchSecretFile = path.join(tempDir('loam-bench-secret-'), 'cluster-secret');
+    fs.writeFileSync(benchSecretFile, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
+  }
+  return benchSecretFile;
+}
+
 /**
  * Starts `loam node` (one cluster node, its own process) against `etcdUrl` under `prefix`;
- * resolves once it logs `ready`, with its url, node number, port, metrics port and data dir.
- * (The ready line is an info log: --log-level warn would hide it.)
+ * resolves once it logs `ready`, with its url, node number, port, peer port, metrics port and
+ * data dir. (The ready line is an info log: --log-level warn would hide it.)
  */
 export async function startClusterNode({ etcdUrl, prefix, dataDir, timeoutMs = 60_000, execArgv = [] }) {
   const dir = dataDir ?? tempDir('loam-bench-cnode-');
   const h = await spawnReady([
     ...nodeFlags(), ...execArgv, CLI, 'node', '--etcd', etcdUrl, '--prefix', prefix,
-    '--listen', '127.0.0.1:0', '--data', dir, '--metrics-port', '0', '--log-level', 'info',
+    '--listen', '127.0.0.1:0', '--peer-listen', '127.0.0.1:0', '--cluster-secret-file', clusterSecretFile(),
+    '--data', dir, '--metrics-port', '0', '--log-level', 'info',
   ], { timeoutMs });
   const url = String(h.readyEntry.endpoint);
   const port = Number(/:(\d+)\//.exec(url)[1]);
-  return { ...h, url, port, number: Number(h.readyEntry.number), metricsPort: Number(h.readyEntry.metricsPort), dataDir: dir };
+  return {
+    ...h, url, port, peerPort: Number(h.readyEntry.peerPort), number: Number(h.readyEntry.number),
+    metricsPort: Number(h.readyEntry.metricsPort), dataDir: dir,
+  };
 }
 
 /**

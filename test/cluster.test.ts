@@ -56,7 +56,7 @@ describe('a cluster of loam nodes on a real etcd', () => {
     await nodes[1].kill();
     await waitFor(async () => !(await c.backends()).some((b) => b.id === victim.id), 'the dead node to leave backends()', 10_000);
 
-    await startClusterNode({ etcd: etcd.endpoints, prefix, dataDir: nodes[1].dataDir, port: nodes[1].port });
+    await startClusterNode({ etcd: etcd.endpoints, prefix, dataDir: nodes[1].dataDir, port: nodes[1].port, peerPort: nodes[1].peerPort });
     const after = await c.backends();
     expect(after.find((b) => b.number === 2)?.id).toBe(victim.id);
     expect((await c.get<Doc>(doc.$oid!)).n).toBe(42); // the client picks the node up at its address again

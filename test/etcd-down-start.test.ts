@@ -88,7 +88,7 @@ describe('a node started while etcd is down', () => {
     await first.stop();
     await etcd.stopMember(0);
 
-    const node = await startClusterNode({ etcd: etcd.endpoints, prefix, dataDir: first.dataDir, port: first.port, timeoutMs: 20_000 });
+    const node = await startClusterNode({ etcd: etcd.endpoints, prefix, dataDir: first.dataDir, port: first.port, peerPort: first.peerPort, timeoutMs: 20_000 });
     expect(readyLog(node)).toMatchObject({ number: me.number, nodeId: me.id, registered: false });
     expect(node.logs.some((l) => /started without the metadata store/.test(String(l.msg)))).toBe(true);
     // It serves (its own objects), but is not registered: the membership status says so.

@@ -166,7 +166,7 @@ describe('failures of etcd and of nodes', () => {
     stop = true;
     await Promise.all(workers);
     for (const e of errs) expect(e).toBeInstanceOf(LoamError);
-    nodes[2] = await startClusterNode({ etcd: etcd.endpoints, prefix, dataDir: victim.dataDir, port: victim.port });
+    nodes[2] = await startClusterNode({ etcd: etcd.endpoints, prefix, dataDir: victim.dataDir, port: victim.port, peerPort: victim.peerPort });
     for (const [oid, n] of acked) expect((await c.get<Rec>(oid)).n).toBe(n);
     expect(WriteConflictError).toBeDefined();
   });

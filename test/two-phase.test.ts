@@ -62,7 +62,7 @@ describe.each<Case>([
     else expect(outcome === 'ok' || outcome instanceof LoamError).toBe(true);
 
     await waitFor(() => nodes[victim].child.exitCode !== null || nodes[victim].child.signalCode !== null, 'the failpoint to kill the victim', 10_000);
-    nodes[victim] = await startClusterNode({ etcd: etcd.endpoints, prefix, dataDir: nodes[victim].dataDir, port: nodes[victim].port, env: env(false) });
+    nodes[victim] = await startClusterNode({ etcd: etcd.endpoints, prefix, dataDir: nodes[victim].dataDir, port: nodes[victim].port, peerPort: nodes[victim].peerPort, env: env(false) });
 
     // No lock is left: a new transaction over both objects goes through (the in-doubt one is
     // resolved by the participants within their timeout).

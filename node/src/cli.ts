@@ -7,6 +7,7 @@ import { EtcdMetaStore } from './meta/etcd-meta-store.js';
 import { EmbeddedMetaStore } from './meta/embedded-meta-store.js';
 import type { MetaStore } from './meta/meta-store.js';
 import { SERVER_VERSION } from './store-service.js';
+import { ClusterSecret } from './cluster/peer-auth.js';
 import type { LevelWithSilent } from 'pino';
 
 function parsePort(v: string): number {
@@ -92,15 +93,20 @@ common(
       return n;
     }, 1)
     .option('--etcd <urls>', 'keep cluster metadata in this etcd (comma-separated endpoints) instead of embedded', process.env.LOAM_ETCD)
-    .option('--prefix <prefix>', 'etcd key prefix of this DataStore', process.env.LOAM_PREFIX ?? '/loam/dev'),
+    .option('--prefix <prefix>', 'etcd key prefix of this DataStore', process.env.LOAM_PREFIX ?? '/loam/dev')
+    .option('--cluster-secret-file <path>', 'secret the nodes prove membership with (default: a random one for this process) [LOAM_CLUSTER_SECRET_FILE]', process.env.LOAM_CLUSTER_SECRET_FILE),
   7481,
-).action(async (opts: CommonOpts & { data: string; host: string; port: number; nodes: number; etcd?: string; prefix: string }) => {
+).action(async (opts: CommonOpts & { data: string; host: string; port: number; nodes: number; etcd?: string; prefix: string; clusterSecretFile?: string }) => {
   const log = createLogger(opts.logLevel);
   const clustered = opts.nodes > 1 || opts.etcd !== undefined;
   let meta: MetaStore | undefined;
+  let secret: ClusterSecret | undefined;
   const nodes: LoamNode[] = [];
   try {
     if (clustered) {
+      // Every node of a dev cluster runs in this process, so a random secret suffices; a file is
+      // only needed for nodes elsewhere to join the same prefix.
+      secret = opts.clusterSecretFile ? ClusterSecret.fromFile(opts.clusterSecretFile) : ClusterSecret.random();
       meta = opts.etcd ? new EtcdMetaStore(parseEndpoints(opts.etcd), opts.prefix) : new EmbeddedMetaStore(path.join(opts.data, 'meta.jsonl'));
     }
     for (let i = 0; i < opts.nodes; i++) {
@@ -108,6 +114,9 @@ common(
         dataDir: clustered ? path.join(opts.data, `node-${i + 1}`) : opts.data,
         host: opts.host,
         port: opts.port === 0 ? 0 : opts.port + i,
+        // Free ports: port+1 is the next node's client port, and the member record says where.
+        peerPort: 0,
+        clusterSecret: secret,
         metricsPort: !opts.metrics ? -1 : opts.metricsPort === 0 ? 0 : opts.metricsPort + i * 2,
         cacheBytes: opts.cacheSize,
         logger: opts.nodes > 1 ? log.child({ node: i + 1 }) : log,
@@ -123,6 +132,7 @@ common(
   const endpoints = nodes.map((n) => n.endpoint);
   log.info({
     endpoint: endpoints.join(','), endpoints, metricsPort: nodes[0].metricsPort, metricsPorts: nodes.map((n) => n.metricsPort),
+    ...(clustered ? { peerAddresses: nodes.map((n) => n.peerAddress) } : {}),
     dataDir: opts.data, nodeId: nodes[0].identity.id, meta: meta?.kind ?? 'node-log',
   }, 'ready');
   process.stderr.write(`Loam is running at ${endpoints.join(',')}  (data in ${opts.data}; Ctrl-C stops it)\n`);
@@ -135,25 +145,42 @@ common(
     .description('run one node of a cluster whose metadata lives in etcd (what the operator\'s pods run)')
     .option('--etcd <urls>', 'etcd endpoints, comma-separated [LOAM_ETCD]', process.env.LOAM_ETCD)
     .option('--prefix <prefix>', 'etcd key prefix of this DataStore, e.g. /loam/NAME [LOAM_PREFIX]', process.env.LOAM_PREFIX)
-    .option('--listen <host:port>', 'gRPC address to listen on [LOAM_LISTEN]', process.env.LOAM_LISTEN ?? '0.0.0.0:7480')
-    .option('--advertise <host:port>', 'address other nodes and clients use [LOAM_ADVERTISE] (default: the listen address)', process.env.LOAM_ADVERTISE)
+    .option('--listen <host:port>', 'client gRPC address to listen on (the client API and health) [LOAM_LISTEN]', process.env.LOAM_LISTEN ?? '0.0.0.0:7480')
+    .option('--advertise <host:port>', 'client address, as clients and redirects name it [LOAM_ADVERTISE] (default: the listen address)', process.env.LOAM_ADVERTISE)
+    .option('--peer-listen <host:port>', 'address the node-to-node service listens on [LOAM_PEER_LISTEN] (default: the listen host, its port + 1; port 0 when that is 0)', process.env.LOAM_PEER_LISTEN)
+    .option('--peer-advertise <host:port>', 'address other nodes use for it [LOAM_PEER_ADVERTISE] (default: the peer port on the peer-listen host, or on the advertise host if that is 0.0.0.0)', process.env.LOAM_PEER_ADVERTISE)
+    .option('--cluster-secret-file <path>', 'file holding the secret every node of this cluster shares, at least 16 bytes [LOAM_CLUSTER_SECRET_FILE] (required)', process.env.LOAM_CLUSTER_SECRET_FILE)
     .option('--data <dir>', 'data directory [LOAM_DATA]', process.env.LOAM_DATA ?? '/var/lib/loam'),
   9464,
-).action(async (opts: CommonOpts & { etcd?: string; prefix?: string; listen: string; advertise?: string; data: string }) => {
+).action(async (opts: CommonOpts & { etcd?: string; prefix?: string; listen: string; advertise?: string; peerListen?: string; peerAdvertise?: string; clusterSecretFile?: string; data: string }) => {
   const log = createLogger(opts.logLevel);
   if (!opts.etcd) fail(log, new Error('--etcd (or LOAM_ETCD) is required: a cluster node keeps its metadata in etcd'));
   if (!opts.prefix || !opts.prefix.startsWith('/')) fail(log, new Error('--prefix (or LOAM_PREFIX) is required, like /loam/NAME'));
+  // No secret, no node: without one the peer port would let anyone who reaches it install
+  // objects, switch masters and decide transactions. There is no "run open" mode.
+  if (!opts.clusterSecretFile) {
+    fail(log, new Error('--cluster-secret-file (or LOAM_CLUSTER_SECRET_FILE) is required: the nodes of a cluster prove to each other with this shared secret that they belong to it. Make one (openssl rand -base64 32 > cluster-secret), give every node the same file, and keep it from clients'));
+  }
   let node: LoamNode;
   let meta: MetaStore | undefined;
   try {
+    const secret = ClusterSecret.fromFile(opts.clusterSecretFile!);
     const listen = parseHostPort(opts.listen);
     const advertise = opts.advertise ? parseHostPort(opts.advertise) : undefined;
+    const peerListen = opts.peerListen ? parseHostPort(opts.peerListen) : { host: listen.host, port: listen.port === 0 ? 0 : listen.port + 1 };
+    if (peerListen.port > 65535) throw new Error(`--listen port ${listen.port} leaves no default peer port: give --peer-listen`);
+    if (peerListen.port !== 0 && peerListen.port === listen.port && peerListen.host === listen.host) throw new Error(`--peer-listen ${opts.peerListen} is the client port: the node-to-node service needs a port of its own`);
+    const peerAdvertise = opts.peerAdvertise ? parseHostPort(opts.peerAdvertise) : undefined;
     meta = new EtcdMetaStore(parseEndpoints(opts.etcd!), opts.prefix!);
     node = await LoamNode.start({
       dataDir: opts.data,
       host: listen.host,
       port: listen.port,
       advertise: advertise ? `${advertise.host}:${advertise.port}` : undefined,
+      peerHost: peerListen.host,
+      peerPort: peerListen.port,
+      peerAdvertise: peerAdvertise ? (peerAdvertise.host.includes(':') ? `[${peerAdvertise.host}]:${peerAdvertise.port}` : `${peerAdvertise.host}:${peerAdvertise.port}`) : undefined,
+      clusterSecret: secret,
       metricsPort: opts.metrics ? opts.metricsPort : -1,
       cacheBytes: opts.cacheSize,
       logger: log,
@@ -166,7 +193,7 @@ common(
     fail(log, e);
   }
   log.info({
-    endpoint: node.endpoint, metricsPort: node.metricsPort, dataDir: opts.data, nodeId: node.identity.id, number: node.identity.number,
+    endpoint: node.endpoint, peerAddress: node.peerAddress, peerPort: node.peerPort, metricsPort: node.metricsPort, dataDir: opts.data, nodeId: node.identity.id, number: node.identity.number,
     registered: node.membership?.registered ?? false,
   }, 'ready');
   serveUntilSignal(log, [node], async () => meta?.close());

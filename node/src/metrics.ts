@@ -98,6 +98,9 @@ export class NodeMetrics {
   readonly fsyncBatches = new Histogram({ name: 'loam_group_commit_batches', help: 'Commits sharing one fsync', buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256], registers: [this.registry] });
   readonly cacheHits = new Counter({ name: 'loam_cache_hits_total', help: 'Object cache hits', registers: [this.registry] });
   readonly cacheMisses = new Counter({ name: 'loam_cache_misses_total', help: 'Object cache misses (read from the log)', registers: [this.registry] });
+  readonly peerCallsRefused = new Counter({
+    name: 'loam_peer_calls_refused_total', help: 'Calls to the peer port refused for a missing or wrong cluster secret', labelNames: ['reason'], registers: [this.registry],
+  });
   private readonly eventLoopLag = new EventLoopLag([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]);
 
   constructor(engine: () => Engine | undefined) {

@@ -15,6 +15,8 @@ import type { LinkServer } from './link-server.js';
 import { Placement } from './cluster/placement.js';
 import { Transactions } from './cluster/transactions.js';
 import { Membership } from './cluster/membership.js';
+import { Peers } from './cluster/peers.js';
+import type { ClusterSecret, RefusedReason } from './cluster/peer-auth.js';
 import type { MetaStore } from './meta/meta-store.js';
 import type { ServiceDefinition } from '@grpc/grpc-js';
 
@@ -27,6 +29,19 @@ export interface NodeOptions {
   port?: number;
   /** Address clients should use; defaults to host:port. */
   advertise?: string;
+  /**
+   * Cluster mode: where the node-to-node service (NodeService) listens, apart from the client
+   * port. Default: `host`, and port 0 (a free one; other nodes find it in the member record).
+   */
+  peerHost?: string;
+  peerPort?: number;
+  /**
+   * Address other nodes should use for NodeService. Default: the bound peer port on `peerHost`,
+   * or on the `advertise` host when `peerHost` is a wildcard (0.0.0.0, ::).
+   */
+  peerAdvertise?: string;
+  /** Cluster mode, required: what every node-to-node call must carry, both ways. */
+  clusterSecret?: ClusterSecret;
   /** -1 disables the metrics endpoint; 0 picks a free port. */
   metricsPort?: number;
   cacheBytes?: number;
@@ -55,18 +70,44 @@ export interface NodeOptions {
 export const STORE_HEALTH = 'loam.v1.StoreService';
 export const MEMBERSHIP_HEALTH = 'loam.membership';
 
-/** One storage node: engine, gRPC server (store + health), metrics endpoint. */
+/** A wildcard bind address: advertising it would tell others nothing about where to connect. */
+function isWildcard(host: string): boolean {
+  return host === '0.0.0.0' || host === '::' || host === '[::]';
+}
+
+function hostPort(host: string, port: number): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** Host of a HOST:PORT or [V6]:PORT address. */
+function hostOf(address: string): string {
+  return address.replace(/:\d+$/, '');
+}
+
+/** Refused peer calls are logged at most this often (a misconfigured node retries all the time). */
+const REFUSED_LOG_EVERY_MS = 10_000;
+
+/**
+ * One storage node: engine, the client gRPC server (store + health), in a cluster the peer gRPC
+ * server (NodeService, cluster secret required), metrics endpoint.
+ */
 export class LoamNode {
   readonly engine: Engine;
   readonly identity: NodeIdentity;
   readonly metrics: NodeMetrics;
   readonly log: Logger;
   private readonly server: Server;
+  /** NodeService, on its own port: only callers with the cluster secret get past its interceptor. */
+  private readonly peerServer?: Server;
   private readonly health: HealthImplementation;
   private readonly unlock: () => void;
   private metricsServer?: { port: number; close: () => Promise<void> };
   private address = '';
   port = 0;
+  /** Where other nodes reach this one's NodeService ('' outside a cluster). */
+  peerAddress = '';
+  peerPort = 0;
+  private refusedLog = { at: 0, suppressed: 0 };
   membership?: Membership;
   placement?: Placement;
   transactions?: Transactions;
@@ -74,17 +115,18 @@ export class LoamNode {
   /** Open Link streams from other nodes: ended at shutdown so they do not hold it up. */
   private links?: LinkServer;
 
-  private constructor(engine: Engine, identity: NodeIdentity, metrics: NodeMetrics, log: Logger, unlock: () => void, meta?: MetaStore) {
+  private constructor(engine: Engine, identity: NodeIdentity, metrics: NodeMetrics, log: Logger, unlock: () => void, meta?: MetaStore, secret?: ClusterSecret) {
     this.engine = engine;
     this.identity = identity;
     this.metrics = metrics;
     this.log = log;
     this.unlock = unlock;
     const maxMessage = engine.limits.maxBatchBytes + 4 * 1024 * 1024;
-    this.server = new Server({
+    const serverOptions = {
       'grpc.max_receive_message_length': maxMessage,
       'grpc.max_send_message_length': maxMessage,
-    });
+    };
+    this.server = new Server(serverOptions);
     this.health = new HealthImplementation({ '': 'NOT_SERVING', [STORE_HEALTH]: 'NOT_SERVING', ...(meta ? { [MEMBERSHIP_HEALTH]: 'NOT_SERVING' } : {}) });
     this.health.addToServer(this.server);
     const cluster = (): ClusterContext | undefined =>
@@ -92,15 +134,34 @@ export class LoamNode {
         ? { membership: this.membership, placement: this.placement, transactions: this.transactions }
         : undefined;
     this.server.addService(lenientDeserializers(StoreServiceService), storeService(engine, () => this.backend(), metrics, log, meta ? cluster : undefined));
-    if (meta) {
+    if (meta && secret) {
+      // Not on the client port: any client could install forged objects, switch masters or
+      // commit prepared parts there.
+      this.peerServer = new Server({ ...serverOptions, interceptors: [secret.serverInterceptor((reason, peer, method) => this.refused(reason, peer, method))] });
       const { service, links } = nodeService(engine, metrics, log, cluster);
-      this.server.addService(lenientDeserializers(NodeServiceService), service);
+      this.peerServer.addService(lenientDeserializers(NodeServiceService), service);
       this.links = links;
     }
   }
 
+  /** A call to the peer port without the right secret: counted, and logged (throttled). */
+  private refused(reason: RefusedReason, peer: string, method: string): void {
+    this.metrics.peerCallsRefused.inc({ reason });
+    const now = Date.now();
+    if (now - this.refusedLog.at < REFUSED_LOG_EVERY_MS) {
+      this.refusedLog.suppressed++;
+      return;
+    }
+    this.log.warn({ reason, peer, method, alsoRefusedSinceLastLog: this.refusedLog.suppressed },
+      `refused a node-to-node call with ${reason === 'missing' ? 'no' : 'the wrong'} cluster secret: a node started with another --cluster-secret-file, or not a node at all`);
+    this.refusedLog = { at: now, suppressed: 0 };
+  }
+
   static async start(opts: NodeOptions): Promise<LoamNode> {
     const log = opts.logger ?? createLogger('info');
+    // Before anything is locked or listens: a cluster node without a secret would serve
+    // node-to-node calls to anyone.
+    if (opts.meta && !opts.clusterSecret) throw new Error('a cluster node needs a cluster secret (clusterSecret)');
     const dataDir = path.resolve(opts.dataDir);
     const unlock = lockDataDir(dataDir);
     let engine: Engine | undefined;
@@ -147,10 +208,11 @@ export class LoamNode {
         },
       });
       log.info({ ms: Date.now() - t0, ...engine.recovery, objects: engine.stats().objects }, 'recovered log');
-      const node = (started = nodeRef = new LoamNode(engine, identity, metrics, log, unlock, meta));
+      const node = (started = nodeRef = new LoamNode(engine, identity, metrics, log, unlock, meta, opts.clusterSecret));
       await node.listen(opts.host ?? '127.0.0.1', opts.port ?? 7480, opts.advertise);
       if (meta) {
-        const self = { id: identity.id, number: identity.number, address: node.address, startedAt: new Date().toISOString() };
+        await node.listenPeers(opts.peerHost ?? opts.host ?? '127.0.0.1', opts.peerPort ?? 0, opts.peerAdvertise);
+        const self = { id: identity.id, number: identity.number, address: node.address, peerAddress: node.peerAddress, startedAt: new Date().toISOString() };
         const { membership, joined } = await Membership.join(meta, self, log, {
           numberConfirmed,
           waitMs: opts.joinWaitMs,
@@ -167,8 +229,9 @@ export class LoamNode {
         if (!joined) {
           log.warn({ number: identity.number }, 'started without the metadata store: serving the objects this node masters, joining the cluster in the background');
         }
-        node.placement = new Placement(engine, membership, log);
-        node.transactions = new Transactions(engine, membership, node.placement, log);
+        // One Peers each, as before the secret: each keeps its own Link streams.
+        node.placement = new Placement(engine, membership, log, new Peers(opts.clusterSecret!));
+        node.transactions = new Transactions(engine, membership, node.placement, log, new Peers(opts.clusterSecret!));
         node.membership = membership;
       }
       if ((opts.metricsPort ?? -1) >= 0) {
@@ -179,7 +242,8 @@ export class LoamNode {
       node.writeStateChanged(engine.writeBlock);
       return node;
     } catch (e) {
-      started?.server.forceShutdown(); // a node that could not join must not keep its port
+      started?.server.forceShutdown(); // a node that could not join must not keep its ports
+      started?.peerServer?.forceShutdown();
       metricsRef?.close();
       await engine?.close().catch(() => undefined);
       unlock();
@@ -187,19 +251,17 @@ export class LoamNode {
     }
   }
 
-  private listen(host: string, port: number, advertise?: string): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const bindHost = host.includes(':') ? `[${host}]` : host;
-      this.server.bindAsync(`${bindHost}:${port}`, ServerCredentials.createInsecure(), (err, bound) => {
-        if (err) {
-          reject(new Error(`cannot listen on ${host}:${port}: ${err.message}`));
-          return;
-        }
-        this.port = bound;
-        this.address = advertise ?? `${host === '0.0.0.0' ? '127.0.0.1' : host}:${bound}`;
-        resolve();
-      });
-    });
+  private async listen(host: string, port: number, advertise?: string): Promise<void> {
+    this.port = await bind(this.server, host, port, 'client');
+    this.address = advertise ?? `${host === '0.0.0.0' ? '127.0.0.1' : host}:${this.port}`;
+  }
+
+  private async listenPeers(host: string, port: number, advertise?: string): Promise<void> {
+    this.peerPort = await bind(this.peerServer!, host, port, 'peer');
+    // Bound to every interface: the host clients are told is the best guess at one peers reach.
+    const clientHost = hostOf(this.address);
+    const advertisedHost = !isWildcard(host) ? host : isWildcard(clientHost) ? '127.0.0.1' : clientHost;
+    this.peerAddress = advertise ?? hostPort(advertisedHost, this.peerPort);
   }
 
   get endpoint(): string {
@@ -236,17 +298,18 @@ export class LoamNode {
       this.health.setStatus(STORE_HEALTH, 'NOT_SERVING');
       if (this.membership) this.health.setStatus(MEMBERSHIP_HEALTH, 'NOT_SERVING');
       this.links?.close();
-      await new Promise<void>((resolve) => {
+      const shutdown = (server: Server) => new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
           this.log.warn({ graceMs }, 'calls still running at the end of the grace period: cancelled');
-          this.server.forceShutdown();
+          server.forceShutdown();
           resolve();
         }, graceMs);
-        this.server.tryShutdown(() => {
+        server.tryShutdown(() => {
           clearTimeout(timer);
           resolve();
         });
       });
+      await Promise.all([shutdown(this.server), ...(this.peerServer ? [shutdown(this.peerServer)] : [])]);
       this.transactions?.close();
       this.placement?.close();
       await this.membership?.leave();
@@ -258,6 +321,17 @@ export class LoamNode {
     })();
     return this.stopping;
   }
+}
+
+/** Binds `server` to host:port; resolves with the bound port (0 picks a free one). */
+function bind(server: Server, host: string, port: number, what: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const bindHost = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+    server.bindAsync(`${bindHost}:${port}`, ServerCredentials.createInsecure(), (err, bound) => {
+      if (err) reject(new Error(`cannot listen on ${host}:${port} (${what} port): ${err.message}`));
+      else resolve(bound);
+    });
+  });
 }
 
 /**

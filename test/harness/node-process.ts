@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,6 +12,8 @@ export const CLI = path.join(ROOT, 'node/dist/cli.js');
 export interface NodeProcess {
   url: string;
   port: number;
+  /** The port of its node-to-node service (a `loam node`; 0 for `loam dev`). */
+  peerPort: number;
   metricsPort: number;
   dataDir: string;
   child: ChildProcess;
@@ -37,6 +40,24 @@ export async function cleanupAll(): Promise<void> {
   for (const d of tempDirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 }
 
+let sharedSecretFile: string | undefined;
+
+/** Writes a new random cluster secret to a file of its own (mode 0600) and returns its path. */
+export function newSecretFile(): string {
+  const file = path.join(tempDir('loam-secret-'), 'cluster-secret');
+  fs.writeFileSync(file, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
+  return file;
+}
+
+/**
+ * The secret file every cluster node of this test file shares unless told otherwise (made on
+ * first use, again after cleanupAll removed it).
+ */
+export function clusterSecretFile(): string {
+  if (!sharedSecretFile || !fs.existsSync(sharedSecretFile)) sharedSecretFile = newSecretFile();
+  return sharedSecretFile;
+}
+
 /**
  * Starts `loam dev` as a real child process on free ports and resolves once it logs `ready`
  * (or rejects with its output if it exits or the deadline passes first).
@@ -47,17 +68,24 @@ export async function startNode(opts: { dataDir?: string; args?: string[]; timeo
 }
 
 /**
- * Starts one `loam node` of a cluster on etcd. `port` 0 picks a free one; pass the port of an
- * earlier run to restart the same node where clients expect it.
+ * Starts one `loam node` of a cluster on etcd. `port` and `peerPort` 0 pick free ones; pass
+ * those of an earlier run to restart the same node where clients and other nodes expect it.
  */
 export async function startClusterNode(opts: {
   etcd: string[]; prefix: string; dataDir?: string; port?: number; args?: string[]; timeoutMs?: number; env?: Record<string, string>;
+  /** null: no --peer-listen (the node's default, or one in `args`). */
+  peerPort?: number | null;
+  /** The cluster secret file; default: clusterSecretFile(), shared by this test file's nodes; null: none. */
+  secretFile?: string | null;
   /** Sees every log line as it arrives, also before `ready` (e.g. to wait for a node that is still starting). */
   onLog?: (entry: Record<string, unknown>) => void;
 }): Promise<NodeProcess> {
   const dataDir = opts.dataDir ?? tempDir();
+  const secretFile = opts.secretFile === undefined ? clusterSecretFile() : opts.secretFile;
   return launch([
     'node', '--etcd', opts.etcd.join(','), '--prefix', opts.prefix, '--listen', `127.0.0.1:${opts.port ?? 0}`,
+    ...(opts.peerPort !== null ? ['--peer-listen', `127.0.0.1:${opts.peerPort ?? 0}`] : []),
+    ...(secretFile !== null ? ['--cluster-secret-file', secretFile] : []),
     '--data', dataDir, '--metrics-port', '0', '--log-level', 'info', ...(opts.args ?? []),
   ], dataDir, opts.timeoutMs, opts.env, opts.onLog);
 }
@@ -111,7 +139,7 @@ async function launch(args: string[], dataDir: string, readyWithinMs?: number, e
     }
   };
   const proc: NodeProcess = {
-    url, port, metricsPort: Number(entry.metricsPort), dataDir, child, logs,
+    url, port, peerPort: Number(entry.peerPort ?? 0), metricsPort: Number(entry.metricsPort), dataDir, child, logs,
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
       child.kill('SIGTERM');

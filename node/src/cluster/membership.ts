@@ -6,7 +6,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 export interface Member {
   id: string;
   number: number;
+  /** Where clients reach it (StoreService, health). */
   address: string;
+  /**
+   * Where other nodes reach it (NodeService, on the peer port, with the cluster secret). A
+   * record without one (an older loam wrote it) leaves the node unreachable to its peers.
+   */
+  peerAddress?: string;
   startedAt: string;
   /** 'ready', or 'drained' once the node moved everything away (it takes no new objects). */
   state?: string;

@@ -1,10 +1,11 @@
 import type { ClientDuplexStream } from '@grpc/grpc-js';
 import {
-  DeadlineExceededError, UnavailableError, fromErrorDetail, fromServiceError,
+  DeadlineExceededError, UnavailableError, fromErrorDetail,
   type DropReplicasRequest, type DropReplicasResponse, type FinishRequest, type FinishResponse,
   type InstallReplicasRequest, type InstallReplicasResponse, type NodeServiceClient,
   type PeerRequest, type PeerResponse, type PrepareRequest, type PrepareResponse,
 } from '@loam/sdk/wire';
+import { peerCallError } from './peer-auth.js';
 
 /** The calls a Link carries, by their field name in PeerRequest / PeerResponse. */
 export interface LinkCalls {
@@ -74,7 +75,7 @@ export class PeerLink {
       if (res.error) p.reject(fromErrorDetail(res.error));
       else p.resolve(res[p.kind] ?? {});
     });
-    stream.on('error', (e) => this.reset(stream, fromServiceError(e)));
+    stream.on('error', (e) => this.reset(stream, peerCallError(e, this.address)));
     // The node ended the stream (it is stopping): what is still in flight will not be answered.
     stream.on('end', () => this.reset(stream, new UnavailableError(`node ${this.address} closed the link`)));
     return stream;

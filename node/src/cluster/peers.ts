@@ -1,11 +1,21 @@
-import { credentials } from '@grpc/grpc-js';
+import { credentials, Metadata } from '@grpc/grpc-js';
 import {
-  NodeServiceClient, StoreServiceClient, callUnary, type UnaryMethod,
+  NodeServiceClient, StoreServiceClient, UnavailableError, callUnary, type UnaryMethod,
   type AdoptHomeRequest, type FinishRequest, type InstallRequest, type MoveRequest, type MoveResponse, type PrepareRequest,
   type PrepareResponse, type SetMasterRequest, type GetRequest, type GetResponse, type InstallReplicasRequest, type DropReplicasRequest, type SetHomeReplicasRequest,
   type ReleaseReplicasRequest, type ReleaseReplicasResponse,
 } from '@loam/sdk/wire';
 import { PeerLink, type LinkCalls } from './peer-link.js';
+import { peerCallError, type ClusterSecret } from './peer-auth.js';
+
+/** Who a node-to-node call goes to: a member record (its `peerAddress` is where NodeService listens). */
+export interface PeerTarget {
+  number: number;
+  /** The client address (StoreService). */
+  address: string;
+  /** The peer address (NodeService); missing in a member record written by an older loam. */
+  peerAddress?: string;
+}
 
 /**
  * Requests carrying more object bytes than this go as their own unary call, so a bulk copy does
@@ -14,15 +24,17 @@ import { PeerLink, type LinkCalls } from './peer-link.js';
 const LINK_MAX_BYTES = 1024 * 1024;
 
 /**
- * Connections from this node to the other nodes of its cluster: one channel per address, and on
- * it one Link stream for the frequent small calls (transaction parts, replica updates).
+ * Connections from this node to the other nodes of its cluster: one channel per peer address,
+ * and on it one Link stream for the frequent small calls (transaction parts, replica updates).
+ * Every call on those channels carries the cluster secret. Get and Move go to the other node's
+ * client port (StoreService), like any client's.
  */
 export class Peers {
   private readonly nodes = new Map<string, NodeServiceClient>();
   private readonly links = new Map<string, PeerLink>();
   private readonly stores = new Map<string, StoreServiceClient>();
 
-  constructor(private readonly deadlineMs = 30_000, private readonly maxMessageBytes = 128 * 1024 * 1024) {}
+  constructor(private readonly secret: ClusterSecret, private readonly deadlineMs = 30_000, private readonly maxMessageBytes = 128 * 1024 * 1024) {}
 
   private opts() {
     return {
@@ -39,9 +51,20 @@ export class Peers {
     };
   }
 
+  /**
+   * The peer address of `to`. A member record without one (an older loam wrote it) makes the
+   * node unreachable for node-to-node calls, with an error that says why.
+   */
+  private peerAddress(to: PeerTarget): string {
+    if (!to.peerAddress) {
+      throw new UnavailableError(`node ${to.number} (${to.address}) has no peer address in its member record (an older loam registered it): node-to-node calls to it are not possible`, { node: to.number });
+    }
+    return to.peerAddress;
+  }
+
   private node(address: string): NodeServiceClient {
     let c = this.nodes.get(address);
-    if (!c) this.nodes.set(address, (c = new NodeServiceClient(address, credentials.createInsecure(), this.opts())));
+    if (!c) this.nodes.set(address, (c = new NodeServiceClient(address, credentials.createInsecure(), { ...this.opts(), interceptors: [this.secret.clientInterceptor()] })));
     return c;
   }
 
@@ -49,6 +72,20 @@ export class Peers {
     let l = this.links.get(address);
     if (!l) this.links.set(address, (l = new PeerLink(this.node(address), address, this.deadlineMs)));
     return l;
+  }
+
+  /** A unary NodeService call to `to`; a refused secret comes back as an UnavailableError saying so. */
+  private async nodeCall<Req, Res>(to: PeerTarget, pick: (c: NodeServiceClient) => UnaryMethod<Req, Res>, req: Req, deadlineMs = this.deadlineMs): Promise<Res> {
+    const address = this.peerAddress(to);
+    const c = this.node(address);
+    const fn = pick(c);
+    return new Promise((resolve, reject) => {
+      fn.call(c, req, new Metadata(), { deadline: Date.now() + deadlineMs }, (err, res) => (err ? reject(peerCallError(err, address)) : resolve(res)));
+    });
+  }
+
+  private async linkCall<K extends keyof LinkCalls>(to: PeerTarget, kind: K, req: LinkCalls[K][0], deadlineMs = this.deadlineMs): Promise<LinkCalls[K][1]> {
+    return this.link(this.peerAddress(to)).call(kind, req, deadlineMs);
   }
 
   private store(address: string): StoreServiceClient {
@@ -61,57 +98,51 @@ export class Peers {
     return callUnary(client, fn, req, this.deadlineMs);
   }
 
-  install(address: string, req: InstallRequest): Promise<unknown> {
-    const c = this.node(address);
-    return this.call(c, c.install, req);
+  install(to: PeerTarget, req: InstallRequest): Promise<unknown> {
+    return this.nodeCall(to, (c) => c.install, req);
   }
 
-  setMaster(address: string, req: SetMasterRequest): Promise<unknown> {
-    const c = this.node(address);
-    return this.call(c, c.setMaster, req);
+  setMaster(to: PeerTarget, req: SetMasterRequest): Promise<unknown> {
+    return this.nodeCall(to, (c) => c.setMaster, req);
   }
 
-  adoptHome(address: string, req: AdoptHomeRequest): Promise<unknown> {
-    const c = this.node(address);
-    return this.call(c, c.adoptHome, req);
+  adoptHome(to: PeerTarget, req: AdoptHomeRequest): Promise<unknown> {
+    return this.nodeCall(to, (c) => c.adoptHome, req);
   }
 
   /**
    * A call that can go on the Link: there unless it carries more than LINK_MAX_BYTES of object
    * state, then as its own unary call.
    */
-  private linkOrUnary<K extends 'prepare' | 'installReplicas'>(address: string, kind: K, req: LinkCalls[K][0], stateBytes: number, deadlineMs = this.deadlineMs): Promise<LinkCalls[K][1]> {
-    if (stateBytes <= LINK_MAX_BYTES) return this.link(address).call(kind, req, deadlineMs);
-    const c = this.node(address);
-    return callUnary(c, c[kind] as UnaryMethod<LinkCalls[K][0], LinkCalls[K][1]>, req, deadlineMs);
+  private linkOrUnary<K extends 'prepare' | 'installReplicas'>(to: PeerTarget, kind: K, req: LinkCalls[K][0], stateBytes: number, deadlineMs = this.deadlineMs): Promise<LinkCalls[K][1]> {
+    if (stateBytes <= LINK_MAX_BYTES) return this.linkCall(to, kind, req, deadlineMs);
+    return this.nodeCall(to, (c) => c[kind] as UnaryMethod<LinkCalls[K][0], LinkCalls[K][1]>, req, deadlineMs);
   }
 
   /** `timeoutMs` shortens the usual deadline (the client's own deadline is nearer). */
-  prepare(address: string, req: PrepareRequest, timeoutMs?: number): Promise<PrepareResponse> {
+  prepare(to: PeerTarget, req: PrepareRequest, timeoutMs?: number): Promise<PrepareResponse> {
     const bytes = (req.ops?.writes ?? []).reduce((n, w) => n + w.state.length, 0);
-    return this.linkOrUnary(address, 'prepare', req, bytes, Math.min(timeoutMs ?? this.deadlineMs, this.deadlineMs));
+    return this.linkOrUnary(to, 'prepare', req, bytes, Math.min(timeoutMs ?? this.deadlineMs, this.deadlineMs));
   }
 
-  finish(address: string, req: FinishRequest): Promise<unknown> {
-    return this.link(address).call('finish', req);
+  finish(to: PeerTarget, req: FinishRequest): Promise<unknown> {
+    return this.linkCall(to, 'finish', req);
   }
 
-  installReplicas(address: string, req: InstallReplicasRequest): Promise<unknown> {
-    return this.linkOrUnary(address, 'installReplicas', req, req.objects.reduce((n, o) => n + o.state.length, 0));
+  installReplicas(to: PeerTarget, req: InstallReplicasRequest): Promise<unknown> {
+    return this.linkOrUnary(to, 'installReplicas', req, req.objects.reduce((n, o) => n + o.state.length, 0));
   }
 
-  dropReplicas(address: string, req: DropReplicasRequest): Promise<unknown> {
-    return this.link(address).call('dropReplicas', req);
+  dropReplicas(to: PeerTarget, req: DropReplicasRequest): Promise<unknown> {
+    return this.linkCall(to, 'dropReplicas', req);
   }
 
-  releaseReplicas(address: string, req: ReleaseReplicasRequest): Promise<ReleaseReplicasResponse> {
-    const c = this.node(address);
-    return this.call(c, c.releaseReplicas, req);
+  releaseReplicas(to: PeerTarget, req: ReleaseReplicasRequest): Promise<ReleaseReplicasResponse> {
+    return this.nodeCall(to, (c) => c.releaseReplicas, req);
   }
 
-  setHomeReplicas(address: string, req: SetHomeReplicasRequest): Promise<unknown> {
-    const c = this.node(address);
-    return this.call(c, c.setHomeReplicas, req);
+  setHomeReplicas(to: PeerTarget, req: SetHomeReplicasRequest): Promise<unknown> {
+    return this.nodeCall(to, (c) => c.setHomeReplicas, req);
   }
 
   get(address: string, req: GetRequest): Promise<GetResponse> {

@@ -7,7 +7,7 @@ import type { Engine, StoredObject } from '../storage/engine.js';
 import type { Logger } from '../logger.js';
 import { META_KEYS } from '../meta/meta-store.js';
 import type { Member, Membership } from './membership.js';
-import { Peers } from './peers.js';
+import type { Peers } from './peers.js';
 import { failpointAsync } from '../failpoints.js';
 
 /** Objects sent to the target per Install call: bounded so one call stays well under message limits. */
@@ -25,7 +25,6 @@ const FINISH_EVERY_MS = 2_000;
  */
 export class Placement {
   private readonly moving = new Map<string, Promise<void>>();
-  private readonly peers = new Peers();
   private handingOff = false;
   private drained = false;
   /**
@@ -42,6 +41,8 @@ export class Placement {
     private readonly engine: Engine,
     private readonly membership: Membership,
     private readonly log: Logger,
+    /** Node-to-node calls (closed with this). */
+    private readonly peers: Peers,
   ) {
     this.finishTimer = setInterval(() => void this.finishForwards(), FINISH_EVERY_MS);
     this.finishTimer.unref();
@@ -196,7 +197,7 @@ export class Placement {
     for (let attempt = 1; ; attempt++) {
       await this.waitForPrepared(chunk.map((o) => o.oid));
       chunk = (await this.engine.get(dataset, chunk.map((o) => o.oid))).objects;
-      await this.peers.install(dest.address, { dataset, objects: chunk, replicaSets: sets });
+      await this.peers.install(dest, { dataset, objects: chunk, replicaSets: sets });
       try {
         await this.engine.moveOut(dataset, chunk.map((o) => ({ oid: o.oid, version: o.version })), target);
         return chunk;
@@ -276,7 +277,7 @@ export class Placement {
         const objects = (await this.engine.get(dataset, part.filter((o) => this.engine.masters(o)))).objects;
         const fresh = objects.filter((o) => !this.engine.replicasOf(o.oid).includes(target));
         if (fresh.length === 0) return;
-        await this.peers.installReplicas(dest.address, { dataset, master: this.me.number, objects: fresh });
+        await this.peers.installReplicas(dest, { dataset, master: this.me.number, objects: fresh });
         await failpointAsync('replicate-after-copy');
         await this.engine.setReplicaSets(dataset, new Map(fresh.map((o) => [o.oid, [...this.engine.replicasOf(o.oid), target]])));
         // A write acknowledged between the copy and the new replica set pushed to the old set
@@ -284,8 +285,8 @@ export class Placement {
         const copied = new Map(fresh.map((o) => [o.oid, o.version]));
         const now = await this.engine.get(dataset, fresh.map((o) => o.oid));
         const newer = now.objects.filter((o) => o.version > copied.get(o.oid)!);
-        if (newer.length > 0) await this.peers.installReplicas(dest.address, { dataset, master: this.me.number, objects: newer });
-        if (now.missing.length > 0) await this.peers.dropReplicas(dest.address, { dataset, oids: now.missing });
+        if (newer.length > 0) await this.peers.installReplicas(dest, { dataset, master: this.me.number, objects: newer });
+        if (now.missing.length > 0) await this.peers.dropReplicas(dest, { dataset, oids: now.missing });
         replicated.push(...fresh.map((o) => o.oid));
         await this.recordHomeReplicas(fresh.map((o) => o.oid));
       });
@@ -311,8 +312,8 @@ export class Placement {
         return;
       }
       const { objects, missing } = await this.engine.get(dataset, list);
-      if (objects.length > 0) await this.peers.installReplicas(m.address, { dataset, master: this.me.number, objects });
-      if (missing.length > 0) await this.peers.dropReplicas(m.address, { dataset, oids: missing });
+      if (objects.length > 0) await this.peers.installReplicas(m, { dataset, master: this.me.number, objects });
+      if (missing.length > 0) await this.peers.dropReplicas(m, { dataset, oids: missing });
     }));
   }
 
@@ -367,7 +368,7 @@ export class Placement {
             const m = await this.member(master);
             let gone = part;
             if (m && m.id !== this.me.id) {
-              const res = await this.peers.releaseReplicas(m.address, { dataset: ds, node: this.me.number, oids: part });
+              const res = await this.peers.releaseReplicas(m, { dataset: ds, node: this.me.number, oids: part });
               gone = res.released;
               pending.push(...res.redirects.map((r) => ({ oid: r.oid, master: r.node })));
             }
@@ -392,7 +393,7 @@ export class Placement {
     await Promise.all([...byNode].map(async ([n, objects]) => {
       const m = await this.member(n);
       if (!m) return;
-      await this.peers.installReplicas(m.address, { dataset, master: target, objects })
+      await this.peers.installReplicas(m, { dataset, master: target, objects })
         .catch((e) => this.log.warn({ node: n, err: (e as Error).message }, 'replica copies not told their new master'));
     }));
   }
@@ -410,7 +411,7 @@ export class Placement {
         for (let i = 0; i < entries.length; i += MOVE_CHUNK_OBJECTS) {
           const part = entries.slice(i, i + MOVE_CHUNK_OBJECTS);
           if (server?.id === this.me.id) await this.setHomeReplicas(part);
-          else if (server) await this.peers.setHomeReplicas(server.address, { entries: part });
+          else if (server) await this.peers.setHomeReplicas(server, { entries: part });
         }
       } catch (e) {
         this.log.warn({ home, objects: entries.length, err: (e as Error).message }, 'home directory replicas not updated');
@@ -438,7 +439,7 @@ export class Placement {
       try {
         if (!server) throw new UnavailableError('home node is not available');
         if (server.id === this.me.id) await this.setMaster(cs);
-        else await this.peers.setMaster(server.address, { changes: cs });
+        else await this.peers.setMaster(server, { changes: cs });
         await this.engine.clearForwards(cs.map((c) => c.oid));
       } catch (e) {
         // The forward pointers keep redirecting; the finisher retries the switch.
@@ -519,7 +520,7 @@ export class Placement {
     for (const [k, v] of await this.membership.meta.list(META_KEYS.homes)) if (v === this.me.id) homes.add(Number(k.slice(META_KEYS.homes.length)));
     this.handingOff = true;
     try {
-      await this.peers.adoptHome(successor.address, { homes: [...homes], entries: this.engine.directoryEntries() });
+      await this.peers.adoptHome(successor, { homes: [...homes], entries: this.engine.directoryEntries() });
       for (const h of homes) await this.membership.meta.put(META_KEYS.home(h), successor.id);
       await this.membership.invalidate();
     } finally {

@@ -8,7 +8,7 @@ import { META_KEYS } from '../meta/meta-store.js';
 import { failpoint } from '../failpoints.js';
 import type { Membership } from './membership.js';
 import { Placement } from './placement.js';
-import { Peers } from './peers.js';
+import type { Peers, PeerTarget } from './peers.js';
 import { reserveAlias } from './aliases.js';
 
 /** How long a participant holds a prepared part before it asks etcd for the decision itself. */
@@ -26,7 +26,6 @@ const REAP_AFTER_MS = 200;
  * decision when it is back. The decision key is dropped once every participant has finished.
  */
 export class Transactions {
-  private readonly peers = new Peers();
   private readonly timer: NodeJS.Timeout;
   private resolving?: Promise<void>;
   private readonly toReap = new Set<string>();
@@ -38,6 +37,8 @@ export class Transactions {
     private readonly membership: Membership,
     private readonly placement: Placement,
     private readonly log: Logger,
+    /** Node-to-node calls (closed with this). */
+    private readonly peers: Peers,
   ) {
     this.preparedTimeoutMs = Number(process.env.LOAM_TX_TIMEOUT_MS ?? DEFAULT_PREPARED_TIMEOUT_MS);
     this.timer = setInterval(() => void this.resolveStale(), RESOLVE_EVERY_MS);
@@ -124,6 +125,7 @@ export class Transactions {
     const members = await Promise.all(req.parts.map((p) => (p.node === me ? Promise.resolve(this.membership.self) : this.membership.byNumber(p.node))));
     const missing = req.parts.findIndex((_, i) => !members[i]);
     if (missing >= 0) throw new UnavailableError(`node ${req.parts[missing].node} of this transaction is not available`, { node: req.parts[missing].node });
+    const targets = members as PeerTarget[];
 
     const reserved = await this.reserveAliases(req);
     const decisionKey = META_KEYS.decision(req.txid);
@@ -134,11 +136,11 @@ export class Transactions {
         const ops = { ...part.ops!, dataset: req.dataset };
         return part.node === me
           ? this.prepareHere(req.txid, me, ops)
-          : this.peers.prepare(members[i]!.address, { txid: req.txid, coordinator: me, ops }, deadline === undefined ? undefined : Math.max(1, deadline - Date.now()));
+          : this.peers.prepare(members[i]!, { txid: req.txid, coordinator: me, ops }, deadline === undefined ? undefined : Math.max(1, deadline - Date.now()));
       }));
       const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed) {
-        const decided = await this.decideAndFinish(req, members.map((m) => m!.address), 'abort');
+        const decided = await this.decideAndFinish(req, targets, 'abort');
         const reason = failed.reason as unknown;
         // With "abort" in etcd nothing of it can apply: say so, so the client may run it again.
         if (decided === 'abort' && !(reason instanceof ConflictError) && !(reason instanceof LoamError && reason.code !== 'UNAVAILABLE' && reason.code !== 'DEADLINE_EXCEEDED')) {
@@ -151,7 +153,7 @@ export class Transactions {
 
       // A retry of a transaction that already finished: answer with its first outcome.
       if (versions.some((v) => v.finished === 'abort')) {
-        await this.decideAndFinish(req, members.map((m) => m!.address), 'abort');
+        await this.decideAndFinish(req, targets, 'abort');
         throw new AbortedError(`transaction ${req.txid} was aborted; nothing of it was applied`, { notApplied: true });
       }
       if (versions.every((v) => v.finished === 'commit')) {
@@ -163,18 +165,17 @@ export class Transactions {
       const d = await this.meta.createIfAbsent(decisionKey, 'commit');
       failpoint('coordinator-after-decision');
       if (d.value !== 'commit') {
-        await this.decideAndFinish(req, members.map((m) => m!.address), 'abort');
+        await this.decideAndFinish(req, targets, 'abort');
         throw new AbortedError(`transaction ${req.txid} was aborted: a participant timed out waiting for its coordinator; nothing of it was applied`, { notApplied: true });
       }
     } catch (e) {
       await this.releaseAliases(reserved);
       throw e;
     }
-    const addresses = members.map((m) => m!.address);
     if (versions.some((v) => v.replicated)) {
       // Replicas are current before a write is acknowledged: readers of a replica copy do not
       // wait for the decision the way readers of the (locked) master copy do.
-      const finished = await this.finishAll(req, addresses, true);
+      const finished = await this.finishAll(req, targets, true);
       await this.confirmAliases(req, reserved);
       if (!finished) throw new UnavailableError(`transaction ${req.txid} committed, but not every replica of what it wrote could be updated`);
       this.reap(decisionKey);
@@ -186,7 +187,7 @@ export class Transactions {
     void (async () => {
       // After this turn, so the client's answer goes out before the finishing work starts.
       await new Promise((r) => setImmediate(r));
-      const finished = await this.finishAll(req, addresses, true);
+      const finished = await this.finishAll(req, targets, true);
       await this.confirmAliases(req, reserved);
       if (finished) this.reap(decisionKey);
     })().catch((e) => this.log.warn({ txid: req.txid, err: (e as Error).message }, 'finishing a committed transaction'));
@@ -197,21 +198,21 @@ export class Transactions {
    * Writes the decision (if nobody has) and finishes every part with it. Returns the decision
    * in etcd, or undefined when it could not be read or written (then nothing is known).
    */
-  private async decideAndFinish(req: CommitMultiRequest, addresses: string[], decision: 'abort'): Promise<string | undefined> {
+  private async decideAndFinish(req: CommitMultiRequest, targets: PeerTarget[], decision: 'abort'): Promise<string | undefined> {
     const d = await this.meta.createIfAbsent(META_KEYS.decision(req.txid), decision).catch(() => undefined);
     if (d && d.value !== decision) this.log.error({ txid: req.txid, decision: d.value }, 'decision differs from the one this coordinator reached');
     // Without etcd the parts are still released as aborted: this coordinator never writes
     // "commit" for them, and a retry of the txid finds their "abort" outcome and aborts too.
-    const finished = await this.finishAll(req, addresses, d?.value === 'commit');
+    const finished = await this.finishAll(req, targets, d?.value === 'commit');
     if (finished && d) this.reap(META_KEYS.decision(req.txid));
     return d?.value;
   }
 
   /** Finishes every part; true when all acknowledged (a failed one resolves itself later). */
-  private async finishAll(req: CommitMultiRequest, addresses: string[], commit: boolean): Promise<boolean> {
+  private async finishAll(req: CommitMultiRequest, targets: PeerTarget[], commit: boolean): Promise<boolean> {
     const me = this.membership.self.number;
     const results = await Promise.allSettled(req.parts.map((part, i) =>
-      part.node === me ? this.finishHere(req.txid, commit) : this.peers.finish(addresses[i], { txid: req.txid, commit })));
+      part.node === me ? this.finishHere(req.txid, commit) : this.peers.finish(targets[i], { txid: req.txid, commit })));
     const failed = results.filter((r) => r.status === 'rejected');
     if (failed.length > 0) this.log.warn({ txid: req.txid, commit, failed: failed.length }, 'participants will finish on their own');
     return failed.length === 0;
