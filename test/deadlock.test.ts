@@ -51,11 +51,12 @@ describe('opposite transfers between two nodes', () => {
       firstCommitMs.push(first);
     }
     // Before wait-die, a prepare waited for the other's lock while holding its own: neither
-    // committed within 1 s in 11 of 12 rounds (until the 7 s lock wait ran out). On a loaded
-    // 2-core machine a round can take longer than the usual 10-50 ms, never seconds.
+    // committed within 1 s in 11 of 12 rounds (until the 7 s lock wait ran out). A round takes
+    // 10-50 ms here; on a 2-core machine loaded by other test files some take longer (the
+    // younger's abort and the older's commit each wait for an etcd write), never seconds.
     const report = `first commit per round, ms: ${firstCommitMs.map((x) => x.toFixed(1)).join(' ')}`;
-    expect(firstCommitMs.filter((ms) => ms < 100).length, report).toBeGreaterThanOrEqual(10);
-    expect(Math.max(...firstCommitMs), report).toBeLessThan(500);
+    expect(firstCommitMs.filter((ms) => ms < 100).length, report).toBeGreaterThanOrEqual(8);
+    expect(Math.max(...firstCommitMs), report).toBeLessThan(1000);
     const x = await c1.get<Account>(a.$oid!);
     const y = await c1.get<Account>(b.$oid!);
     expect(x.balance + y.balance).toBe(2000);

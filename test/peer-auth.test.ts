@@ -103,6 +103,7 @@ async function victim(c: Client): Promise<{ doc: Doc; forged: InstallRequest }> 
     // A state the SDK reads: on a node that took it, the read-back would be { 'forged', 1 }.
     objects: [{ oid: doc.$oid!, className: 'PeerAuth.Doc', state: encodeValue({ text: 'forged' }, { refFor: () => { throw new Error('no references here'); } }), version: 1, origin: '' }],
     replicaSets: [],
+    source: 0,
   };
   return { doc, forged };
 }

@@ -17,6 +17,8 @@ export const FAILPOINTS = [
   'participant-after-prepare',
   'participant-before-commit',
   'replicate-after-copy',
+  'move-after-install',
+  'move-before-activate',
 ] as const;
 export type Failpoint = (typeof FAILPOINTS)[number];
 

@@ -46,8 +46,17 @@ export function nodeService(engine: Engine, metrics: NodeMetrics, log: Logger, c
     install: unary(method('Install', async (req) => {
       await engine.createDataset(req.dataset).catch(() => undefined); // datasets exist cluster-wide; learn it here
       const me = ctx().membership.self.number;
-      await engine.install(req.dataset, req.objects, new Map(req.replicaSets.map((r) => [r.oid, r.nodes.filter((n) => n !== me)])));
+      await engine.install(req.dataset, req.objects, new Map(req.replicaSets.map((r) => [r.oid, r.nodes.filter((n) => n !== me)])), req.source);
       return {};
+    })),
+    activateInstall: unary(method('ActivateInstall', async (req) => {
+      for (const oid of req.oids) if (!isOid(oid)) throw new InvalidArgumentError(`malformed oid ${JSON.stringify(oid)}`);
+      await engine.activate(req.oids, req.source);
+      return {};
+    })),
+    installStatus: unary(method('InstallStatus', async (req) => {
+      for (const oid of req.oids) if (!isOid(oid)) throw new InvalidArgumentError(`malformed oid ${JSON.stringify(oid)}`);
+      return ctx().placement.installStatus(req.oids, req.target);
     })),
     setMaster: unary(method('SetMaster', async (req) => {
       for (const c of req.changes) if (!isOid(c.oid)) throw new InvalidArgumentError(`malformed oid ${JSON.stringify(c.oid)}`);

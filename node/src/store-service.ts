@@ -205,12 +205,13 @@ export function storeService(
       if (membership) {
         // A replica copy answers only reads that asked for any copy; others go to the master.
         const notHere = [...res.missing];
-        if (!req.readFromAny) {
-          // Only replica copies are withheld: an object whose move is being made durable is
-          // still served here (its forward pointer is not published yet).
-          const isReplica = (oid: string) => engine.replicaMasterOf(oid) !== undefined;
-          objects = res.objects.filter((o) => !isReplica(o.oid));
-          for (const o of res.objects) if (isReplica(o.oid)) notHere.push(o.oid);
+        // A replica copy answers only reads that asked for any copy; a copy a move has not
+        // activated answers none (it may be abandoned). An object whose move out of here is
+        // being made durable is still served (its forward pointer is not published yet).
+        const withheld = (oid: string) => engine.installSourceOf(oid) !== undefined || (!req.readFromAny && engine.replicaMasterOf(oid) !== undefined);
+        if (res.objects.some((o) => withheld(o.oid))) {
+          objects = res.objects.filter((o) => !withheld(o.oid));
+          for (const o of res.objects) if (withheld(o.oid)) notHere.push(o.oid);
         }
         missing = [];
         for (const oid of notHere) {

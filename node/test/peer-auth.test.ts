@@ -34,7 +34,7 @@ async function serve(secret: ClusterSecret) {
   const refused: RefusedReason[] = [];
   const method = methodMaker(new NodeMetrics(() => undefined), createLogger('silent'));
   const links = new LinkServer({
-    prepare: method('Prepare', () => (reached.push('prepare'), { versions: [], replicated: false })),
+    prepare: method('Prepare', () => (reached.push('prepare'), { versions: [], replicated: false, finished: '' })),
     finish: method('Finish', () => (reached.push('finish'), {})),
     installReplicas: method('InstallReplicas', () => ({})),
     dropReplicas: method('DropReplicas', () => ({})),
@@ -88,7 +88,7 @@ describe('the cluster secret', () => {
     const to = { number: 2, address: 'unused', peerAddress: `127.0.0.1:${port}` };
     await p.prepare(to, { txid: 'a'.repeat(32), coordinator: 1, ops: undefined });
     await p.finish(to, { txid: 'a'.repeat(32), commit: false });
-    await p.install(to, { dataset: 'default', objects: [], replicaSets: [] });
+    await p.install(to, { dataset: 'default', objects: [], replicaSets: [], source: 0 });
     expect(reached).toEqual(['prepare', 'finish', 'install']);
     expect(refused).toEqual([]);
   });
@@ -99,7 +99,7 @@ describe('the cluster secret', () => {
     const to = { number: 2, address: 'unused', peerAddress: `127.0.0.1:${port}` };
     for (const call of [
       () => p.prepare(to, { txid: 'a'.repeat(32), coordinator: 1, ops: undefined }), // on the Link
-      () => p.install(to, { dataset: 'default', objects: [], replicaSets: [] }), // unary
+      () => p.install(to, { dataset: 'default', objects: [], replicaSets: [], source: 0 }), // unary
     ]) {
       const err = await call().then(() => undefined, (e: unknown) => e);
       expect(err).toBeInstanceOf(UnavailableError);

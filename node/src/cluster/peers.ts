@@ -4,6 +4,7 @@ import {
   type AdoptHomeRequest, type FinishRequest, type InstallRequest, type MoveRequest, type MoveResponse, type PrepareRequest,
   type PrepareResponse, type SetMasterRequest, type GetRequest, type GetResponse, type InstallReplicasRequest, type DropReplicasRequest, type SetHomeReplicasRequest,
   type ReleaseReplicasRequest, type ReleaseReplicasResponse,
+  type ActivateInstallRequest, type InstallStatusRequest, type InstallStatusResponse,
 } from '@loam/sdk/wire';
 import { PeerLink, type LinkCalls } from './peer-link.js';
 import { peerCallError, type ClusterSecret } from './peer-auth.js';
@@ -100,6 +101,14 @@ export class Peers {
 
   install(to: PeerTarget, req: InstallRequest): Promise<unknown> {
     return this.nodeCall(to, (c) => c.install, req);
+  }
+
+  activateInstall(to: PeerTarget, req: ActivateInstallRequest): Promise<unknown> {
+    return this.nodeCall(to, (c) => c.activateInstall, req);
+  }
+
+  installStatus(to: PeerTarget, req: InstallStatusRequest): Promise<InstallStatusResponse> {
+    return this.nodeCall(to, (c) => c.installStatus, req);
   }
 
   setMaster(to: PeerTarget, req: SetMasterRequest): Promise<unknown> {

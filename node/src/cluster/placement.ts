@@ -15,6 +15,8 @@ const MOVE_CHUNK_OBJECTS = 5_000;
 const MOVE_CHUNK_BYTES = 16 * 1024 * 1024;
 const DRAIN_MAX_PASSES = 20;
 const FINISH_EVERY_MS = 2_000;
+/** A copy installed by a move and still pending after this long is settled with its source. */
+const INSTALL_GRACE_MS = 5_000;
 
 /**
  * Where objects live and how they get somewhere else. A move copies objects to the target
@@ -36,6 +38,9 @@ export class Placement {
   private readonly adopted = new Set<number>();
   private finishTimer?: NodeJS.Timeout;
   private finishing?: Promise<void>;
+  private checking?: Promise<void>;
+  /** When each pending installed copy was first seen here (settled after INSTALL_GRACE_MS). */
+  private readonly installSeen = new Map<string, number>();
 
   constructor(
     private readonly engine: Engine,
@@ -44,7 +49,10 @@ export class Placement {
     /** Node-to-node calls (closed with this). */
     private readonly peers: Peers,
   ) {
-    this.finishTimer = setInterval(() => void this.finishForwards(), FINISH_EVERY_MS);
+    this.finishTimer = setInterval(() => {
+      void this.finishForwards();
+      void this.checkInstalls();
+    }, FINISH_EVERY_MS);
     this.finishTimer.unref();
     void this.finishForwards();
   }
@@ -79,11 +87,15 @@ export class Placement {
   }
 
   /** Where to send a request for an object this node does not hold; undefined: it does not exist. */
-  async redirectFor(oid: string): Promise<Redirect | undefined> {
+  async redirectFor(oid: string, waitForMove = true): Promise<Redirect | undefined> {
     // Mid-move the object may be neither here (forget in flight) nor pointed at (forward not
-    // published yet): wait for the move to settle rather than answer "does not exist".
-    if (this.moving.has(oid)) await this.waitUnlocked([oid]);
+    // published yet): wait for the move to settle rather than answer "does not exist" (not when
+    // the caller holds the move lock itself).
+    if (waitForMove && this.moving.has(oid)) await this.waitUnlocked([oid]);
     if (this.engine.masters(oid)) return undefined;
+    // A copy a move has not activated yet: its source masters it (or is finishing the move).
+    const src = this.engine.installSourceOf(oid);
+    if (src !== undefined) return this.redirectTo(oid, await this.member(src), src);
     const rm = this.engine.replicaMasterOf(oid);
     if (rm !== undefined) return this.redirectTo(oid, await this.member(rm), rm);
     const fwd = this.engine.forwardOf(oid);
@@ -150,18 +162,23 @@ export class Placement {
     if (target === this.me.number) return { moved: set, remote };
     const dest = await this.member(target);
     if (!dest) throw new UnavailableError(`target node ${target} is not a live member`, { node: target });
+    if (dest.state === 'drained') throw new InvalidArgumentError(`node ${target} is drained: it takes no objects`, { node: target });
 
-    let release!: () => void;
-    const lock = new Promise<void>((r) => (release = r));
-    const locked = set.filter((o) => !this.moving.has(o));
-    for (const o of locked) this.moving.set(o, lock);
-    const moved: string[] = [];
-    try {
-      for (let i = 0; i < set.length;) {
+    // Concurrent moves and replica changes of an object take turns (a move used to skip
+    // objects already locked and move them at the same time, to two targets).
+    return this.withLocks(set, async () => {
+      const moved: string[] = [];
+      const here = set.filter((o) => this.engine.masters(o)); // a move that went first may have taken some
+      for (const oid of oids) {
+        if (this.engine.masters(oid)) continue;
+        const r = await this.redirectFor(oid, false);
+        throw r ? Placement.redirectError(r) : new NotFoundError(`object ${oid} does not exist`, { oid, dataset });
+      }
+      for (let i = 0; i < here.length;) {
         let chunk: StoredObject[] = [];
         let bytes = 0;
-        for (; i < set.length && chunk.length < MOVE_CHUNK_OBJECTS && bytes < MOVE_CHUNK_BYTES; i++) {
-          const [o] = (await this.engine.get(dataset, [set[i]])).objects;
+        for (; i < here.length && chunk.length < MOVE_CHUNK_OBJECTS && bytes < MOVE_CHUNK_BYTES; i++) {
+          const [o] = (await this.engine.get(dataset, [here[i]])).objects;
           if (o) {
             chunk.push(o);
             bytes += o.state.length;
@@ -180,11 +197,8 @@ export class Placement {
         await this.switchHomes(chunk.map((o) => ({ oid: o.oid, from: this.me.number, to: target })));
         await this.recordHomeReplicas(wasReplica, target, replicaSets);
       }
-    } finally {
-      for (const o of locked) this.moving.delete(o);
-      release();
-    }
-    return { moved, remote };
+      return { moved, remote };
+    });
   }
 
   /**
@@ -197,13 +211,24 @@ export class Placement {
     for (let attempt = 1; ; attempt++) {
       await this.waitForPrepared(chunk.map((o) => o.oid));
       chunk = (await this.engine.get(dataset, chunk.map((o) => o.oid))).objects;
-      await this.peers.install(dest, { dataset, objects: chunk, replicaSets: sets });
+      // The target holds them as pending copies (not served) until they are activated below.
+      await this.peers.install(dest, { dataset, objects: chunk, replicaSets: sets, source: this.me.number });
+      await failpointAsync('move-after-install');
       try {
         await this.engine.moveOut(dataset, chunk.map((o) => ({ oid: o.oid, version: o.version })), target);
-        return chunk;
       } catch (e) {
-        if (!(e instanceof WriteConflictError) || attempt >= 5) throw e;
+        if (!(e instanceof WriteConflictError) || attempt >= 5) {
+          // Abandoned: the target's pending copies are never served, and its own check drops them.
+          throw e;
+        }
+        continue;
       }
+      // Forgotten here (forward pointers): now the target's copies are the master copies. If this
+      // fails, the finisher activates them from the forward pointers before switching homes.
+      await failpointAsync('move-before-activate');
+      await this.peers.activateInstall(dest, { dataset, oids: chunk.map((o) => o.oid), source: this.me.number })
+        .catch((e) => this.log.warn({ err: (e as Error).message, target }, 'activation deferred to the finisher'));
+      return chunk;
     }
   }
 
@@ -452,11 +477,71 @@ export class Placement {
   finishForwards(): Promise<void> {
     this.finishing ??= (async () => {
       const pending = this.engine.pendingForwards();
-      if (pending.length > 0) await this.switchHomes(pending.map((p) => ({ oid: p.oid, from: this.me.number, to: p.node })));
+      if (pending.length === 0) return;
+      // A forward pointer means the object was forgotten here: its copy on the target is the master
+      // copy. Activate it there (again: it is idempotent) before the home directory points at it.
+      const byTarget = groupBy(pending, (p) => [p.node]);
+      const active: typeof pending = [];
+      for (const [node, list] of byTarget) {
+        const m = await this.member(node);
+        if (!m) continue;
+        try {
+          for (const ds of this.engine.listDatasets()) await this.peers.activateInstall(m, { dataset: ds, oids: list.map((p) => p.oid), source: this.me.number });
+          active.push(...list);
+        } catch (e) {
+          this.log.warn({ err: (e as Error).message, node, objects: list.length }, 'activation of moved objects deferred');
+        }
+      }
+      if (active.length > 0) await this.switchHomes(active.map((p) => ({ oid: p.oid, from: this.me.number, to: p.node })));
     })().catch((e) => this.log.warn({ err: (e as Error).message }, 'finishing moves failed')).finally(() => {
       this.finishing = undefined;
     });
     return this.finishing;
+  }
+
+  /** Source side: what became of the moves of `oids` to `target` (asked by the target). */
+  installStatus(oids: string[], target: number): { forwarded: string[]; kept: string[]; moving: string[] } {
+    const out = { forwarded: [] as string[], kept: [] as string[], moving: [] as string[] };
+    for (const oid of oids) {
+      if (this.moving.has(oid)) out.moving.push(oid);
+      else if (this.engine.forwardOf(oid) === target) out.forwarded.push(oid);
+      else out.kept.push(oid); // still mastered here, or gone elsewhere: not the target's to serve
+    }
+    return out;
+  }
+
+  /**
+   * Target side: copies installed by a move that was neither activated nor abandoned in time
+   * (its source crashed, or gave up after a timeout while this node was paused) are settled by
+   * asking the source: activated if it forgot them, dropped if it kept them.
+   */
+  checkInstalls(): Promise<void> {
+    this.checking ??= (async () => {
+      const now = Date.now();
+      const pending = this.engine.pendingInstalls();
+      for (const p of pending) if (!this.installSeen.has(p.oid)) this.installSeen.set(p.oid, now);
+      for (const oid of this.installSeen.keys()) if (this.engine.installSourceOf(oid) === undefined) this.installSeen.delete(oid);
+      const due = pending.filter((p) => now - this.installSeen.get(p.oid)! >= INSTALL_GRACE_MS);
+      for (const [source, list] of groupBy(due, (p) => [p.source])) {
+        const m = await this.member(source);
+        if (!m) continue; // ask again once it is back
+        const oids = list.map((p) => p.oid);
+        for (const ds of this.engine.listDatasets()) {
+          const mine = oids.filter((o) => this.engine.holds(o));
+          if (mine.length === 0) break;
+          const st = await this.peers.installStatus(m, { dataset: ds, oids: mine, target: this.me.number });
+          if (st.forwarded.length > 0) await this.engine.activate(st.forwarded, source);
+          if (st.kept.length > 0) {
+            await this.engine.dropInstalls(ds, st.kept, source);
+            this.log.warn({ source, objects: st.kept.length }, 'dropped copies of an abandoned move');
+          }
+          break; // one answer covers every dataset (the source answers by oid)
+        }
+      }
+    })().catch((e) => this.log.warn({ err: (e as Error).message }, 'checking pending installs failed')).finally(() => {
+      this.checking = undefined;
+    });
+    return this.checking;
   }
 
   /** Home side: compare-and-set of masters in this node's home directory. */
@@ -491,8 +576,9 @@ export class Placement {
    * its home directory (and any it had adopted) to the lowest-numbered other node.
    */
   async drain(): Promise<DrainResponse> {
-    const others = (await this.membership.members(true)).filter((m) => m.id !== this.me.id);
-    if (others.length === 0) throw new InvalidArgumentError('cannot drain the only node of the cluster');
+    // Never onto a node that is drained itself (it takes no objects, and may be leaving).
+    const others = (await this.membership.members(true)).filter((m) => m.id !== this.me.id && m.state !== 'drained');
+    if (others.length === 0) throw new InvalidArgumentError('cannot drain the only node of the cluster that is not drained');
     let moved = 0;
     let next = 0;
     for (let pass = 0; pass < DRAIN_MAX_PASSES; pass++) {

@@ -104,6 +104,8 @@ export class EngineState {
   readonly replicaSets = new Map<string, PlacedEntry<number[]>>();
   /** Replica side: the master of each replica copy held here. */
   readonly replicaOf = new Map<string, PlacedEntry<number>>();
+  /** Copies installed by a move and not yet activated, with the node moving them. */
+  readonly installing = new Map<string, PlacedEntry<number>>();
   /** Prepared parts of distributed transactions, by txid (hex). */
   readonly prepared = new Map<string, PreparedTx>();
   readonly locks = new LockTable();
@@ -229,10 +231,12 @@ export const KINDS: Kinds = {
       if (prev) s.liveDelta(prev.segment, -prev.length);
       const oid = r.oid.toString('hex');
       s.cache.delete(oid);
-      const rep = s.replicaOf.get(oid);
-      if (rep) {
-        s.liveDelta(rep.segment, -rep.length);
-        s.replicaOf.delete(oid);
+      for (const m of [s.replicaOf, s.installing]) {
+        const e = m.get(oid);
+        if (e) {
+          s.liveDelta(e.segment, -e.length);
+          m.delete(oid);
+        }
       }
     },
     live: () => false,
@@ -270,6 +274,7 @@ export const KINDS: Kinds = {
   [RecordType.Directory]: placedKind((s) => s.directory, (r) => (r.master === 0 ? undefined : { master: r.master, replicas: r.replicas })),
   [RecordType.Replicas]: placedKind((s) => s.replicaSets, (r) => (r.nodes.length === 0 ? undefined : r.nodes)),
   [RecordType.ReplicaOf]: placedKind((s) => s.replicaOf, (r) => (r.master === 0 ? undefined : r.master)),
+  [RecordType.Installing]: placedKind((s) => s.installing, (r) => (r.source === 0 ? undefined : r.source)),
   [RecordType.Prepare]: {
     apply(s, r, p) {
       const txid = r.txid.toString('hex');

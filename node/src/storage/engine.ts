@@ -173,9 +173,9 @@ export class Engine implements EngineCore {
     return this.state.index.version(wordsFromHex(oid)) !== 0;
   }
 
-  /** True when this node masters the object (holds it and it is not a replica copy). */
+  /** True when this node masters the object (holds it, not as a replica copy nor as a copy a move has not activated). */
   masters(oid: string): boolean {
-    return this.holds(oid) && !this.state.replicaOf.has(oid);
+    return this.holds(oid) && !this.state.replicaOf.has(oid) && !this.state.installing.has(oid);
   }
 
   hasDataset(name: string): boolean {
@@ -446,7 +446,11 @@ export class Engine implements EngineCore {
   directoryOf(oid: string): DirectoryEntry | undefined { return this.placement.directoryOf(oid); }
   pendingForwards(): { oid: string; node: number }[] { return this.placement.pendingForwards(); }
   oidsIn(dataset: string): string[] { return this.placement.oidsIn(dataset); }
-  install(dataset: string, objects: StoredObject[], replicaSets?: ReadonlyMap<string, number[]>): Promise<void> { return this.placement.install(dataset, objects, replicaSets); }
+  install(dataset: string, objects: StoredObject[], replicaSets?: ReadonlyMap<string, number[]>, source = 0): Promise<void> { return this.placement.install(dataset, objects, replicaSets, source); }
+  installSourceOf(oid: string): number | undefined { return this.placement.installSourceOf(oid); }
+  pendingInstalls(): { oid: string; source: number }[] { return this.placement.pendingInstalls(); }
+  activate(oids: string[], source: number): Promise<string[]> { return this.placement.activate(oids, source); }
+  dropInstalls(dataset: string, oids: string[], source: number): Promise<void> { return this.placement.dropInstalls(dataset, oids, source); }
   moveOut(dataset: string, items: { oid: string; version: number }[], target: number): Promise<void> { return this.placement.moveOut(dataset, items, target); }
   clearForwards(oids: string[]): Promise<void> { return this.placement.clearForwards(oids); }
   setDirectory(entries: { oid: string; master: number; replicas: number[] }[]): Promise<void> { return this.placement.setDirectory(entries); }

@@ -53,7 +53,7 @@ export class PlacementRecords {
     this.s.index.forEach((w, loc) => {
       if (loc.dataset !== ds) return;
       const oid = hexFromWords(w);
-      if (!this.s.replicaOf.has(oid)) out.push(oid);
+      if (!this.s.replicaOf.has(oid) && !this.s.installing.has(oid)) out.push(oid);
     });
     return out;
   }
@@ -105,7 +105,7 @@ export class PlacementRecords {
    * Takes objects moved here from another node: written with the versions they had, replacing
    * any older copy, and clearing a forward pointer this node may hold for them.
    */
-  async install(dataset: string, objects: StoredObject[], replicaSets: ReadonlyMap<string, number[]> = new Map()): Promise<void> {
+  async install(dataset: string, objects: StoredObject[], replicaSets: ReadonlyMap<string, number[]> = new Map(), source = 0): Promise<void> {
     const ds = this.core.datasetId(dataset);
     const records: LogRecord[] = [];
     for (const o of objects) {
@@ -120,6 +120,39 @@ export class PlacementRecords {
       if (this.s.replicaOf.has(o.oid)) records.push({ type: RecordType.ReplicaOf, dataset: ds, oid, master: 0 });
       const nodes = nodeSet(replicaSets.get(o.oid) ?? []);
       if (nodes.join() !== this.replicasOf(o.oid).join()) records.push({ type: RecordType.Replicas, dataset: ds, oid, nodes });
+      // Not a master copy until the node moving it has forgotten it and says so.
+      if (source !== 0 || this.s.installing.has(o.oid)) records.push({ type: RecordType.Installing, dataset: ds, oid, source });
+    }
+    if (records.length > 0) await this.core.appendAndApply(records);
+  }
+
+  /** The node whose move installed this copy, while the copy is not yet activated. */
+  installSourceOf(oid: string): number | undefined {
+    return this.s.installing.get(oid)?.value;
+  }
+
+  /** Copies still pending activation, with their source. */
+  pendingInstalls(): { oid: string; source: number }[] {
+    return [...this.s.installing].map(([oid, e]) => ({ oid, source: e.value }));
+  }
+
+  /** Makes copies installed by `source` master copies (it has forgotten them). */
+  async activate(oids: string[], source: number): Promise<string[]> {
+    const done = oids.filter((o) => this.s.installing.get(o)?.value === source);
+    const records: LogRecord[] = done.map((o) => ({ type: RecordType.Installing, dataset: 0, oid: bytesFromHex(o), source: 0 }));
+    if (records.length > 0) await this.core.appendAndApply(records);
+    return done;
+  }
+
+  /** Drops copies installed by `source` whose move was abandoned (the source still masters them). */
+  async dropInstalls(dataset: string, oids: string[], source: number): Promise<void> {
+    const ds = this.core.datasetId(dataset);
+    const records: LogRecord[] = [];
+    for (const oid of oids) {
+      if (this.s.installing.get(oid)?.value !== source) continue;
+      const o = bytesFromHex(oid);
+      records.push({ type: RecordType.Delete, dataset: ds, oid: o, version: this.s.currentVersion(oid).version + 1 });
+      if (this.s.replicaSets.has(oid)) records.push({ type: RecordType.Replicas, dataset: ds, oid: o, nodes: [] });
     }
     if (records.length > 0) await this.core.appendAndApply(records);
   }

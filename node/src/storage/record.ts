@@ -15,7 +15,7 @@ export const FLAG_ORIGIN = 2;
 export const MAX_FRAME_BODY = 256 * 1024 * 1024;
 
 // A plain object, not a const enum: const enums vanish under per-file transpilers.
-export const RecordType = { Put: 1, Delete: 2, AliasSet: 3, AliasDelete: 4, Dataset: 5, Forward: 6, Directory: 7, Prepare: 8, Decided: 9, Replicas: 10, ReplicaOf: 11, Outcome: 13 } as const;
+export const RecordType = { Put: 1, Delete: 2, AliasSet: 3, AliasDelete: 4, Dataset: 5, Forward: 6, Directory: 7, Prepare: 8, Decided: 9, Replicas: 10, ReplicaOf: 11, Outcome: 13, Installing: 14 } as const;
 export type RecordType = (typeof RecordType)[keyof typeof RecordType];
 
 export interface PutRecord {
@@ -98,6 +98,13 @@ export interface ReplicaOfRecord {
   oid: Buffer;
   master: number;
 }
+/** A copy installed by a move from `source`, not a master copy until activated (0: activated or dropped). */
+export interface InstallingRecord {
+  type: typeof RecordType.Installing;
+  dataset: number;
+  oid: Buffer;
+  source: number;
+}
 /**
  * The outcome of a commit (by its client-chosen commit id) or of a finished two-phase part (by
  * its txid), written in the same batch as what it describes, so remembering it costs no extra
@@ -113,7 +120,7 @@ export interface OutcomeRecord {
   versions: number[];
 }
 export type LogRecord = PutRecord | DeleteRecord | AliasSetRecord | AliasDeleteRecord | DatasetRecord | ForwardRecord | DirectoryRecord
-  | PrepareRecord | DecidedRecord | ReplicasRecord | ReplicaOfRecord | OutcomeRecord;
+  | PrepareRecord | DecidedRecord | ReplicasRecord | ReplicaOfRecord | OutcomeRecord | InstallingRecord;
 
 function bodySize(r: LogRecord): number {
   switch (r.type) {
@@ -141,6 +148,8 @@ function bodySize(r: LogRecord): number {
       return 2 + 2 + 16 + 2;
     case RecordType.Outcome:
       return 2 + 2 + 16 + 8 + 1 + 4 + 8 * r.versions.length;
+    case RecordType.Installing:
+      return 2 + 2 + 16 + 2;
   }
 }
 
@@ -212,6 +221,10 @@ export function writeFrame(buf: Buffer, pos: number, r: LogRecord, flags: number
     case RecordType.ReplicaOf:
       p += r.oid.copy(buf, p);
       p = buf.writeUInt16LE(r.master, p);
+      break;
+    case RecordType.Installing:
+      p += r.oid.copy(buf, p);
+      p = buf.writeUInt16LE(r.source, p);
       break;
     case RecordType.Outcome:
       p += r.id.copy(buf, p);
@@ -364,6 +377,8 @@ export function decodeFrame(buf: Buffer, pos: number): LogRecord {
     }
     case RecordType.ReplicaOf:
       return { type, dataset, oid: buf.subarray(p, p + 16), master: buf.readUInt16LE(p + 16) };
+    case RecordType.Installing:
+      return { type, dataset, oid: buf.subarray(p, p + 16), source: buf.readUInt16LE(p + 16) };
     case RecordType.Outcome: {
       const n = buf.readUInt32LE(p + 25);
       const versions: number[] = [];

@@ -251,6 +251,38 @@ export interface InstallRequest {
   objects: ObjectRecord[];
   /** The replica sets the objects keep on their new master (objects not listed have none). */
   replicaSets: ReplicaSet[];
+  /**
+   * The node moving them. The copies are not master copies until it activates them
+   * (ActivateInstall) once it has forgotten them; until then they are not served, and a copy
+   * whose move was abandoned is dropped (InstallStatus). 0: active at once (older nodes).
+   */
+  source: number;
+}
+
+export interface ActivateInstallRequest {
+  dataset: string;
+  oids: string[];
+  /** The node that installed them: only its pending copies are activated. */
+  source: number;
+}
+
+export interface ActivateInstallResponse {
+}
+
+/** Asked of the node that installed copies on `target`: what became of each move. */
+export interface InstallStatusRequest {
+  dataset: string;
+  oids: string[];
+  target: number;
+}
+
+export interface InstallStatusResponse {
+  /** Forgotten here with a forward to the target: the target's copy is the master copy. */
+  forwarded: string[];
+  /** Still mastered here and not being moved: the move was abandoned. */
+  kept: string[];
+  /** Being moved right now: ask again. */
+  moving: string[];
 }
 
 export interface ReplicaSet {
@@ -3052,7 +3084,7 @@ export const DrainResponse: MessageFns<DrainResponse> = {
 };
 
 function createBaseInstallRequest(): InstallRequest {
-  return { dataset: "", objects: [], replicaSets: [] };
+  return { dataset: "", objects: [], replicaSets: [], source: 0 };
 }
 
 export const InstallRequest: MessageFns<InstallRequest> = {
@@ -3065,6 +3097,9 @@ export const InstallRequest: MessageFns<InstallRequest> = {
     }
     for (const v of message.replicaSets) {
       ReplicaSet.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.source !== 0) {
+      writer.uint32(32).uint32(message.source);
     }
     return writer;
   },
@@ -3106,6 +3141,14 @@ export const InstallRequest: MessageFns<InstallRequest> = {
             message.replicaSets.push(ReplicaSet.decode(reader, reader.uint32()));
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.source = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3126,6 +3169,287 @@ export const InstallRequest: MessageFns<InstallRequest> = {
     message.dataset = object.dataset ?? "";
     message.objects = object.objects?.map((e) => ObjectRecord.fromPartial(e)) || [];
     message.replicaSets = object.replicaSets?.map((e) => ReplicaSet.fromPartial(e)) || [];
+    message.source = object.source ?? 0;
+    return message;
+  },
+};
+
+function createBaseActivateInstallRequest(): ActivateInstallRequest {
+  return { dataset: "", oids: [], source: 0 };
+}
+
+export const ActivateInstallRequest: MessageFns<ActivateInstallRequest> = {
+  encode(message: ActivateInstallRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.dataset !== "") {
+      writer.uint32(10).string(message.dataset);
+    }
+    for (const v of message.oids) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.source !== 0) {
+      writer.uint32(24).uint32(message.source);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ActivateInstallRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseActivateInstallRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.dataset = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.oids.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.source = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ActivateInstallRequest>): ActivateInstallRequest {
+    return ActivateInstallRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ActivateInstallRequest>): ActivateInstallRequest {
+    const message = createBaseActivateInstallRequest();
+    message.dataset = object.dataset ?? "";
+    message.oids = object.oids?.map((e) => e) || [];
+    message.source = object.source ?? 0;
+    return message;
+  },
+};
+
+function createBaseActivateInstallResponse(): ActivateInstallResponse {
+  return {};
+}
+
+export const ActivateInstallResponse: MessageFns<ActivateInstallResponse> = {
+  encode(_: ActivateInstallResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ActivateInstallResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseActivateInstallResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ActivateInstallResponse>): ActivateInstallResponse {
+    return ActivateInstallResponse.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<ActivateInstallResponse>): ActivateInstallResponse {
+    const message = createBaseActivateInstallResponse();
+    return message;
+  },
+};
+
+function createBaseInstallStatusRequest(): InstallStatusRequest {
+  return { dataset: "", oids: [], target: 0 };
+}
+
+export const InstallStatusRequest: MessageFns<InstallStatusRequest> = {
+  encode(message: InstallStatusRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.dataset !== "") {
+      writer.uint32(10).string(message.dataset);
+    }
+    for (const v of message.oids) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.target !== 0) {
+      writer.uint32(24).uint32(message.target);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): InstallStatusRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseInstallStatusRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.dataset = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.oids.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.target = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<InstallStatusRequest>): InstallStatusRequest {
+    return InstallStatusRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<InstallStatusRequest>): InstallStatusRequest {
+    const message = createBaseInstallStatusRequest();
+    message.dataset = object.dataset ?? "";
+    message.oids = object.oids?.map((e) => e) || [];
+    message.target = object.target ?? 0;
+    return message;
+  },
+};
+
+function createBaseInstallStatusResponse(): InstallStatusResponse {
+  return { forwarded: [], kept: [], moving: [] };
+}
+
+export const InstallStatusResponse: MessageFns<InstallStatusResponse> = {
+  encode(message: InstallStatusResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.forwarded) {
+      writer.uint32(10).string(v!);
+    }
+    for (const v of message.kept) {
+      writer.uint32(18).string(v!);
+    }
+    for (const v of message.moving) {
+      writer.uint32(26).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): InstallStatusResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseInstallStatusResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.forwarded.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kept.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.moving.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<InstallStatusResponse>): InstallStatusResponse {
+    return InstallStatusResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<InstallStatusResponse>): InstallStatusResponse {
+    const message = createBaseInstallStatusResponse();
+    message.forwarded = object.forwarded?.map((e) => e) || [];
+    message.kept = object.kept?.map((e) => e) || [];
+    message.moving = object.moving?.map((e) => e) || [];
     return message;
   },
 };
@@ -5355,6 +5679,29 @@ export const NodeServiceService = {
     responseSerialize: (value: InstallResponse): Buffer => Buffer.from(InstallResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): InstallResponse => InstallResponse.decode(value),
   },
+  /** Makes installed copies master copies (their source has forgotten them). */
+  activateInstall: {
+    path: "/loam.v1.NodeService/ActivateInstall" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ActivateInstallRequest): Buffer =>
+      Buffer.from(ActivateInstallRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ActivateInstallRequest => ActivateInstallRequest.decode(value),
+    responseSerialize: (value: ActivateInstallResponse): Buffer =>
+      Buffer.from(ActivateInstallResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ActivateInstallResponse => ActivateInstallResponse.decode(value),
+  },
+  /** What became of moves whose copies are still pending on the asking node. */
+  installStatus: {
+    path: "/loam.v1.NodeService/InstallStatus" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: InstallStatusRequest): Buffer => Buffer.from(InstallStatusRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): InstallStatusRequest => InstallStatusRequest.decode(value),
+    responseSerialize: (value: InstallStatusResponse): Buffer =>
+      Buffer.from(InstallStatusResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): InstallStatusResponse => InstallStatusResponse.decode(value),
+  },
   /** SetMaster switches home-directory entries from one master to another (compare-and-set). */
   setMaster: {
     path: "/loam.v1.NodeService/SetMaster" as const,
@@ -5462,6 +5809,10 @@ export const NodeServiceService = {
 export interface NodeServiceServer extends UntypedServiceImplementation {
   /** Install makes moved objects durable here, with the versions they had. */
   install: handleUnaryCall<InstallRequest, InstallResponse>;
+  /** Makes installed copies master copies (their source has forgotten them). */
+  activateInstall: handleUnaryCall<ActivateInstallRequest, ActivateInstallResponse>;
+  /** What became of moves whose copies are still pending on the asking node. */
+  installStatus: handleUnaryCall<InstallStatusRequest, InstallStatusResponse>;
   /** SetMaster switches home-directory entries from one master to another (compare-and-set). */
   setMaster: handleUnaryCall<SetMasterRequest, SetMasterResponse>;
   /** AdoptHome takes over the home directory of a draining node. */
@@ -5503,6 +5854,38 @@ export interface NodeServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: InstallResponse) => void,
+  ): ClientUnaryCall;
+  /** Makes installed copies master copies (their source has forgotten them). */
+  activateInstall(
+    request: ActivateInstallRequest,
+    callback: (error: ServiceError | null, response: ActivateInstallResponse) => void,
+  ): ClientUnaryCall;
+  activateInstall(
+    request: ActivateInstallRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ActivateInstallResponse) => void,
+  ): ClientUnaryCall;
+  activateInstall(
+    request: ActivateInstallRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ActivateInstallResponse) => void,
+  ): ClientUnaryCall;
+  /** What became of moves whose copies are still pending on the asking node. */
+  installStatus(
+    request: InstallStatusRequest,
+    callback: (error: ServiceError | null, response: InstallStatusResponse) => void,
+  ): ClientUnaryCall;
+  installStatus(
+    request: InstallStatusRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: InstallStatusResponse) => void,
+  ): ClientUnaryCall;
+  installStatus(
+    request: InstallStatusRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: InstallStatusResponse) => void,
   ): ClientUnaryCall;
   /** SetMaster switches home-directory entries from one master to another (compare-and-set). */
   setMaster(
