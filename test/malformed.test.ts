@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client as GrpcClient, credentials, Metadata, status, type ServiceError } from '@grpc/grpc-js';
-import { ErrorDetail, ERROR_TRAILER, CommitRequest, CommitBatchRequest, CommitBatchResponse, GetRequest, HelloRequest, GetAliasRequest } from '@loam/sdk/wire';
+import { ErrorDetail, ERROR_TRAILER, CommitRequest, CommitBatchRequest, CommitBatchResponse, GetRequest, GetResponse, HelloRequest, GetAliasRequest } from '@loam/sdk/wire';
 import { connect, Persistent, registerModel, type Client } from '@loam/sdk';
 import { startNode, type NodeProcess } from './harness/node-process.js';
 
@@ -13,10 +13,18 @@ let node: NodeProcess;
 let raw: GrpcClient;
 let client: Client;
 
+let objectsBefore = 0;
+/** loam_objects of the node under test. */
+async function objectsOnNode(): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${node.metricsPort}/metrics`)).text();
+  return Number(/^loam_objects (\S+)$/m.exec(text)![1]);
+}
+
 beforeAll(async () => {
   node = await startNode();
   raw = new GrpcClient(`127.0.0.1:${node.port}`, credentials.createInsecure());
   client = await connect(node.url);
+  objectsBefore = await objectsOnNode();
 });
 afterAll(async () => {
   raw?.close();
@@ -25,10 +33,10 @@ afterAll(async () => {
 });
 
 /** Sends raw bytes to a StoreService method, bypassing the SDK. */
-function send(method: string, body: Buffer): Promise<{ err?: ServiceError; detail?: ReturnType<typeof ErrorDetail.decode> }> {
+function send(method: string, body: Buffer): Promise<{ err?: ServiceError; detail?: ReturnType<typeof ErrorDetail.decode>; reply?: Buffer }> {
   return new Promise((resolve) => {
-    raw.makeUnaryRequest(`/loam.v1.StoreService/${method}`, (b: Buffer) => b, (b: Buffer) => b, body, new Metadata(), { deadline: Date.now() + 5000 }, (err) => {
-      if (!err) return resolve({});
+    raw.makeUnaryRequest(`/loam.v1.StoreService/${method}`, (b: Buffer) => b, (b: Buffer) => b, body, new Metadata(), { deadline: Date.now() + 5000 }, (err, reply) => {
+      if (!err) return resolve({ reply: reply as Buffer });
       const t = err.metadata?.get(ERROR_TRAILER)?.[0];
       resolve({ err, detail: t instanceof Buffer ? ErrorDetail.decode(t) : undefined });
     });
@@ -59,8 +67,16 @@ describe('malformed requests over a raw gRPC client', () => {
     const { err, detail } = await send('Commit', enc.commit(req as Partial<CommitRequest>));
     expect(err).toBeDefined();
     expect(detail?.code).toBe(code);
-    const got = await send('Get', enc.get({ dataset: 'default', oids: ['0'.repeat(32), '1'.repeat(32), '4'.repeat(32), '5'.repeat(32)] }));
+    // Nothing was written: none of the objects any case names exists, no alias was set, and the
+    // node holds exactly what it held before.
+    const oids = ['0'.repeat(32), '1'.repeat(32), '2'.repeat(32), '3'.repeat(32), '4'.repeat(32), '5'.repeat(32)];
+    const got = await send('Get', enc.get({ dataset: 'default', oids }));
     expect(got.err).toBeUndefined();
+    const res = GetResponse.decode(got.reply!);
+    expect(res.objects).toEqual([]);
+    expect([...res.missing].sort()).toEqual(oids);
+    expect((await client.aliases()).map((a) => a.alias)).not.toContain('ghost');
+    expect(await objectsOnNode()).toBe(objectsBefore);
   });
 
   it('a CommitBatch reports each commit on its own: a malformed one does not sink the others', async () => {

@@ -310,7 +310,10 @@ export class Placement {
         const copied = new Map(fresh.map((o) => [o.oid, o.version]));
         const now = await this.engine.get(dataset, fresh.map((o) => o.oid));
         const newer = now.objects.filter((o) => o.version > copied.get(o.oid)!);
-        if (newer.length > 0) await this.peers.installReplicas(dest, { dataset, master: this.me.number, objects: newer });
+        if (newer.length > 0) {
+          await this.peers.installReplicas(dest, { dataset, master: this.me.number, objects: newer });
+          this.log.info({ objects: newer.length, target }, 'replicate: sent the writes acknowledged during the copy');
+        }
         if (now.missing.length > 0) await this.peers.dropReplicas(dest, { dataset, oids: now.missing });
         replicated.push(...fresh.map((o) => o.oid));
         await this.recordHomeReplicas(fresh.map((o) => o.oid));
