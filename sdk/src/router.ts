@@ -1,4 +1,4 @@
-import type { Backend, ObjectRecord } from './wire.js';
+import type { Backend, ListBackendsResponse, ObjectRecord } from './wire.js';
 import { LoamError, NodeDrainedError, RedirectError, UnavailableError, InvalidArgumentError } from './errors.js';
 import { oidHomeNode } from './oid.js';
 import { NodeConnection, type RpcOptions } from './rpc.js';
@@ -9,6 +9,8 @@ const LOCATION_CACHE_LIMIT = 100_000;
 const MEMBER_REFRESH_MS = 500;
 /** How long a call waits for a node that was unreachable to come back before failing. */
 const RECONNECT_WAIT_MS = 3000;
+/** How long a member refresh waits for its first node before asking the others too. */
+const HEDGE_MS = 250;
 
 /**
  * Which node to ask about what. Knows the cluster's members (learned from any node), keeps one
@@ -22,6 +24,8 @@ export class Router {
   /** Nodes that were drained: they take no new objects. */
   private readonly drained = new Set<number>();
   private lastRefresh = 0;
+  /** The node whose ListBackends answered last: asked first next time. */
+  private preferred?: NodeConnection;
   private refreshing?: Promise<void>;
 
   constructor(
@@ -53,28 +57,64 @@ export class Router {
   /** Learns the members again (at most every 500 ms unless forced). */
   async refresh(force = false): Promise<Backend[]> {
     if (!force && Date.now() - this.lastRefresh < MEMBER_REFRESH_MS) return this.knownBackends();
-    this.refreshing ??= (async () => {
-      let lastErr: unknown;
-      for (const c of [this.seed, ...[...this.conns.values()].filter((x) => x !== this.seed)]) {
-        try {
-          const res = await c.listBackends({});
-          this.members.clear();
-          for (const b of res.backends) {
-            this.members.set(b.number, b);
-            if (b.state === 'drained') this.drained.add(b.number);
-          }
-          this.lastRefresh = Date.now();
-          return;
-        } catch (e) {
-          lastErr = e;
-        }
+    this.refreshing ??= this.listFromAny().then((res) => {
+      this.members.clear();
+      for (const b of res.backends) {
+        this.members.set(b.number, b);
+        if (b.state === 'drained') this.drained.add(b.number);
       }
-      throw lastErr instanceof LoamError ? lastErr : new UnavailableError('no node of the cluster answers');
-    })().finally(() => {
+      this.lastRefresh = Date.now();
+    }).finally(() => {
       this.refreshing = undefined;
     });
     await this.refreshing;
     return this.knownBackends();
+  }
+
+  /**
+   * ListBackends from the node that answered last time (the seed at first). If it has not
+   * answered within HEDGE_MS, or failed, every other known node is asked too, at once, and the
+   * first answer wins: a hung node costs a quarter second, not a call deadline per node.
+   */
+  private listFromAny(): Promise<ListBackendsResponse> {
+    const first = this.preferred ?? this.seed;
+    return new Promise((resolve, reject) => {
+      let pending = 0;
+      let hedged = false;
+      let settled = false;
+      let lastErr: unknown;
+      const fail = () => {
+        settled = true;
+        reject(lastErr instanceof LoamError ? lastErr : new UnavailableError('no node of the cluster answers'));
+      };
+      const ask = (c: NodeConnection) => {
+        pending++;
+        c.listBackends({}).then((res) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          this.preferred = c;
+          resolve(res);
+        }, (e: unknown) => {
+          pending--;
+          lastErr = e;
+          if (settled) return;
+          if (!hedged) hedge();
+          else if (pending === 0) fail();
+        });
+      };
+      const hedge = () => {
+        if (hedged || settled) return;
+        hedged = true;
+        clearTimeout(timer);
+        const addresses = new Set([...this.conns.keys(), ...[...this.members.values()].map((b) => b.address)]);
+        addresses.delete(first.address);
+        for (const a of addresses) ask(this.conn(a));
+        if (pending === 0) fail();
+      };
+      const timer = setTimeout(hedge, HEDGE_MS);
+      ask(first);
+    });
   }
 
   markDrained(n: number): void {
