@@ -35,6 +35,7 @@ export class Router {
   ) {
     this.conns.set(seed.address, seed);
     this.members.set(seedBackend.number, seedBackend);
+    if (seedBackend.state === 'drained') this.drained.add(seedBackend.number);
   }
 
   conn(address: string): NodeConnection {

@@ -234,6 +234,9 @@ export class Membership {
         const homes = new Map<number, string>();
         for (const [k, v] of homesRaw) homes.set(Number(k.slice(META_KEYS.homes.length)), v);
         this.cache = { at: Date.now(), members, homes };
+        // Only a drain hands a home directory over: whatever this node remembers, it was drained
+        // (e.g. it crashed between the hand-over and recording it in its data directory).
+        if (this.homeHandedOver && this.self.state !== 'drained') queueMicrotask(() => this.onHomeHandedOver?.());
       } catch (e) {
         this.log.debug({ err: (e as Error).message }, 'member view not refreshed; using the last one');
         if (!this.cache) throw e;
@@ -302,6 +305,15 @@ export class Membership {
     if (found) return found;
     await this.refreshWithin(FRESH_WAIT_MS);
     return (await this.view()).members.find((m) => m.number === n);
+  }
+
+  /** Called when a view shows this node's home directory served by another node, and the node does not say drained yet. */
+  onHomeHandedOver?: () => void;
+
+  /** True when the last view says another node serves this node's home directory (it was drained). */
+  get homeHandedOver(): boolean {
+    const owner = this.cache?.homes.get(this.self.number);
+    return owner !== undefined && owner !== this.self.id;
   }
 
   /** Records in the member key that this node is drained (clients then create elsewhere). */
