@@ -115,6 +115,7 @@ export function storeService(
         : [];
       // Replicas are updated before the write is acknowledged.
       await placement!.pushReplicas(req.dataset, [...req.writes.map((w) => w.oid), ...req.deletes.map((d) => d.oid)]);
+      if (req.deletes.length > 0) await placement!.forgetDeleted(req.deletes.map((d) => d.oid));
       for (const r of reserved) await meta!.compareAndSet(r.key, r.value, JSON.stringify({ oid: (JSON.parse(r.value) as { oid: string }).oid }));
       for (const alias of req.aliasDeletes) await meta!.delete(META_KEYS.alias(req.dataset, alias));
       return versions;

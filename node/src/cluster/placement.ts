@@ -478,6 +478,18 @@ export class Placement {
     }
   }
 
+  /**
+   * After objects mastered here were deleted: the home directories that name this node as their
+   * master drop the entry (as for an object on its home), or every later read would bounce between
+   * the home, which points here, and this node, which points home, and end "kept moving" rather
+   * than "not found". Before the delete is acknowledged, best effort: a failure only leaves those
+   * redirects for an object that is gone either way.
+   */
+  async forgetDeleted(oids: string[]): Promise<void> {
+    const away = oids.filter((oid) => oidHomeNode(oid) !== this.me.number && !this.engine.holds(oid));
+    if (away.length > 0) await this.switchHomes(away.map((oid) => ({ oid, from: this.me.number, to: oidHomeNode(oid) })));
+  }
+
   /** Finishes moves whose home switch did not happen (crash, home unreachable). */
   finishForwards(): Promise<void> {
     this.finishing ??= (async () => {

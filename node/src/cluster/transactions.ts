@@ -69,13 +69,14 @@ export class Transactions {
     const versions = await this.engine.prepare(txid, coordinator, { dataset: ops.dataset, reads: ops.reads, writes: ops.writes, deletes: ops.deletes });
     failpoint('participant-after-prepare');
     const replicated = [...ops.writes, ...ops.deletes].some((w) => this.engine.replicasOf(w.oid).length > 0);
-    return { versions, replicated };
+    return { versions, replicated, deletesAway: ops.deletes.some((d) => oidHomeNode(d.oid) !== me) };
   }
 
   async finishHere(txid: string, commit: boolean): Promise<void> {
     if (commit) failpoint('participant-before-commit');
     const done = await this.engine.finish(txid, commit);
     if (done.oids.length > 0) await this.placement.pushReplicas(done.dataset, done.oids);
+    if (done.oids.length > 0) await this.placement.forgetDeleted(done.oids);
   }
 
   /** Resolves prepared parts whose coordinator has gone quiet: read the decision, or decide abort. */
@@ -88,6 +89,7 @@ export class Transactions {
           const d = await this.meta.createIfAbsent(META_KEYS.decision(p.txid), 'abort');
           const done = await this.engine.finish(p.txid, d.value === 'commit');
           if (done.oids.length > 0) await this.placement.pushReplicas(done.dataset, done.oids);
+          if (done.oids.length > 0) await this.placement.forgetDeleted(done.oids);
           this.log.warn({ txid: p.txid, decision: d.value, decidedHere: d.created }, 'resolved a prepared transaction without its coordinator');
         } catch (e) {
           this.log.warn({ txid: p.txid, err: (e as Error).message }, 'cannot resolve a prepared transaction yet');
@@ -147,12 +149,13 @@ export class Transactions {
       throw e;
     }
     const addresses = members.map((m) => m!.address);
-    if (versions.some((v) => v.replicated)) {
+    if (versions.some((v) => v.replicated || v.deletesAway)) {
       // Replicas are current before a write is acknowledged: readers of a replica copy do not
-      // wait for the decision the way readers of the (locked) master copy do.
+      // wait for the decision the way readers of the (locked) master copy do. Likewise home
+      // directories forget deleted objects before the ack (see Placement.forgetDeleted).
       const finished = await this.finishAll(req, addresses, true);
       await this.confirmAliases(req, reserved);
-      if (!finished) throw new UnavailableError(`transaction ${req.txid} committed, but not every replica of what it wrote could be updated`);
+      if (!finished && versions.some((v) => v.replicated)) throw new UnavailableError(`transaction ${req.txid} committed, but not every replica of what it wrote could be updated`);
       this.reap(decisionKey);
       return { parts: versions };
     }

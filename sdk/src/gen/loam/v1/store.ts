@@ -313,6 +313,12 @@ export interface PrepareResponse {
    * replicas) before it acknowledges the commit, as a single-node write would.
    */
   replicated: boolean;
+  /**
+   * The part deletes objects homed on another node: the coordinator finishes it (which makes
+   * their home directories forget them) before it acknowledges the commit, so a read after the
+   * commit finds them gone rather than bouncing between home and old master.
+   */
+  deletesAway: boolean;
 }
 
 export interface FinishRequest {
@@ -3912,7 +3918,7 @@ export const PrepareRequest: MessageFns<PrepareRequest> = {
 };
 
 function createBasePrepareResponse(): PrepareResponse {
-  return { versions: [], replicated: false };
+  return { versions: [], replicated: false, deletesAway: false };
 }
 
 export const PrepareResponse: MessageFns<PrepareResponse> = {
@@ -3926,6 +3932,9 @@ export const PrepareResponse: MessageFns<PrepareResponse> = {
     }
     if (message.replicated !== false) {
       writer.uint32(16).bool(message.replicated);
+    }
+    if (message.deletesAway !== false) {
+      writer.uint32(24).bool(message.deletesAway);
     }
     return writer;
   },
@@ -3969,6 +3978,14 @@ export const PrepareResponse: MessageFns<PrepareResponse> = {
             message.replicated = reader.bool();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.deletesAway = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3988,6 +4005,7 @@ export const PrepareResponse: MessageFns<PrepareResponse> = {
     const message = createBasePrepareResponse();
     message.versions = object.versions?.map((e) => e) || [];
     message.replicated = object.replicated ?? false;
+    message.deletesAway = object.deletesAway ?? false;
     return message;
   },
 };
