@@ -164,7 +164,13 @@ export class Client {
   async commitRaw(req: Omit<CommitRequest, 'dataset'>): Promise<number[]> {
     this.assertOpen();
     for (let hop = 0; ; hop++) {
-      const parts = this.splitByNode(req);
+      let parts = this.splitByNode(req);
+      if (hop === 0 && [...parts.keys()].some((n) => !this.router.isMember(n))) {
+        // A node this client has not seen (or that left): learn the members and who serves the
+        // homes of drained nodes first, so that no part is addressed to a node that is gone.
+        await this.router.refresh().catch(() => undefined);
+        parts = this.splitByNode(req);
+      }
       try {
         if (parts.size <= 1) {
           const node = parts.size === 1 ? [...parts.keys()][0] : this.homeNode;

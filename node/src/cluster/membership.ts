@@ -316,6 +316,25 @@ export class Membership {
     return owner !== undefined && owner !== this.self.id;
   }
 
+  /**
+   * Home number -> number of the live member that serves it, for every home directory handed
+   * over by a drain (clients route objects of a removed node's home there).
+   */
+  async homeServers(): Promise<{ home: number; node: number }[]> {
+    const v = await this.view();
+    const out: { home: number; node: number }[] = [];
+    for (const [home, id] of v.homes) {
+      const m = id === this.self.id ? this.self : v.members.find((x) => x.id === id);
+      if (m) out.push({ home, node: m.number });
+    }
+    return out.sort((a, b) => a.home - b.home);
+  }
+
+  /** True when the home directory of node `home` was handed over (only a drain does that). */
+  async homeHandedOverBy(home: number): Promise<boolean> {
+    return (await this.view()).homes.has(home);
+  }
+
   /** Records in the member key that this node is drained (clients then create elsewhere). */
   async markDrained(): Promise<void> {
     this.self.state = 'drained';

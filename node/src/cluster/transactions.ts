@@ -1,5 +1,5 @@
 import {
-  InvalidArgumentError, NotFoundError, UnavailableError, isOid, oidHomeNode, validateAlias,
+  InvalidArgumentError, NodeDrainedError, NotFoundError, UnavailableError, isOid, oidHomeNode, validateAlias,
   type CommitMultiRequest, type CommitMultiResponse, type CommitRequest, type PrepareResponse,
 } from '@loam/sdk/wire';
 import type { Engine } from '../storage/engine.js';
@@ -58,7 +58,9 @@ export class Transactions {
     await this.placement.waitUnlocked(touched);
     for (const w of ops.writes) {
       if (w.expectedVersion === 0 && oidHomeNode(w.oid) !== me) {
-        throw new InvalidArgumentError(`object ${w.oid} must be created on its home node ${oidHomeNode(w.oid)}, not on node ${me}`, { oid: w.oid });
+        const home = oidHomeNode(w.oid);
+        if (await this.membership.homeHandedOverBy(home)) throw new NodeDrainedError(`node ${home} is drained: create objects on another node`, { node: home });
+        throw new InvalidArgumentError(`object ${w.oid} must be created on its home node ${home}, not on node ${me}`, { oid: w.oid });
       }
     }
     for (const oid of [...ops.writes.filter((w) => w.expectedVersion > 0).map((w) => w.oid), ...ops.deletes.map((d) => d.oid), ...ops.reads.map((r) => r.oid)]) {

@@ -354,6 +354,16 @@ export interface ListBackendsRequest {
 
 export interface ListBackendsResponse {
   backends: Backend[];
+  /**
+   * Home directories served by another node than their own (handed over by a drain): an object
+   * whose oid names `home` is looked for on `node`. The home's own node may be gone for good.
+   */
+  homes: HomeServer[];
+}
+
+export interface HomeServer {
+  home: number;
+  node: number;
 }
 
 export interface CreateDatasetRequest {
@@ -4407,13 +4417,16 @@ export const ListBackendsRequest: MessageFns<ListBackendsRequest> = {
 };
 
 function createBaseListBackendsResponse(): ListBackendsResponse {
-  return { backends: [] };
+  return { backends: [], homes: [] };
 }
 
 export const ListBackendsResponse: MessageFns<ListBackendsResponse> = {
   encode(message: ListBackendsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.backends) {
       Backend.encode(v!, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.homes) {
+      HomeServer.encode(v!, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -4439,6 +4452,14 @@ export const ListBackendsResponse: MessageFns<ListBackendsResponse> = {
             message.backends.push(Backend.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.homes.push(HomeServer.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4457,6 +4478,74 @@ export const ListBackendsResponse: MessageFns<ListBackendsResponse> = {
   fromPartial(object: DeepPartial<ListBackendsResponse>): ListBackendsResponse {
     const message = createBaseListBackendsResponse();
     message.backends = object.backends?.map((e) => Backend.fromPartial(e)) || [];
+    message.homes = object.homes?.map((e) => HomeServer.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseHomeServer(): HomeServer {
+  return { home: 0, node: 0 };
+}
+
+export const HomeServer: MessageFns<HomeServer> = {
+  encode(message: HomeServer, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.home !== 0) {
+      writer.uint32(8).uint32(message.home);
+    }
+    if (message.node !== 0) {
+      writer.uint32(16).uint32(message.node);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HomeServer {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHomeServer();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.home = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.node = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<HomeServer>): HomeServer {
+    return HomeServer.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HomeServer>): HomeServer {
+    const message = createBaseHomeServer();
+    message.home = object.home ?? 0;
+    message.node = object.node ?? 0;
     return message;
   },
 };
