@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, oidHomeNode, Persistent, registerModel, NodeDrainedError, type Client } from '@loam/sdk';
+import { connect, newOid, newTxid, oidHomeNode, Persistent, registerModel, NodeDrainedError, type Client } from '@loam/sdk';
 import { startEtcd, type EtcdCluster } from './harness/etcd.js';
 import { startClusterNode, waitFor, type NodeProcess } from './harness/node-process.js';
 
@@ -62,6 +62,14 @@ describe('a drained node that restarts', () => {
     expect(JSON.parse(fs.readFileSync(path.join(nodes[1].dataDir, 'drained.json'), 'utf8'))).toMatchObject({ homeSuccessor: 1 });
     const back = await restart(prefix, nodes[1]);
     await expectStillDrained(c, back, kept);
+    // Nor in a transaction's part (a raw call: the SDK does not send creates to a drained node).
+    const direct = await client(back.url);
+    const ops = {
+      dataset: 'default', reads: [], deletes: [], aliasSets: [], aliasDeletes: [],
+      writes: [{ oid: newOid(2), className: 'X', state: Buffer.from([0xc0]), expectedVersion: 0, origin: '' }],
+    };
+    await expect(direct.conn.commitMulti({ dataset: 'default', txid: newTxid(), parts: [{ node: 2, ops }], aliasSets: [], aliasDeletes: [] }))
+      .rejects.toBeInstanceOf(NodeDrainedError);
     await back.stop();
   });
 

@@ -33,6 +33,8 @@ export class Placement {
   /** A drain is running: new objects would be left behind, so none are taken already. */
   private draining = false;
   private recording?: Promise<void>;
+  /** The node a running drain hands the home directory to (recorded with the drained state). */
+  private successor?: number;
   /**
    * Replica copies this node gave up while draining: a push already in flight when the master
    * released them must not bring them back (acknowledged, not stored).
@@ -76,7 +78,7 @@ export class Placement {
     this.recording ??= (async () => {
       if (this.opts.dataDir) {
         try {
-          writeDrained(this.opts.dataDir, { drainedAt: new Date().toISOString(), homeSuccessor });
+          writeDrained(this.opts.dataDir, { drainedAt: new Date().toISOString(), homeSuccessor: homeSuccessor ?? this.successor });
         } catch (e) {
           // etcd's homes/N still says so; only a restart while etcd is down would not know.
           this.log.error({ err: (e as Error).message }, 'drained state not recorded in the data directory');
@@ -568,12 +570,12 @@ export class Placement {
       for (const [k, v] of await this.membership.meta.list(META_KEYS.homes)) if (v === this.me.id) homes.add(Number(k.slice(META_KEYS.homes.length)));
       if (homes.size > 0) {
         this.handingOff = true;
+        this.successor = successor.number; // this node's view may show the hand-over (and record it) first
         try {
           const entries = this.engine.directoryEntries().filter((e) => homes.has(oidHomeNode(e.oid)));
           await this.peers.adoptHome(successor.address, { homes: [...homes], entries });
           for (const h of homes) await this.membership.meta.put(META_KEYS.home(h), successor.id);
           for (const h of homes) this.adopted.delete(h);
-          // Recorded before this node's view shows the hand-over (which would record it too, without the successor).
           await this.recordDrained(successor.number);
           await this.membership.invalidate();
         } finally {

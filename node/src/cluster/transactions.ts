@@ -56,6 +56,9 @@ export class Transactions {
     const touched = [...ops.writes.map((w) => w.oid), ...ops.deletes.map((d) => d.oid), ...ops.reads.map((r) => r.oid)];
     for (const oid of touched) if (!isOid(oid)) throw new InvalidArgumentError(`malformed oid ${JSON.stringify(oid)}`);
     await this.placement.waitUnlocked(touched);
+    if (this.placement.isDrained && ops.writes.some((w) => w.expectedVersion === 0)) {
+      throw new NodeDrainedError(`node ${me} is drained: create objects on another node`, { node: me });
+    }
     for (const w of ops.writes) {
       if (w.expectedVersion === 0 && oidHomeNode(w.oid) !== me) {
         const home = oidHomeNode(w.oid);
