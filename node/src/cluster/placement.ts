@@ -532,7 +532,8 @@ export class Placement {
 
   /**
    * Moves everything this node masters to the other nodes (round-robin, so evenly), then hands
-   * its home directory (and any it had adopted) to the lowest-numbered other node.
+   * its home directory (and any it had adopted) to the lowest-numbered other node that is not
+   * drained. Creates are refused from the start, and the drained state is recorded at the end.
    */
   async drain(): Promise<DrainResponse> {
     // Drained nodes take nothing: neither objects nor a home directory (they may be removed next).
