@@ -53,11 +53,39 @@ export function readIdentity(dir: string): NodeIdentity | undefined {
 
 /** Writes node.json atomically and durably (a crash leaves the old file or the new one). */
 export function writeIdentity(dir: string, identity: NodeIdentity): void {
-  const file = path.join(dir, 'node.json');
+  writeDurably(dir, 'node.json', JSON.stringify(identity, null, 2) + '\n');
+}
+
+/**
+ * DIR/drained.json: this node was drained (it takes no new objects, its home directory is served
+ * by `homeSuccessor`). Kept in the data directory so that a restart comes back drained before it
+ * has any view of the cluster, even while etcd is down.
+ */
+export interface DrainedRecord {
+  drainedAt: string;
+  homeSuccessor?: number;
+}
+const DRAINED_FILE = 'drained.json';
+
+export function readDrained(dir: string): DrainedRecord | undefined {
+  const file = path.join(dir, DRAINED_FILE);
+  if (!fs.existsSync(file)) return undefined;
+  const rec = JSON.parse(fs.readFileSync(file, 'utf8')) as DrainedRecord;
+  if (typeof rec.drainedAt !== 'string') throw new Error(`${file} is malformed`);
+  return rec;
+}
+
+export function writeDrained(dir: string, rec: DrainedRecord): void {
+  writeDurably(dir, DRAINED_FILE, JSON.stringify(rec) + '\n');
+}
+
+/** Writes DIR/NAME through a temporary file, fsynced, renamed, the directory fsynced. */
+function writeDurably(dir: string, name: string, content: string): void {
+  const file = path.join(dir, name);
   const tmp = `${file}.tmp`;
   const fd = fs.openSync(tmp, 'w');
   try {
-    fs.writeSync(fd, JSON.stringify(identity, null, 2) + '\n');
+    fs.writeSync(fd, content);
     fs.fsyncSync(fd);
   } finally {
     fs.closeSync(fd);

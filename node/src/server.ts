@@ -8,7 +8,7 @@ import { NodeServiceService, StoreServiceService, type Backend, type Limits } fr
 import { Engine } from './storage/engine.js';
 import { NodeMetrics } from './metrics.js';
 import { createLogger, type Logger } from './logger.js';
-import { lockDataDir, readIdentity, writeIdentity, type NodeIdentity } from './data-dir.js';
+import { lockDataDir, readDrained, readIdentity, writeIdentity, type NodeIdentity } from './data-dir.js';
 import { storeService, MalformedRequest, type ClusterContext } from './store-service.js';
 import { nodeService } from './node-service.js';
 import type { LinkServer } from './link-server.js';
@@ -212,7 +212,9 @@ export class LoamNode {
       await node.listen(opts.host ?? '127.0.0.1', opts.port ?? 7480, opts.advertise);
       if (meta) {
         await node.listenPeers(opts.peerHost ?? opts.host ?? '127.0.0.1', opts.peerPort ?? 0, opts.peerAdvertise);
-        const self = { id: identity.id, number: identity.number, address: node.address, peerAddress: node.peerAddress, startedAt: new Date().toISOString() };
+        // A drained node comes back drained, before it has any view of the cluster (see Placement.recordDrained).
+        const state = readDrained(dataDir) ? 'drained' : 'ready';
+        const self = { id: identity.id, number: identity.number, address: node.address, peerAddress: node.peerAddress, startedAt: new Date().toISOString(), state };
         const { membership, joined } = await Membership.join(meta, self, log, {
           numberConfirmed,
           waitMs: opts.joinWaitMs,
@@ -230,7 +232,7 @@ export class LoamNode {
           log.warn({ number: identity.number }, 'started without the metadata store: serving the objects this node masters, joining the cluster in the background');
         }
         // One Peers each, as before the secret: each keeps its own Link streams.
-        node.placement = new Placement(engine, membership, log, new Peers(opts.clusterSecret!));
+        node.placement = new Placement(engine, membership, log, new Peers(opts.clusterSecret!), { dataDir });
         node.transactions = new Transactions(engine, membership, node.placement, log, new Peers(opts.clusterSecret!));
         node.membership = membership;
       }
@@ -288,7 +290,7 @@ export class LoamNode {
   }
 
   backend(): Backend {
-    return { id: this.identity.id, number: this.identity.number, address: this.address, state: this.stopping ? 'stopping' : 'ready' };
+    return { id: this.identity.id, number: this.identity.number, address: this.address, state: this.stopping ? 'stopping' : this.membership?.self.state ?? 'ready' };
   }
 
   /** Stops accepting calls, lets running ones finish (bounded), flushes and closes the log. */

@@ -78,7 +78,13 @@ export function storeService(
     }
     for (const w of req.writes) {
       if (w.expectedVersion === 0 && isOid(w.oid) && oidHomeNode(w.oid) !== mine) {
-        throw new InvalidArgumentError(`object ${w.oid} must be created on its home node ${oidHomeNode(w.oid)}, not on node ${mine}`, { oid: w.oid });
+        const home = oidHomeNode(w.oid);
+        // A client that routed a create for a drained node's home here (its adopter): that node
+        // takes no new objects, and the client then creates on another node.
+        if (await membership!.homeHandedOverBy(home)) {
+          throw new NodeDrainedError(`node ${home} is drained: create objects on another node`, { node: home });
+        }
+        throw new InvalidArgumentError(`object ${w.oid} must be created on its home node ${home}, not on node ${mine}`, { oid: w.oid });
       }
     }
     const elsewhere = [...req.writes.filter((w) => w.expectedVersion > 0).map((w) => w.oid), ...req.deletes.map((d) => d.oid), ...req.reads.map((r) => r.oid)]
@@ -138,6 +144,7 @@ export function storeService(
       keep = true; // applied: a failure below leaves the reservations for the retry to confirm
       // Replicas are updated before the write is acknowledged.
       await placement!.pushReplicas(req.dataset, [...req.writes.map((w) => w.oid), ...req.deletes.map((d) => d.oid)]);
+      if (req.deletes.length > 0) await placement!.forgetDeleted(req.deletes.map((d) => d.oid));
       for (const r of reserved) await meta!.compareAndSet(r.key, r.value, JSON.stringify({ oid: (JSON.parse(r.value) as { oid: string }).oid }));
       for (const alias of req.aliasDeletes) await meta!.delete(META_KEYS.alias(req.dataset, alias));
       return versions;
@@ -250,7 +257,12 @@ export function storeService(
       const aliases = [...all].map(([k, v]) => ({ alias: k.slice(prefix.length), oid: (JSON.parse(v) as { oid: string }).oid }));
       return { aliases: aliases.sort((a, b) => (a.alias < b.alias ? -1 : 1)) };
     }),
-    listBackends: unary('ListBackends', async () => ({ backends: membership ? await membership.backends() : [me()] })),
+    listBackends: unary('ListBackends', async () => {
+      if (!membership) return { backends: [me()], homes: [] };
+      // Both from the view backends() just refreshed: clients learn who serves a drained node's home with the members.
+      const backends = await membership.backends();
+      return { backends, homes: await membership.homeServers() };
+    }),
     createDataset: unary('CreateDataset', async (req) => {
       validateDatasetName(req.name);
       if (!meta) return { created: await engine.createDataset(req.name) };

@@ -63,7 +63,7 @@ describe('node-to-node Link stream', () => {
     const f = link.call('finish', { txid: 'b'.repeat(32), commit: true }).then((r) => (order.push('finish'), r));
     expect(await f).toEqual({});
     slow.resolve();
-    expect(await p).toEqual({ versions: [7, 8], replicated: false, finished: '' });
+    expect(await p).toEqual({ versions: [7, 8], replicated: false, finished: '', deletesAway: false });
     expect(order).toEqual(['finish', 'prepare']);
   });
 
@@ -114,7 +114,7 @@ describe('node-to-node Link stream', () => {
     const { port } = await serve({ prepare: async () => (++calls === 1 ? await never.promise : undefined, { versions: [1], finished: '' }) });
     const { link } = connectLink(port, 300);
     await expect(link.call('prepare', { txid: 'a'.repeat(32), coordinator: 1, ops: undefined })).rejects.toBeInstanceOf(DeadlineExceededError);
-    expect(await link.call('prepare', { txid: 'b'.repeat(32), coordinator: 1, ops: undefined })).toEqual({ versions: [1], replicated: false, finished: '' });
+    expect(await link.call('prepare', { txid: 'b'.repeat(32), coordinator: 1, ops: undefined })).toEqual({ versions: [1], replicated: false, finished: '', deletesAway: false });
   });
 
   it('a slow call on a live link times out alone: the calls around it are not failed', async () => {

@@ -1,4 +1,4 @@
-import type { Backend, CommitRequest, ObjectRecord, Limits } from './wire.js';
+import type { Backend, CommitRequest, ObjectRecord, Limits, HelloResponse } from './wire.js';
 import { DEFAULT_LIMITS, validateAlias, validateDatasetName } from './limits.js';
 import { CommitUnknownError, ConflictError, DeadlineExceededError, InvalidArgumentError, NotFoundError, LoamError, NodeDrainedError, RedirectError, UnavailableError } from './errors.js';
 import { isOid, newTxid, oidHomeNode } from './oid.js';
@@ -6,7 +6,8 @@ import { Router, MAX_HOPS } from './router.js';
 import { Persistent, metaOf, instantiate, assignFields } from './model.js';
 import { encodeState, decodeState } from './codec.js';
 import { Ref, parseUrl, DEFAULT_URL } from './ref.js';
-import { NodeConnection } from './rpc.js';
+import { NodeConnection, type RpcOptions } from './rpc.js';
+import { probeHttp2 } from './probe.js';
 import { ObjectSpace } from './object-space.js';
 import { Transaction } from './transaction.js';
 
@@ -33,9 +34,9 @@ export interface BackendInfo {
 
 /**
  * Connects to a Loam DataStore. `url` is `loam://host:port/dataset`, or several of them (seed
- * nodes of one cluster, as an array or comma-separated): the first that answers is used and the
- * client learns the other nodes from it. Without `url`: the LOAM_URL environment variable, then
- * loam://127.0.0.1:7480/default.
+ * nodes of one cluster, as an array or comma-separated): all are probed at once, the first that
+ * answers is used and the client learns the other nodes from it. Without `url`: the LOAM_URL
+ * environment variable, then loam://127.0.0.1:7480/default.
  */
 export async function connect(url?: string | string[], options: ConnectOptions = {}): Promise<Client> {
   const raw = url ?? process.env.LOAM_URL ?? DEFAULT_URL;
@@ -46,23 +47,66 @@ export async function connect(url?: string | string[], options: ConnectOptions =
   validateDatasetName(dataset);
   const rpc = { deadlineMs: options.deadlineMs ?? 30_000, maxMessageBytes: DEFAULT_LIMITS.maxBatchBytes + 4 * 1024 * 1024 };
   const timeout = options.connectTimeoutMs ?? 10_000;
-  let lastErr: unknown;
-  for (const ep of seeds) {
-    const conn = new NodeConnection(`${ep.host}:${ep.port}`, rpc);
+  const { ep, conn, hello } = await firstSeed(seeds, dataset, rpc, timeout);
+  const limits = hello.limits ?? DEFAULT_LIMITS;
+  const router = new Router(conn, hello.backend!, rpc);
+  return new Client(router, ep.host, ep.port, dataset, { ...DEFAULT_LIMITS, ...limits });
+}
+
+type Endpoint = ReturnType<typeof parseUrl>;
+interface SeedAnswer { ep: Endpoint; conn: NodeConnection; hello: HelloResponse }
+
+/**
+ * Probes every seed at once and takes the first answer: one dead or hung seed costs nothing
+ * while another answers, and all of them together cost one timeout, not one each. A typed
+ * answer other than "unavailable" (an unknown dataset ...) is final. The connections of the
+ * probes that lost are closed.
+ */
+function firstSeed(seeds: Endpoint[], dataset: string, rpc: RpcOptions, timeout: number): Promise<SeedAnswer> {
+  const deadline = Date.now() + timeout;
+  const stop = new AbortController();
+  const attempt = async (ep: Endpoint): Promise<SeedAnswer> => {
+    const address = `${ep.host}:${ep.port}`;
+    await probeHttp2(address, deadline, stop.signal);
+    const conn = new NodeConnection(address, rpc);
     try {
-      await conn.waitForReady(timeout);
-      const hello = await conn.hello({ dataset, clientVersion: '0.1.0' });
+      // Bounded by what is left of the timeout: a node that speaks HTTP/2 but never answers the
+      // call must not hold connect() for a whole call deadline.
+      const hello = await conn.hello({ dataset, clientVersion: '0.1.0' }, Math.max(1, Math.min(rpc.deadlineMs, deadline - Date.now())));
       if (!hello.backend) throw new LoamError('INTERNAL', 'node sent no identity');
-      const limits = hello.limits ?? DEFAULT_LIMITS;
-      const router = new Router(conn, hello.backend, rpc);
-      return new Client(router, ep.host, ep.port, dataset, { ...DEFAULT_LIMITS, ...limits });
+      return { ep, conn, hello };
     } catch (e) {
       conn.close();
-      if (!(e instanceof UnavailableError)) throw e; // a real answer (unknown dataset ...) is final
-      lastErr = e;
+      if (e instanceof DeadlineExceededError) throw new UnavailableError(`the Loam node at ${address} did not answer within ${timeout} ms`);
+      throw e;
     }
-  }
-  throw lastErr;
+  };
+  return new Promise<SeedAnswer>((resolve, reject) => {
+    let left = seeds.length;
+    let settled = false;
+    const failures: string[] = [];
+    for (const ep of seeds) {
+      attempt(ep).then(
+        (answer) => {
+          if (settled) return answer.conn.close(); // a slower seed: not needed
+          settled = true;
+          resolve(answer);
+        },
+        (e: unknown) => {
+          if (settled) return;
+          if (!(e instanceof UnavailableError)) {
+            settled = true;
+            reject(e);
+            return;
+          }
+          failures.push(e.message);
+          if (--left > 0) return;
+          settled = true;
+          reject(seeds.length === 1 ? e : new UnavailableError(`none of the ${seeds.length} seeds answered within ${timeout} ms: ${failures.join('; ')}`));
+        },
+      );
+    }
+  }).finally(() => stop.abort()); // ends the other probes (and closes their sockets) at once
 }
 
 /** What a commit carries, before the client adds the dataset, the commit id and the attempt. */
@@ -143,7 +187,13 @@ export class Client {
     let attempt = 0;
     let sent = false; // once an attempt may have reached a node, a redirect cannot be followed safely
     for (let hop = 0, retry = 0; ; hop++) {
-      const parts = this.splitByNode(req);
+      let parts = this.splitByNode(req);
+      if (hop === 0 && [...parts.keys()].some((n) => !this.router.isMember(n))) {
+        // A node this client has not seen (or that left): learn the members and who serves the
+        // homes of drained nodes first, so that no part is addressed to a node that is gone.
+        await this.router.refresh().catch(() => undefined);
+        parts = this.splitByNode(req);
+      }
       try {
         if (parts.size <= 1) {
           const node = parts.size === 1 ? [...parts.keys()][0] : this.homeNode;

@@ -1,4 +1,4 @@
-import type { Backend, ObjectRecord } from './wire.js';
+import type { Backend, ListBackendsResponse, ObjectRecord } from './wire.js';
 import { LoamError, NodeDrainedError, RedirectError, UnavailableError, InvalidArgumentError } from './errors.js';
 import { oidHomeNode } from './oid.js';
 import { NodeConnection, type RpcOptions } from './rpc.js';
@@ -9,6 +9,8 @@ const LOCATION_CACHE_LIMIT = 100_000;
 const MEMBER_REFRESH_MS = 500;
 /** How long a call waits for a node that was unreachable to come back before failing. */
 const RECONNECT_WAIT_MS = 3000;
+/** How long a member refresh waits for its first node before asking the others too. */
+const HEDGE_MS = 250;
 
 /**
  * Which node to ask about what. Knows the cluster's members (learned from any node), keeps one
@@ -19,9 +21,13 @@ export class Router {
   private readonly conns = new Map<string, NodeConnection>();
   private readonly members = new Map<number, Backend>();
   private readonly locations = new Map<string, number>();
+  /** Home number -> the node serving that home directory, where a drain handed it over. */
+  private readonly homes = new Map<number, number>();
   /** Nodes that were drained: they take no new objects. */
   private readonly drained = new Set<number>();
   private lastRefresh = 0;
+  /** The node whose ListBackends answered last: asked first next time. */
+  private preferred?: NodeConnection;
   private refreshing?: Promise<void>;
 
   constructor(
@@ -31,6 +37,7 @@ export class Router {
   ) {
     this.conns.set(seed.address, seed);
     this.members.set(seedBackend.number, seedBackend);
+    if (seedBackend.state === 'drained') this.drained.add(seedBackend.number);
   }
 
   conn(address: string): NodeConnection {
@@ -53,28 +60,74 @@ export class Router {
   /** Learns the members again (at most every 500 ms unless forced). */
   async refresh(force = false): Promise<Backend[]> {
     if (!force && Date.now() - this.lastRefresh < MEMBER_REFRESH_MS) return this.knownBackends();
-    this.refreshing ??= (async () => {
-      let lastErr: unknown;
-      for (const c of [this.seed, ...[...this.conns.values()].filter((x) => x !== this.seed)]) {
-        try {
-          const res = await c.listBackends({});
-          this.members.clear();
-          for (const b of res.backends) {
-            this.members.set(b.number, b);
-            if (b.state === 'drained') this.drained.add(b.number);
-          }
-          this.lastRefresh = Date.now();
-          return;
-        } catch (e) {
-          lastErr = e;
-        }
+    this.refreshing ??= this.listFromAny().then((res) => {
+      const before = [...this.members.keys()];
+      this.members.clear();
+      for (const b of res.backends) {
+        this.members.set(b.number, b);
+        if (b.state === 'drained') this.drained.add(b.number);
       }
-      throw lastErr instanceof LoamError ? lastErr : new UnavailableError('no node of the cluster answers');
-    })().finally(() => {
+      this.homes.clear();
+      for (const h of res.homes) {
+        this.homes.set(h.home, h.node);
+        this.drained.add(h.home); // only a drain hands a home directory over
+      }
+      // Locations cached on a node that left would send requests to a dead node first: forget
+      // them, so those objects are looked for through their home again.
+      const gone = new Set(before.filter((n) => !this.members.has(n)));
+      if (gone.size > 0) for (const [oid, n] of this.locations) if (gone.has(n)) this.locations.delete(oid);
+      this.lastRefresh = Date.now();
+    }).finally(() => {
       this.refreshing = undefined;
     });
     await this.refreshing;
     return this.knownBackends();
+  }
+
+  /**
+   * ListBackends from the node that answered last time (the seed at first). If it has not
+   * answered within HEDGE_MS, or failed, every other known node is asked too, at once, and the
+   * first answer wins: a hung node costs a quarter second, not a call deadline per node.
+   */
+  private listFromAny(): Promise<ListBackendsResponse> {
+    const first = this.preferred ?? this.seed;
+    return new Promise((resolve, reject) => {
+      let pending = 0;
+      let hedged = false;
+      let settled = false;
+      let lastErr: unknown;
+      const fail = () => {
+        settled = true;
+        reject(lastErr instanceof LoamError ? lastErr : new UnavailableError('no node of the cluster answers'));
+      };
+      const ask = (c: NodeConnection) => {
+        pending++;
+        c.listBackends({}).then((res) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          this.preferred = c;
+          resolve(res);
+        }, (e: unknown) => {
+          pending--;
+          lastErr = e;
+          if (settled) return;
+          if (!hedged) hedge();
+          else if (pending === 0) fail();
+        });
+      };
+      const hedge = () => {
+        if (hedged || settled) return;
+        hedged = true;
+        clearTimeout(timer);
+        const addresses = new Set([...this.conns.keys(), ...[...this.members.values()].map((b) => b.address)]);
+        addresses.delete(first.address);
+        for (const a of addresses) ask(this.conn(a));
+        if (pending === 0) fail();
+      };
+      const timer = setTimeout(hedge, HEDGE_MS);
+      ask(first);
+    });
   }
 
   markDrained(n: number): void {
@@ -85,34 +138,62 @@ export class Router {
     return this.drained.has(n);
   }
 
-  /** Where new objects go by default: the node first reached, unless it was drained. */
+  /**
+   * Where new objects go by default: the node first reached, unless it was drained or has left
+   * (then the lowest-numbered known node that was not drained).
+   */
   creationNode(): number {
-    if (!this.drained.has(this.seedBackend.number)) return this.seedBackend.number;
+    const seed = this.seedBackend.number;
+    if (!this.drained.has(seed) && this.members.has(seed)) return seed;
     const live = this.knownBackends().find((b) => !this.drained.has(b.number));
-    return live?.number ?? this.seedBackend.number;
+    return live?.number ?? seed;
   }
 
-  /** The node number an object is believed to be on. */
+  /** The node that serves home directory `home`: its own node, unless a drain handed it over. */
+  homeServerOf(home: number): number {
+    return this.homes.get(home) ?? home;
+  }
+
+  /** The node number an object is believed to be on: where it was last seen, else whoever serves its home. */
   nodeOf(oid: string): number {
-    return this.locations.get(oid) ?? oidHomeNode(oid);
+    return this.locations.get(oid) ?? this.homeServerOf(oidHomeNode(oid));
   }
 
   learn(oid: string, node: number, address?: string): void {
-    if (this.locations.size >= LOCATION_CACHE_LIMIT) this.locations.delete(this.locations.keys().next().value!);
-    if (oidHomeNode(oid) === node) this.locations.delete(oid);
-    else this.locations.set(oid, node);
+    if (this.homeServerOf(oidHomeNode(oid)) === node) this.locations.delete(oid);
+    else {
+      if (this.locations.size >= LOCATION_CACHE_LIMIT) this.locations.delete(this.locations.keys().next().value!);
+      this.locations.set(oid, node);
+    }
     if (address && !this.members.has(node)) this.members.set(node, { id: '', number: node, address, state: 'ready' });
   }
 
-  /** The connection of node `n`, refreshing the member list once if it is unknown. */
-  async connFor(n: number): Promise<NodeConnection> {
-    let b = this.members.get(n);
+  /**
+   * The member a request meant for node `n` goes to: `n`, or, once `n` has left after handing
+   * its home directory over, the node that serves that directory now (it answers for the
+   * objects, redirecting to where they are, and refuses creates for `n` as drained).
+   */
+  private target(n: number): Backend | undefined {
+    const b = this.members.get(n);
+    if (b) return b;
+    const successor = this.homes.get(n);
+    return successor !== undefined ? this.members.get(successor) : undefined;
+  }
+
+  /** The member for node `n` (see `target`), refreshing the member list once if it is unknown. */
+  private async route(n: number): Promise<Backend> {
+    let b = this.target(n);
     if (!b) {
       await this.refresh();
-      b = this.members.get(n);
+      b = this.target(n);
     }
     if (!b) throw new UnavailableError(`node ${n} is not a live member of the cluster`, { node: n });
-    return this.conn(b.address);
+    return b;
+  }
+
+  /** True when node `n` is a member as far as this client knows. */
+  isMember(n: number): boolean {
+    return this.members.has(n);
   }
 
   /** Resolves a backend given as id, number or address. */
@@ -131,13 +212,13 @@ export class Router {
    * Runs `call` against node `n`, following redirects (via `onRedirect`, which may pick another
    * node) and retrying once on another view of the members when the node is unreachable.
    */
-  async withNode<T>(n: number, call: (c: NodeConnection) => Promise<T>, followRedirects = true): Promise<T> {
+  async withNode<T>(n: number, call: (c: NodeConnection, node: number) => Promise<T>, followRedirects = true): Promise<T> {
     let node = n;
     let retriedUnavailable = false;
     for (let hop = 0; ; hop++) {
       try {
-        const known = this.members.get(node); // the usual case: no extra await
-        return await call(known ? this.conn(known.address) : await this.connFor(node));
+        const b = this.target(node) ?? (await this.route(node)); // the usual case: no extra await
+        return await call(this.conn(b.address), b.number);
       } catch (e) {
         if (followRedirects && e instanceof RedirectError && e.node !== undefined && hop < MAX_HOPS) {
           if (e.oid) this.learn(e.oid, e.node, e.address);
@@ -150,7 +231,7 @@ export class Router {
           // give the channel a moment to reconnect, and try once more.
           retriedUnavailable = true;
           await this.refresh(true).catch(() => undefined);
-          const b = this.members.get(node);
+          const b = this.target(node);
           if (b) await this.conn(b.address).waitForReady(RECONNECT_WAIT_MS).catch(() => undefined);
           continue;
         }
@@ -179,10 +260,12 @@ export class Router {
       const fetchFrom = async ([n, items]: [number, { oid: string; hops: number }[]]) => {
         for (let i = 0; i < items.length; i += maxBatch) {
           const chunk = items.slice(i, i + maxBatch);
-          const res = await this.withNode(n, (c) => c.get({ dataset, oids: chunk.map((x) => x.oid), readFromAny }));
+          let servedBy = n;
+          const res = await this.withNode(n, (c, at) => ((servedBy = at), c.get({ dataset, oids: chunk.map((x) => x.oid), readFromAny })));
           for (const o of res.objects) {
             out.set(o.oid, o);
-            if (!readFromAny && n !== oidHomeNode(o.oid)) this.learn(o.oid, n);
+            // Only what differs from the route taken (most objects are where their home says).
+            if (!readFromAny && (servedBy !== n || servedBy !== this.homeServerOf(oidHomeNode(o.oid)))) this.learn(o.oid, servedBy);
           }
           for (const m of res.missing) out.set(m, undefined);
           for (const r of res.redirects) {

@@ -46,8 +46,8 @@ export class NodeConnection {
     return callUnary(this.client, fn, req, deadlineMs);
   }
 
-  hello(req: HelloRequest): Promise<HelloResponse> {
-    return this.unary(this.client.hello, req);
+  hello(req: HelloRequest, deadlineMs?: number): Promise<HelloResponse> {
+    return this.unary(this.client.hello, req, deadlineMs);
   }
   get(req: GetRequest): Promise<GetResponse> {
     return this.unary(this.client.get, req);

@@ -240,6 +240,9 @@ export class Membership {
         const homes = new Map<number, string>();
         for (const [k, v] of homesRaw) homes.set(Number(k.slice(META_KEYS.homes.length)), v);
         this.cache = { at: Date.now(), members, homes };
+        // Only a drain hands a home directory over: whatever this node remembers, it was drained
+        // (e.g. it crashed between the hand-over and recording it in its data directory).
+        if (this.homeHandedOver && this.self.state !== 'drained') queueMicrotask(() => this.onHomeHandedOver?.());
       } catch (e) {
         this.log.debug({ err: (e as Error).message }, 'member view not refreshed; using the last one');
         if (!this.cache) throw e;
@@ -308,6 +311,34 @@ export class Membership {
     if (found) return found;
     await this.refreshWithin(FRESH_WAIT_MS);
     return (await this.view()).members.find((m) => m.number === n);
+  }
+
+  /** Called when a view shows this node's home directory served by another node, and the node does not say drained yet. */
+  onHomeHandedOver?: () => void;
+
+  /** True when the last view says another node serves this node's home directory (it was drained). */
+  get homeHandedOver(): boolean {
+    const owner = this.cache?.homes.get(this.self.number);
+    return owner !== undefined && owner !== this.self.id;
+  }
+
+  /**
+   * Home number -> number of the live member that serves it, for every home directory handed
+   * over by a drain (clients route objects of a removed node's home there).
+   */
+  async homeServers(): Promise<{ home: number; node: number }[]> {
+    const v = await this.view();
+    const out: { home: number; node: number }[] = [];
+    for (const [home, id] of v.homes) {
+      const m = id === this.self.id ? this.self : v.members.find((x) => x.id === id);
+      if (m) out.push({ home, node: m.number });
+    }
+    return out.sort((a, b) => a.home - b.home);
+  }
+
+  /** True when the home directory of node `home` was handed over (only a drain does that). */
+  async homeHandedOverBy(home: number): Promise<boolean> {
+    return (await this.view()).homes.has(home);
   }
 
   /** Records in the member key that this node is drained (clients then create elsewhere). */

@@ -9,6 +9,7 @@ import { META_KEYS } from '../meta/meta-store.js';
 import type { Member, Membership } from './membership.js';
 import type { Peers } from './peers.js';
 import { failpointAsync } from '../failpoints.js';
+import { writeDrained } from '../data-dir.js';
 
 /** Objects sent to the target per Install call: bounded so one call stays well under message limits. */
 const MOVE_CHUNK_OBJECTS = 5_000;
@@ -28,7 +29,13 @@ const INSTALL_GRACE_MS = 5_000;
 export class Placement {
   private readonly moving = new Map<string, Promise<void>>();
   private handingOff = false;
-  private drained = false;
+  /** Drained (here, or as the data directory or etcd remember it): takes no new objects. */
+  private drained: boolean;
+  /** A drain is running: new objects would be left behind, so none are taken already. */
+  private draining = false;
+  private recording?: Promise<void>;
+  /** The node a running drain hands the home directory to (recorded with the drained state). */
+  private successor?: number;
   /**
    * Replica copies this node gave up while draining: a push already in flight when the master
    * released them must not bring them back (acknowledged, not stored).
@@ -48,7 +55,12 @@ export class Placement {
     private readonly log: Logger,
     /** Node-to-node calls (closed with this). */
     private readonly peers: Peers,
+    /** Where the drained state is recorded (DIR/drained.json); none: only in etcd. */
+    private readonly opts: { dataDir?: string } = {},
   ) {
+    this.drained = membership.self.state === 'drained';
+    membership.onHomeHandedOver = () => void this.recordDrained();
+    if (!this.drained && membership.homeHandedOver) void this.recordDrained();
     this.finishTimer = setInterval(() => {
       void this.finishForwards();
       void this.checkInstalls();
@@ -61,8 +73,29 @@ export class Placement {
     return this.membership.self;
   }
 
+  /** True while this node takes no new objects: drained, being drained, or its home directory handed over. */
   get isDrained(): boolean {
-    return this.drained;
+    return this.drained || this.draining || this.membership.homeHandedOver;
+  }
+
+  /**
+   * Makes the drained state survive a restart: DIR/drained.json (durable before this resolves,
+   * read at start before anything is served) and the member key's state. Once per process.
+   */
+  private recordDrained(homeSuccessor?: number): Promise<void> {
+    this.drained = true;
+    this.recording ??= (async () => {
+      if (this.opts.dataDir) {
+        try {
+          writeDrained(this.opts.dataDir, { drainedAt: new Date().toISOString(), homeSuccessor: homeSuccessor ?? this.successor });
+        } catch (e) {
+          // etcd's homes/N still says so; only a restart while etcd is down would not know.
+          this.log.error({ err: (e as Error).message }, 'drained state not recorded in the data directory');
+        }
+      }
+      await this.membership.markDrained().catch((e) => this.log.warn({ err: (e as Error).message }, 'drained state not recorded in the member key'));
+    })();
+    return this.recording;
   }
 
   /** Waits until none of `oids` is being moved (their writers then see where they went). */
@@ -476,6 +509,18 @@ export class Placement {
     }
   }
 
+  /**
+   * After objects mastered here were deleted: the home directories that name this node as their
+   * master drop the entry (as for an object on its home), or every later read would bounce between
+   * the home, which points here, and this node, which points home, and end "kept moving" rather
+   * than "not found". Before the delete is acknowledged, best effort: a failure only leaves those
+   * redirects for an object that is gone either way.
+   */
+  async forgetDeleted(oids: string[]): Promise<void> {
+    const away = oids.filter((oid) => oidHomeNode(oid) !== this.me.number && !this.engine.holds(oid));
+    if (away.length > 0) await this.switchHomes(away.map((oid) => ({ oid, from: this.me.number, to: oidHomeNode(oid) })));
+  }
+
   /** Finishes moves whose home switch did not happen (crash, home unreachable). */
   finishForwards(): Promise<void> {
     this.finishing ??= (async () => {
@@ -576,49 +621,64 @@ export class Placement {
 
   /**
    * Moves everything this node masters to the other nodes (round-robin, so evenly), then hands
-   * its home directory (and any it had adopted) to the lowest-numbered other node.
+   * its home directory (and any it had adopted) to the lowest-numbered other node that is not
+   * drained. Creates are refused from the start, and the drained state is recorded at the end.
    */
   async drain(): Promise<DrainResponse> {
-    // Never onto a node that is drained itself (it takes no objects, and may be leaving).
+    // Drained nodes take nothing: neither objects nor a home directory (they may be removed next).
     const others = (await this.membership.members(true)).filter((m) => m.id !== this.me.id && m.state !== 'drained');
     if (others.length === 0) throw new InvalidArgumentError('cannot drain the only node of the cluster that is not drained');
-    let moved = 0;
-    let next = 0;
-    for (let pass = 0; pass < DRAIN_MAX_PASSES; pass++) {
-      let left = 0;
-      for (const ds of this.engine.listDatasets()) {
-        const oids = this.engine.oidsIn(ds);
-        left += oids.length;
-        // Chunks no larger than an even share, dealt round-robin, so every node gets about as much.
-        const chunk = Math.max(1, Math.min(1000, Math.ceil(oids.length / others.length)));
-        for (let i = 0; i < oids.length; i += chunk) {
-          const target = others[next++ % others.length];
-          const part = oids.slice(i, i + chunk).filter((o) => this.engine.masters(o));
-          if (part.length === 0) continue;
-          const res = await this.move(ds, part, target.number, false);
-          moved += res.moved.length;
+    this.draining = true;
+    try {
+      let moved = 0;
+      let next = 0;
+      for (let pass = 0; pass < DRAIN_MAX_PASSES; pass++) {
+        let left = 0;
+        for (const ds of this.engine.listDatasets()) {
+          const oids = this.engine.oidsIn(ds);
+          left += oids.length;
+          // Chunks no larger than an even share, dealt round-robin, so every node gets about as much.
+          const chunk = Math.max(1, Math.min(1000, Math.ceil(oids.length / others.length)));
+          for (let i = 0; i < oids.length; i += chunk) {
+            const target = others[next++ % others.length];
+            const part = oids.slice(i, i + chunk).filter((o) => this.engine.masters(o));
+            if (part.length === 0) continue;
+            const res = await this.move(ds, part, target.number, false);
+            moved += res.moved.length;
+          }
+        }
+        if (left === 0) break;
+        if (pass === DRAIN_MAX_PASSES - 1) throw new UnavailableError(`drain did not converge: ${left} objects still arriving`);
+      }
+      await this.finishForwards();
+      const copies = await this.releaseReplicaCopies();
+      const successor = others.reduce((a, b) => (a.number <= b.number ? a : b));
+      // The home directories this node serves now: its own unless an earlier drain handed it over
+      // (its copy is stale since), and those it adopted.
+      const homes = new Set<number>();
+      if (!this.membership.homeHandedOver) homes.add(this.me.number);
+      for (const [k, v] of await this.membership.meta.list(META_KEYS.homes)) if (v === this.me.id) homes.add(Number(k.slice(META_KEYS.homes.length)));
+      if (homes.size > 0) {
+        this.handingOff = true;
+        this.successor = successor.number; // this node's view may show the hand-over (and record it) first
+        try {
+          const entries = this.engine.directoryEntries().filter((e) => homes.has(oidHomeNode(e.oid)));
+          await this.peers.adoptHome(successor, { homes: [...homes], entries });
+          for (const h of homes) await this.membership.meta.put(META_KEYS.home(h), successor.id);
+          for (const h of homes) this.adopted.delete(h);
+          await this.recordDrained(successor.number);
+          await this.membership.invalidate();
+        } finally {
+          this.handingOff = false;
         }
       }
-      if (left === 0) break;
-      if (pass === DRAIN_MAX_PASSES - 1) throw new UnavailableError(`drain did not converge: ${left} objects still arriving`);
-    }
-    await this.finishForwards();
-    const copies = await this.releaseReplicaCopies();
-    const successor = others.reduce((a, b) => (a.number <= b.number ? a : b));
-    const homes = new Set<number>([this.me.number]);
-    for (const [k, v] of await this.membership.meta.list(META_KEYS.homes)) if (v === this.me.id) homes.add(Number(k.slice(META_KEYS.homes.length)));
-    this.handingOff = true;
-    try {
-      await this.peers.adoptHome(successor, { homes: [...homes], entries: this.engine.directoryEntries() });
-      for (const h of homes) await this.membership.meta.put(META_KEYS.home(h), successor.id);
-      await this.membership.invalidate();
+      await this.recordDrained(successor.number); // a drain again after a restart: nothing was handed over
+      const homeSuccessor = (await this.membership.homeServer(this.me.number))?.number ?? successor.number;
+      this.log.info({ moved, replicaCopiesReleased: copies, successor: homeSuccessor, homes: [...homes] }, 'drained');
+      return { moved, homeSuccessor };
     } finally {
-      this.handingOff = false;
+      this.draining = false;
     }
-    this.drained = true;
-    await this.membership.markDrained().catch((e) => this.log.warn({ err: (e as Error).message }, 'drained state not recorded in the member key'));
-    this.log.info({ moved, replicaCopiesReleased: copies, successor: successor.number, homes: [...homes] }, 'drained');
-    return { moved, homeSuccessor: successor.number };
   }
 
   close(): void {

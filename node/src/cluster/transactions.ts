@@ -1,5 +1,5 @@
 import {
-  AbortedError, ConflictError, InvalidArgumentError, LoamError, NotFoundError, UnavailableError, isOid, oidHomeNode, validateAlias,
+  AbortedError, ConflictError, InvalidArgumentError, LoamError, NodeDrainedError, NotFoundError, UnavailableError, isOid, oidHomeNode, validateAlias,
   type CommitMultiRequest, type CommitMultiResponse, type CommitRequest, type PrepareResponse,
 } from '@loam/sdk/wire';
 import type { Engine } from '../storage/engine.js';
@@ -61,14 +61,19 @@ export class Transactions {
       // up to date again before the answer, as the first answer promised.
       const written = [...ops.writes.map((w) => w.oid), ...ops.deletes.map((d) => d.oid)];
       if (done.ok) await this.placement.pushReplicas(ops.dataset, written.filter((o) => this.engine.masters(o)));
-      return { versions: done.versions, replicated: false, finished: done.ok ? 'commit' : 'abort' };
+      return { versions: done.versions, replicated: false, finished: done.ok ? 'commit' : 'abort', deletesAway: false };
     }
     const touched = [...ops.writes.map((w) => w.oid), ...ops.deletes.map((d) => d.oid), ...ops.reads.map((r) => r.oid)];
     for (const oid of touched) if (!isOid(oid)) throw new InvalidArgumentError(`malformed oid ${JSON.stringify(oid)}`);
     await this.placement.waitUnlocked(touched);
+    if (this.placement.isDrained && ops.writes.some((w) => w.expectedVersion === 0)) {
+      throw new NodeDrainedError(`node ${me} is drained: create objects on another node`, { node: me });
+    }
     for (const w of ops.writes) {
       if (w.expectedVersion === 0 && oidHomeNode(w.oid) !== me) {
-        throw new InvalidArgumentError(`object ${w.oid} must be created on its home node ${oidHomeNode(w.oid)}, not on node ${me}`, { oid: w.oid });
+        const home = oidHomeNode(w.oid);
+        if (await this.membership.homeHandedOverBy(home)) throw new NodeDrainedError(`node ${home} is drained: create objects on another node`, { node: home });
+        throw new InvalidArgumentError(`object ${w.oid} must be created on its home node ${home}, not on node ${me}`, { oid: w.oid });
       }
     }
     for (const oid of [...ops.writes.filter((w) => w.expectedVersion > 0).map((w) => w.oid), ...ops.deletes.map((d) => d.oid), ...ops.reads.map((r) => r.oid)]) {
@@ -79,13 +84,14 @@ export class Transactions {
     const versions = await this.engine.prepare(txid, coordinator, { dataset: ops.dataset, reads: ops.reads, writes: ops.writes, deletes: ops.deletes });
     failpoint('participant-after-prepare');
     const replicated = [...ops.writes, ...ops.deletes].some((w) => this.engine.replicasOf(w.oid).length > 0);
-    return { versions, replicated, finished: '' };
+    return { versions, replicated, finished: '', deletesAway: ops.deletes.some((d) => oidHomeNode(d.oid) !== me) };
   }
 
   async finishHere(txid: string, commit: boolean): Promise<void> {
     if (commit) failpoint('participant-before-commit');
     const done = await this.engine.finish(txid, commit);
     if (done.oids.length > 0) await this.placement.pushReplicas(done.dataset, done.oids);
+    if (done.oids.length > 0) await this.placement.forgetDeleted(done.oids);
   }
 
   /** Resolves prepared parts whose coordinator has gone quiet: read the decision, or decide abort. */
@@ -98,6 +104,7 @@ export class Transactions {
           const d = await this.meta.createIfAbsent(META_KEYS.decision(p.txid), 'abort');
           const done = await this.engine.finish(p.txid, d.value === 'commit');
           if (done.oids.length > 0) await this.placement.pushReplicas(done.dataset, done.oids);
+          if (done.oids.length > 0) await this.placement.forgetDeleted(done.oids);
           this.log.warn({ txid: p.txid, decision: d.value, decidedHere: d.created }, 'resolved a prepared transaction without its coordinator');
         } catch (e) {
           this.log.warn({ txid: p.txid, err: (e as Error).message }, 'cannot resolve a prepared transaction yet');
@@ -172,12 +179,13 @@ export class Transactions {
       await this.releaseAliases(reserved);
       throw e;
     }
-    if (versions.some((v) => v.replicated)) {
+    if (versions.some((v) => v.replicated || v.deletesAway)) {
       // Replicas are current before a write is acknowledged: readers of a replica copy do not
-      // wait for the decision the way readers of the (locked) master copy do.
+      // wait for the decision the way readers of the (locked) master copy do. Likewise home
+      // directories forget deleted objects before the ack (see Placement.forgetDeleted).
       const finished = await this.finishAll(req, targets, true);
       await this.confirmAliases(req, reserved);
-      if (!finished) throw new UnavailableError(`transaction ${req.txid} committed, but not every replica of what it wrote could be updated`);
+      if (!finished && versions.some((v) => v.replicated)) throw new UnavailableError(`transaction ${req.txid} committed, but not every replica of what it wrote could be updated`);
       this.reap(decisionKey);
       return { parts: versions };
     }

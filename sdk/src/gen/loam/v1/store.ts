@@ -360,6 +360,12 @@ export interface PrepareResponse {
    * transaction): "commit" or "abort", its first outcome.
    */
   finished: string;
+  /**
+   * The part deletes objects homed on another node: the coordinator finishes it (which makes
+   * their home directories forget them) before it acknowledges the commit, so a read after the
+   * commit finds them gone rather than bouncing between home and old master.
+   */
+  deletesAway: boolean;
 }
 
 export interface FinishRequest {
@@ -395,6 +401,16 @@ export interface ListBackendsRequest {
 
 export interface ListBackendsResponse {
   backends: Backend[];
+  /**
+   * Home directories served by another node than their own (handed over by a drain): an object
+   * whose oid names `home` is looked for on `node`. The home's own node may be gone for good.
+   */
+  homes: HomeServer[];
+}
+
+export interface HomeServer {
+  home: number;
+  node: number;
 }
 
 export interface CreateDatasetRequest {
@@ -4289,7 +4305,7 @@ export const PrepareRequest: MessageFns<PrepareRequest> = {
 };
 
 function createBasePrepareResponse(): PrepareResponse {
-  return { versions: [], replicated: false, finished: "" };
+  return { versions: [], replicated: false, finished: "", deletesAway: false };
 }
 
 export const PrepareResponse: MessageFns<PrepareResponse> = {
@@ -4306,6 +4322,9 @@ export const PrepareResponse: MessageFns<PrepareResponse> = {
     }
     if (message.finished !== "") {
       writer.uint32(26).string(message.finished);
+    }
+    if (message.deletesAway !== false) {
+      writer.uint32(32).bool(message.deletesAway);
     }
     return writer;
   },
@@ -4357,6 +4376,14 @@ export const PrepareResponse: MessageFns<PrepareResponse> = {
             message.finished = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.deletesAway = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4377,6 +4404,7 @@ export const PrepareResponse: MessageFns<PrepareResponse> = {
     message.versions = object.versions?.map((e) => e) || [];
     message.replicated = object.replicated ?? false;
     message.finished = object.finished ?? "";
+    message.deletesAway = object.deletesAway ?? false;
     return message;
   },
 };
@@ -4778,13 +4806,16 @@ export const ListBackendsRequest: MessageFns<ListBackendsRequest> = {
 };
 
 function createBaseListBackendsResponse(): ListBackendsResponse {
-  return { backends: [] };
+  return { backends: [], homes: [] };
 }
 
 export const ListBackendsResponse: MessageFns<ListBackendsResponse> = {
   encode(message: ListBackendsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.backends) {
       Backend.encode(v!, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.homes) {
+      HomeServer.encode(v!, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -4810,6 +4841,14 @@ export const ListBackendsResponse: MessageFns<ListBackendsResponse> = {
             message.backends.push(Backend.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.homes.push(HomeServer.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4828,6 +4867,74 @@ export const ListBackendsResponse: MessageFns<ListBackendsResponse> = {
   fromPartial(object: DeepPartial<ListBackendsResponse>): ListBackendsResponse {
     const message = createBaseListBackendsResponse();
     message.backends = object.backends?.map((e) => Backend.fromPartial(e)) || [];
+    message.homes = object.homes?.map((e) => HomeServer.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseHomeServer(): HomeServer {
+  return { home: 0, node: 0 };
+}
+
+export const HomeServer: MessageFns<HomeServer> = {
+  encode(message: HomeServer, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.home !== 0) {
+      writer.uint32(8).uint32(message.home);
+    }
+    if (message.node !== 0) {
+      writer.uint32(16).uint32(message.node);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HomeServer {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHomeServer();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.home = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.node = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<HomeServer>): HomeServer {
+    return HomeServer.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HomeServer>): HomeServer {
+    const message = createBaseHomeServer();
+    message.home = object.home ?? 0;
+    message.node = object.node ?? 0;
     return message;
   },
 };
