@@ -16,6 +16,14 @@ export interface RpcOptions {
   maxMessageBytes: number;
 }
 
+/**
+ * Fields added to CommitRequest later (commit id, attempt) given their defaults: the generated
+ * encoder would otherwise write `undefined` for a caller (a test, a tool) that leaves them out.
+ */
+function withCommitDefaults(r: CommitRequest): CommitRequest {
+  return r.commitId !== undefined && r.attempt !== undefined ? r : { ...r, commitId: r.commitId ?? '', attempt: r.attempt ?? 0 };
+}
+
 /** Commits coalesced into one CommitBatch call at most (the node accepts 1024). */
 const COMMITS_PER_BATCH = 256;
 
@@ -53,10 +61,10 @@ export class NodeConnection {
     return this.unary(this.client.get, req);
   }
   commit(req: CommitRequest): Promise<CommitResponse> {
-    return this.unary(this.client.commit, req);
+    return this.unary(this.client.commit, withCommitDefaults(req));
   }
   commitBatch(req: CommitBatchRequest): Promise<CommitBatchResponse> {
-    return this.unary(this.client.commitBatch, req);
+    return this.unary(this.client.commitBatch, { commits: req.commits.map(withCommitDefaults) });
   }
 
   /**
@@ -116,7 +124,8 @@ export class NodeConnection {
     return this.unary(this.client.replicate, req, deadlineMs);
   }
   commitMulti(req: CommitMultiRequest): Promise<CommitMultiResponse> {
-    return this.unary(this.client.commitMulti, req);
+    const parts = req.parts.map((p) => ({ ...p, ops: p.ops && withCommitDefaults(p.ops) }));
+    return this.unary(this.client.commitMulti, { ...req, attempt: req.attempt ?? 0, parts });
   }
   drain(req: DrainRequest, deadlineMs?: number): Promise<DrainResponse> {
     return this.unary(this.client.drain, req, deadlineMs);
