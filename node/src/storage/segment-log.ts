@@ -335,7 +335,8 @@ export class SegmentLog implements SegmentStore {
     if (!this.block) return;
     if (!this.block.recoverable) throw new Error(this.block.message);
     await this.cutTail();
-    if (!this.block?.recoverable || !this.tailCut) throw new Error(this.block?.message ?? 'log write failed');
+    if (!this.block) return; // lifted meanwhile by another append's recovery
+    if (!this.block.recoverable || !this.tailCut) throw new Error(this.block.message);
     this.block = undefined;
     this.tailCut = false;
     this.kick();
