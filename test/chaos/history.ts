@@ -96,8 +96,10 @@ export function showOp(op: OpRecord): string {
   return `${op.id} (client ${op.client}, ${op.start.toFixed(0)}-${op.end.toFixed(0)} ms, ${op.outcome}${op.error ? `: ${op.error}` : ''})`;
 }
 
-/** The faults that overlapped [from, to], for anomaly messages. */
-export function faultsDuring(faults: readonly FaultRecord[], from: number, to: number, slackMs = 0): string {
+/** The faults that overlapped [from, to] (the last `max` of them), for anomaly messages. */
+export function faultsDuring(faults: readonly FaultRecord[], from: number, to: number, slackMs = 0, max = 4): string {
   const hit = faults.filter((f) => f.start <= to + slackMs && f.end >= from - slackMs);
-  return hit.length === 0 ? 'no fault at the time' : hit.map((f) => `${f.kind} ${f.target} ${f.start.toFixed(0)}-${f.end.toFixed(0)} ms`).join('; ');
+  if (hit.length === 0) return 'no fault at the time';
+  const shown = hit.slice(-max).map((f) => `${f.kind} ${f.target} ${f.start.toFixed(0)}-${f.end.toFixed(0)} ms`);
+  return `${hit.length > max ? `${hit.length - max} earlier, then ` : ''}${shown.join('; ')}`;
 }

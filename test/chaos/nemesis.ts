@@ -42,6 +42,8 @@ export interface PlannedFault {
   object: number;
   dest: number;
   failpoint: string;
+  /** For a pause: 0 nothing else, 1 move an object onto the frozen node, 2 replicate one onto it. */
+  variant: number;
 }
 
 /** The first `count` faults the nemesis would inject with this seed (what a run prints). */
@@ -73,10 +75,11 @@ class Planner {
       node: this.rng.int(0, 1 << 20),
       member: this.rng.int(0, 1 << 20),
       durationMs: this.rng.int(300, 2500),
-      pauseMs: this.rng.int(3600, 5500), // past the 3 s member lease
+      pauseMs: this.rng.int(4000, 7000), // past the 3 s member lease
       object: this.rng.int(0, 1 << 20),
       dest: this.rng.int(0, 1 << 20),
       failpoint: this.failpoints.length > 0 ? this.rng.pick(this.failpoints) : '',
+      variant: this.rng.int(0, 2),
     };
   }
 }
@@ -164,10 +167,13 @@ export class Nemesis {
         return;
       }
       case 'pause': {
+        // Faults come one at a time, so this is where a move or a replicate meets a frozen node.
+        const onto = f.variant === 0 ? undefined : await this.pickOnto(f.variant === 1 ? 'move' : 'replicate', node.number, f.object);
         cluster.pause(i);
+        const during = onto ? onto() : Promise.resolve('');
         await this.hold(f.pauseMs);
         cluster.resume(i);
-        this.record('pause', `node ${node.number}`, start, `SIGSTOP for ${f.pauseMs} ms, then SIGCONT`);
+        this.record('pause', `node ${node.number}`, start, `SIGSTOP for ${f.pauseMs} ms${await during}, then SIGCONT`);
         return;
       }
       case 'etcd-kill': {
@@ -213,17 +219,47 @@ export class Nemesis {
         return;
       }
       case 'failpoint': {
-        await cluster.restart(i, f.failpoint);
-        // replicate-after-copy is reached only by a replicate that this node runs as master.
-        let trigger: Promise<string> = Promise.resolve('');
-        if (f.failpoint === 'replicate-after-copy') trigger = this.replicateFrom(node.number, f.dest);
-        const fired = await Promise.race([cluster.exited(i).then(() => true), this.hold(f.pauseMs + 2000).then(() => false)]);
-        const triggered = await trigger;
-        await cluster.restart(i);
-        this.record('failpoint', `node ${node.number}`, start, `restarted with LOAM_FAILPOINTS=${f.failpoint}${triggered}: ${fired ? 'it crashed there' : `not reached within ${f.pauseMs + 2000} ms`}; restarted unarmed`);
+        // A drained node holds nothing, so it would reach no failpoint: arm a node that serves.
+        const serving = slots.filter((s) => !s.drained);
+        const target = serving[f.node % serving.length] ?? node;
+        await this.failpoint(f, target.index, start);
         return;
       }
     }
+  }
+
+  /** Restarts node i with a failpoint armed, waits (bounded) for it to crash there, restarts it unarmed. */
+  private async failpoint(f: PlannedFault, i: number, start: number): Promise<void> {
+    const { cluster } = this.o;
+    const node = cluster.slots[i];
+    await cluster.restart(i, f.failpoint);
+    // replicate-after-copy is reached only by a replicate that this node runs as master.
+    const trigger = f.failpoint === 'replicate-after-copy' ? this.replicateFrom(node.number, f.dest) : Promise.resolve('');
+    const waitMs = f.pauseMs + 2000;
+    const fired = await Promise.race([cluster.exited(i).then(() => true), this.hold(waitMs).then(() => false)]);
+    const triggered = await trigger;
+    await cluster.restart(i);
+    this.record('failpoint', `node ${node.number}`, start, `restarted with LOAM_FAILPOINTS=${f.failpoint}${triggered}: ${fired ? 'it crashed there' : `not reached within ${waitMs} ms`}; restarted unarmed`);
+  }
+
+  /**
+   * Chooses (while every node answers) an object mastered elsewhere to move or replicate onto
+   * node `target`; the returned function starts that and says how it went.
+   */
+  private async pickOnto(kind: 'move' | 'replicate', target: number, pick: number): Promise<(() => Promise<string>) | undefined> {
+    const { admin } = this.o;
+    const objects = this.o.objects();
+    for (let j = 0; j < objects.length; j++) {
+      const k = (pick + j) % objects.length;
+      const loc = await admin.locate(objects[k]).catch(() => undefined);
+      if (!loc || loc.master.number === target || (kind === 'replicate' && loc.replicas.some((r) => r.number === target))) continue;
+      return async () => {
+        const call = kind === 'move' ? admin.move(objects[k], target, { timeoutMs: 10_000 }) : admin.replicate(objects[k], target, { timeoutMs: 10_000 });
+        const res = await call.then(() => 'done', (e: unknown) => describeError(e));
+        return `, meanwhile ${kind} object ${k} ${loc.master.number} -> ${target} (${res.slice(0, 100)})`;
+      };
+    }
+    return undefined;
   }
 
   /** Replicates an object that node `master` masters to a node that has no copy yet; says which. */

@@ -59,9 +59,13 @@ export function checkRegister(h: RegisterHistory): Anomaly[] {
 
   // ---------------------------------------------------------------- the final chains
   const chains: Set<string>[] = [];
+  /** Per register: wid -> the write on the final chain that replaced it. */
+  const successors: Map<string, RegWriteOp>[] = [];
   for (let g = 0; g < h.registers; g++) {
     const chain = new Set<string>([INITIAL_WID]);
     chains.push(chain);
+    const next = new Map<string, RegWriteOp>();
+    successors.push(next);
     const fin = h.final[g];
     let cur = fin.wid;
     let n = fin.n;
@@ -77,6 +81,7 @@ export function checkRegister(h: RegisterHistory): Anomaly[] {
       }
       if (w.n !== n) out.push({ kind: 'corrupt-chain', message: `register ${g}'s history has ${cur} at n ${n}, but that write wrote n ${w.n}`, ops: [w.id] });
       chain.add(cur);
+      next.set(w.prev, w);
       cur = w.prev;
       n = w.n - 1;
     }
@@ -155,9 +160,13 @@ export function checkRegister(h: RegisterHistory): Anomaly[] {
     }
     const floor = latestAckedBefore(r.reg, r.start);
     if (floor && v.n < floor.n) {
+      // Stale since the value was replaced: the faults from then on are the suspects.
+      const succ = successors[r.reg].get(v.wid);
+      const since = succ ? Math.min(succ.end, floor.end) : floor.end;
       out.push({
         kind: r.mode === 'master' ? 'stale-read' : 'stale-replica-read',
-        message: `${at} returned n ${v.n}, older than n ${floor.n} of ${showOp(floor)}, acknowledged before the read began; faults around it: ${faultsDuring(h.faults, floor.end, r.end, 1000)}`,
+        message: `${at} returned n ${v.n}, older than n ${floor.n} of ${showOp(floor)}, acknowledged before the read began` +
+          `${succ ? `; n ${v.n} was replaced by ${showOp(succ)}` : ''}; faults since then: ${faultsDuring(h.faults, since, r.end, 1000)}`,
         ops: [r.id, floor.id],
       });
     }
