@@ -156,9 +156,15 @@ export function checkBank(h: BankHistory): Anomaly[] {
       }
       seenUpTo.push(end);
       seenRecent.push(new Set(v.recent));
-      const gone = v.recent.filter((id) => (log.firstPos.get(id) ?? -1) < end);
-      if (gone.length > 0) {
-        out.push({ kind: 'read-state-lost', message: `${at} saw ${gone.length} transfer(s) applied to account ${a} that its final log lacks after that point: ${gone.slice(0, MAX_IDS_SHOWN).join(', ')}`, ops: [r.id, ...gone] });
+      // Logs only grow at the end: what the read saw after its newest chunk is the final log's next ids.
+      const after = log.ids.slice(end, end + v.recent.length);
+      const k = v.recent.findIndex((id, j) => after[j] !== id);
+      if (k >= 0) {
+        out.push({
+          kind: 'read-state-lost',
+          message: `${at} saw account ${a}'s log continue with ${v.recent.slice(k, k + MAX_IDS_SHOWN).join(', ')} after ${k} id(s) past ${v.chunk ?? 'its start'}, but the final log has ${after.slice(k, k + MAX_IDS_SHOWN).join(', ') || 'nothing'} there: applied transfers were undone`,
+          ops: [r.id, ...v.recent.slice(k, k + MAX_IDS_SHOWN)],
+        });
       }
       let d = log.prefixDelta[end];
       for (const id of v.recent) d += delta(a, id) ?? 0;

@@ -57,6 +57,15 @@ describe('bank checker', () => {
     expect(a[0].ops).toEqual(['t1']);
   });
 
+  it('reads that saw a transfer applied twice are consistent with the final log (only the duplicate is flagged)', () => {
+    const h = validBank();
+    h.reads.push(read('r4', 31, 35, [acct(80, ['t1'], 'c0'), acct(115, ['t1', 't2', 't1']), acct(105, ['t2'])]));
+    h.final.accounts = [acct(80, ['t1'], 'c0'), acct(115, ['t1', 't2', 't1']), acct(105, ['t2'])];
+    expect(kinds(checkBank(h))).toEqual(['duplicate-transfer']);
+    h.reads.push(read('r5', 36, 37, [acct(80, ['t1'], 'c0'), acct(115, ['t1', 't1', 't2']), acct(105, ['t2'])])); // another order
+    expect(kinds(checkBank(h))).toEqual(['duplicate-transfer', 'read-state-lost']);
+  });
+
   it('flags an unknown transfer applied twice and a definitely failed one applied', () => {
     const h = validBank();
     h.final.accounts = [acct(140, ['t3'], 'c0'), acct(100, ['t1', 't2', 't2']), acct(60, ['t2', 't3', 't2'])];
