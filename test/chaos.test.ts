@@ -65,8 +65,8 @@ describe.runIf(LONG)('chaos, long (npm run chaos)', () => {
     log(`throughput without faults: cross-node bank ${throughput.crossNodeTps.toFixed(1)} transfers/s, ` +
       `single-node ${throughput.singleNodeTps.toFixed(1)}/s, ratio ${throughput.ratio.toFixed(2)}`);
     report();
-    // What is left, less each workload's own start, heal and final read (about 25 s), shared 3:3:4.
-    const leftMs = BUDGET_S * 1000 - (Date.now() - t0) - 3 * 25_000;
+    // What is left, less each workload's own start, heal and final read (about 10 s), shared 3:3:4.
+    const leftMs = BUDGET_S * 1000 - (Date.now() - t0) - 3 * 10_000;
     const share = (f: number) => Math.max(10_000, Math.round(leftMs * f));
     for (const run of [
       () => bankWorkload({ etcd, seed: SEED, durationMs: share(0.3), replicas: false, log }),

@@ -144,7 +144,8 @@ export async function runBank(o: BankOptions): Promise<BankRun> {
       const op: BankReadOp = { type: 'read', id: `r${seq}`, client: 'reader', start: clock.now(), end: 0, outcome: 'unknown' };
       reads.push(op);
       try {
-        op.accounts = await client.transaction((tx) => readAll(tx, oids));
+        // More retries than a transfer: six reads conflict with four writers often.
+        op.accounts = await client.transaction((tx) => readAll(tx, oids), { retries: 10 });
         op.outcome = 'ok';
       } catch (e) {
         Object.assign(op, classify(e));
