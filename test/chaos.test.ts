@@ -21,7 +21,12 @@ const BUDGET_S = Number(process.env.LOAM_CHAOS_TIME_BUDGET ?? 300);
 const BOUNDED_RUN_MS = 20_000;
 
 const log = (line: string) => console.log(line);
-const anomalyLines = (r: WorkloadResult) => r.anomalies.map((a) => `${a.kind}: ${a.message}`);
+/** One line per anomaly kind (count and first example): the assertion's message stays readable; describeResult printed more. */
+const anomalyLines = (r: WorkloadResult) => {
+  const byKind = new Map<string, string[]>();
+  for (const a of r.anomalies) byKind.set(a.kind, [...(byKind.get(a.kind) ?? []), a.message]);
+  return [...byKind].map(([kind, msgs]) => `${r.name}: ${kind} x${msgs.length}, e.g. ${msgs[0]}`);
+};
 
 let etcd: EtcdCluster;
 beforeAll(async () => {
