@@ -7,7 +7,7 @@
  */
 import { Persistent, registerModel, type Client, type Transaction } from '@loam/sdk';
 import { checkBank, type AccountView, type BankHistory, type BankReadOp, type LogChunkRecord, type TransferOp } from './bank-checker.js';
-import { eventually, type ChaosCluster } from './cluster.js';
+import { eventually, settlesWithin, type ChaosCluster } from './cluster.js';
 import { classify, countBy, countOutcomes, describeError, type Anomaly, type Clock, type FaultKind, type OpCounts } from './history.js';
 import { Nemesis } from './nemesis.js';
 import { Rng } from './rng.js';
@@ -168,20 +168,17 @@ export async function runBank(o: BankOptions): Promise<BankRun> {
   nemesis?.start();
   const anomalies: Anomaly[] = [];
   let healError: unknown;
-  try {
-    await new Promise((r) => setTimeout(r, o.durationMs)); // the run's length
-  } finally {
-    // Heal, then let the workload run on a healthy cluster for a moment before it stops.
-    if (nemesis) {
-      await nemesis.stop().catch((e: unknown) => (healError = e));
-      if (!healError) await new Promise((r) => setTimeout(r, 2000));
-    }
-    stop = true;
-    const finished = await Promise.race([Promise.all(running).then(() => true), new Promise<false>((r) => setTimeout(() => r(false), 180_000))]);
-    if (!finished) {
-      const stuck = [...transfers, ...reads].filter((x) => x.end === 0);
-      anomalies.push({ kind: 'stuck-operation', message: `${stuck.length} operation(s) still unanswered 180 s after the workload stopped: ${stuck.slice(0, 5).map((x) => `${x.id} (since ${x.start} ms)`).join(', ')}` });
-    }
+  await new Promise((r) => setTimeout(r, o.durationMs)); // the run's length
+  // Heal, then let the workload run on a healthy cluster for a moment before it stops.
+  if (nemesis) {
+    await nemesis.stop().catch((e: unknown) => (healError = e));
+    if (!healError) await new Promise((r) => setTimeout(r, 2000));
+  }
+  stop = true;
+  // Every call has a deadline, so the workers end; one that does not is a hang.
+  if (!(await settlesWithin(Promise.all(running), 180_000))) {
+    const stuck = [...transfers, ...reads].filter((x) => x.end === 0);
+    anomalies.push({ kind: 'stuck-operation', message: `${stuck.length} operation(s) still unanswered 180 s after the workload stopped: ${stuck.slice(0, 5).map((x) => `${x.id} (since ${x.start} ms)`).join(', ')}` });
   }
   if (healError) throw healError;
   const elapsedS = (clock.now() - t0) / 1000;

@@ -199,3 +199,13 @@ export async function eventually<T>(fn: () => Promise<T>, what: string, timeoutM
   });
   return box!.v; // waitFor resolves only with a truthy value
 }
+
+/** Whether `p` settles within `ms` (its timer cleared either way). */
+export async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let t: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p.then(() => true, () => true), new Promise<false>((r) => (t = setTimeout(() => r(false), ms)))]);
+  } finally {
+    clearTimeout(t);
+  }
+}

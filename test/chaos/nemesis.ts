@@ -8,7 +8,7 @@
  * kinds), and every fault draws the same number of random values whatever its kind. Which object
  * a move takes is drawn too; where it goes depends on where the object is at that moment.
  */
-import type { Client } from '@loam/sdk';
+import { oidHomeNode, type Client } from '@loam/sdk';
 import type { ChaosCluster } from './cluster.js';
 import type { Clock, FaultKind, FaultRecord } from './history.js';
 import { describeError } from './history.js';
@@ -42,7 +42,11 @@ export interface PlannedFault {
   object: number;
   dest: number;
   failpoint: string;
-  /** For a pause: 0 nothing else, 1 move an object onto the frozen node, 2 replicate one onto it. */
+  /**
+   * What a pause does besides freezing: 0 nothing; 1 move an object onto the frozen node; 2
+   * replicate one onto it; 3 move an object off it, freezing it `durationMs % 40` ms into the
+   * move; 4 move an object whose home is the frozen node between two other nodes.
+   */
   variant: number;
 }
 
@@ -79,7 +83,7 @@ class Planner {
       object: this.rng.int(0, 1 << 20),
       dest: this.rng.int(0, 1 << 20),
       failpoint: this.failpoints.length > 0 ? this.rng.pick(this.failpoints) : '',
-      variant: this.rng.int(0, 2),
+      variant: this.rng.int(0, 4),
     };
   }
 }
@@ -168,12 +172,18 @@ export class Nemesis {
       }
       case 'pause': {
         // Faults come one at a time, so this is where a move or a replicate meets a frozen node.
-        const onto = f.variant === 0 ? undefined : await this.pickOnto(f.variant === 1 ? 'move' : 'replicate', node.number, f.object);
+        const action = f.variant === 0 ? undefined : await this.pickForPause(f.variant, node.number, f.object);
+        let during = Promise.resolve(f.variant !== 0 && !action ? ` (no object to move or replicate for variant ${f.variant})` : '');
+        const begun = clock.now(); // the freeze, or the move the freeze lands in
+        if (action && f.variant === 3) {
+          during = action(); // the move starts first: the freeze lands in the middle of it
+          await this.hold(f.durationMs % 40);
+        }
         cluster.pause(i);
-        const during = onto ? onto() : Promise.resolve('');
+        if (action && f.variant !== 3) during = action();
         await this.hold(f.pauseMs);
         cluster.resume(i);
-        this.record('pause', `node ${node.number}`, start, `SIGSTOP for ${f.pauseMs} ms${await during}, then SIGCONT`);
+        this.record('pause', `node ${node.number}`, begun, `SIGSTOP for ${f.pauseMs} ms${await during}, then SIGCONT`);
         return;
       }
       case 'etcd-kill': {
@@ -243,20 +253,34 @@ export class Nemesis {
   }
 
   /**
-   * Chooses (while every node answers) an object mastered elsewhere to move or replicate onto
-   * node `target`; the returned function starts that and says how it went.
+   * Chooses (while every node answers) what a pause of node `frozen` does meanwhile (see
+   * PlannedFault.variant); the returned function starts it and says how it went.
    */
-  private async pickOnto(kind: 'move' | 'replicate', target: number, pick: number): Promise<(() => Promise<string>) | undefined> {
-    const { admin } = this.o;
+  private async pickForPause(variant: number, frozen: number, pick: number): Promise<(() => Promise<string>) | undefined> {
+    const { admin, cluster } = this.o;
     const objects = this.o.objects();
+    const others = cluster.slots.filter((s) => s.number !== frozen && !s.drained).map((s) => s.number);
     for (let j = 0; j < objects.length; j++) {
       const k = (pick + j) % objects.length;
       const loc = await admin.locate(objects[k]).catch(() => undefined);
-      if (!loc || loc.master.number === target || (kind === 'replicate' && loc.replicas.some((r) => r.number === target))) continue;
+      if (!loc) continue;
+      const master = loc.master.number;
+      let kind: 'move' | 'replicate' = 'move';
+      let dest: number | undefined;
+      if (variant === 1 || variant === 2) {
+        kind = variant === 1 ? 'move' : 'replicate';
+        if (master !== frozen && !(kind === 'replicate' && loc.replicas.some((r) => r.number === frozen))) dest = frozen;
+      } else if (variant === 3) {
+        if (master === frozen) dest = others[pick % Math.max(1, others.length)];
+      } else if (oidHomeNode(objects[k]) === frozen && master !== frozen) {
+        dest = others.find((n) => n !== master);
+      }
+      if (dest === undefined) continue;
+      const to = dest;
       return async () => {
-        const call = kind === 'move' ? admin.move(objects[k], target, { timeoutMs: 10_000 }) : admin.replicate(objects[k], target, { timeoutMs: 10_000 });
+        const call = kind === 'move' ? admin.move(objects[k], to, { timeoutMs: 10_000 }) : admin.replicate(objects[k], to, { timeoutMs: 10_000 });
         const res = await call.then(() => 'done', (e: unknown) => describeError(e));
-        return `, meanwhile ${kind} object ${k} ${loc.master.number} -> ${target} (${res.slice(0, 100)})`;
+        return `, meanwhile ${kind} object ${k} ${master} -> ${to}${variant === 4 ? ` (its home is node ${frozen})` : ''}: ${res.slice(0, 100)}`;
       };
     }
     return undefined;
