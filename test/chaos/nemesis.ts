@@ -9,7 +9,7 @@
  * a move takes is drawn too; where it goes depends on where the object is at that moment.
  */
 import { oidHomeNode, type Client } from '@loam/sdk';
-import type { ChaosCluster } from './cluster.js';
+import { settlesWithin, type ChaosCluster } from './cluster.js';
 import type { Clock, FaultKind, FaultRecord } from './history.js';
 import { describeError } from './history.js';
 import { Rng } from './rng.js';
@@ -246,7 +246,7 @@ export class Nemesis {
     // replicate-after-copy is reached only by a replicate that this node runs as master.
     const trigger = f.failpoint === 'replicate-after-copy' ? this.replicateFrom(node.number, f.dest) : Promise.resolve('');
     const waitMs = f.pauseMs + 2000;
-    const fired = await Promise.race([cluster.exited(i).then(() => true), this.hold(waitMs).then(() => false)]);
+    const fired = await settlesWithin(cluster.exited(i), waitMs);
     const triggered = await trigger;
     await cluster.restart(i);
     this.record('failpoint', `node ${node.number}`, start, `restarted with LOAM_FAILPOINTS=${f.failpoint}${triggered}: ${fired ? 'it crashed there' : `not reached within ${waitMs} ms`}; restarted unarmed`);
