@@ -69,7 +69,7 @@ export async function bankWorkload(o: RunOptions & { replicas: boolean }): Promi
   const t0 = Date.now();
   const faultLog: string[] = [];
   const run = await withCluster(o.etcd, name, log, (cluster) => runBank({
-    cluster, clock: new Clock(), seed: o.seed, accounts: 6, initialBalance: 100, workers: 4, replicas: o.replicas,
+    cluster, clock: new Clock(), seed: o.seed, accounts: 6, initialBalance: 100, workers: 4, readers: 2, replicas: o.replicas,
     durationMs: o.durationMs, readEveryMs: 150, deadlineMs: 5000,
     nemesis: { kinds: o.replicas ? BANK_REPLICA_FAULTS : BANK_FAULTS, failpoints: TX_FAILPOINTS, gapMs: o.gapMs ?? [800, 2500] },
     log: (l) => (faultLog.push(l), log(`[${name}] ${l}`)),
@@ -121,7 +121,7 @@ export async function bankThroughput(o: { etcd: EtcdCluster; seed: number; round
     const rounds: { cross: number; single: number }[] = [];
     const once = async (single: boolean) => {
       const run = await runBank({
-        cluster, clock: new Clock(), seed: o.seed, accounts: 6, initialBalance: 100, workers: 4, replicas: false, durationMs: o.roundMs, readEveryMs: 150, deadlineMs: 15_000,
+        cluster, clock: new Clock(), seed: o.seed, accounts: 6, initialBalance: 100, workers: 4, readers: 2, replicas: false, durationMs: o.roundMs, readEveryMs: 150, deadlineMs: 15_000,
         placeAccount: single ? () => cluster.slots[0].number : undefined, log,
       });
       if (run.anomalies.length > 0) log(`throughput round (${single ? 'single-node' : 'cross-node'}) found anomalies without faults: ${run.anomalies.map((a) => a.kind).join(', ')}`);
