@@ -185,10 +185,15 @@ export class Client {
     const commitId = newTxid();
     const deadline = Date.now() + this.router.deadlineMs;
     let attempt = 0;
-    let sent = false; // once an attempt may have reached a node, a redirect cannot be followed safely
+    let sent = false;
+    /** An attempt ended without an answer: from then on retries go where it went, nowhere else. */
+    let unknown = false;
+    let sentParts: ReturnType<Client['splitByNode']> | undefined;
+    let parts: ReturnType<Client['splitByNode']>;
     for (let hop = 0, retry = 0; ; hop++) {
-      let parts = this.splitByNode(req);
-      if (hop === 0 && [...parts.keys()].some((n) => !this.router.isMember(n))) {
+      // Only the nodes the unanswered attempt went to can recognize this commit id.
+      parts = unknown && sentParts ? sentParts : this.splitByNode(req);
+      if (!unknown && hop === 0 && [...parts.keys()].some((n) => !this.router.isMember(n))) {
         // A node this client has not seen (or that left): learn the members and who serves the
         // homes of drained nodes first, so that no part is addressed to a node that is gone.
         await this.router.refresh().catch(() => undefined);
@@ -199,6 +204,7 @@ export class Client {
           const node = parts.size === 1 ? [...parts.keys()][0] : this.homeNode;
           const res = await this.router.withNode(node, (c) => {
             sent = true;
+            sentParts = parts;
             return c.commitCoalesced({ dataset: this.dataset, ...req, commitId, attempt: attempt++ });
           }, false);
           return res.versions;
@@ -206,6 +212,7 @@ export class Client {
         const list = [...parts];
         const res = await this.router.withNode(list[0][0], (c) => {
           sent = true;
+          sentParts = parts;
           return c.commitMulti({
             dataset: this.dataset,
             txid: commitId,
@@ -220,7 +227,7 @@ export class Client {
         return versions;
       } catch (e) {
         if (e instanceof RedirectError && e.oid && e.node !== undefined && hop < MAX_HOPS) {
-          if (attempt > 1) {
+          if (unknown || attempt > 1) {
             // An earlier attempt may have been applied on the node that now redirects (the object
             // moved since): the node asked next cannot know that commit id.
             throw new CommitUnknownError(`commit ${commitId}: its objects moved while its outcome was unknown`, { oid: e.oid }, { cause: e });
@@ -229,6 +236,7 @@ export class Client {
           continue;
         }
         if (sent && outcomeUnknown(e)) {
+          unknown = true;
           if (Date.now() < deadline) {
             await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** retry++) * (0.5 + Math.random() / 2)));
             continue; // the same commit id: applied at most once

@@ -1,5 +1,5 @@
 import {
-  AbortedError, ConflictError, InvalidArgumentError, LoamError, NodeDrainedError, NotFoundError, UnavailableError, isOid, oidHomeNode, validateAlias,
+  AbortedError, CommitUnknownError, ConflictError, InvalidArgumentError, LoamError, NodeDrainedError, NotFoundError, UnavailableError, isOid, oidHomeNode, validateAlias,
   type CommitMultiRequest, type CommitMultiResponse, type CommitRequest, type PrepareResponse,
 } from '@loam/sdk/wire';
 import type { Engine } from '../storage/engine.js';
@@ -149,6 +149,11 @@ export class Transactions {
       if (failed) {
         const decided = await this.decideAndFinish(req, targets, 'abort');
         const reason = failed.reason as unknown;
+        if (decided === 'commit') {
+          // An earlier attempt of this txid committed (a participant that lost track of it failed
+          // its prepare now): applied, but its versions cannot be answered here.
+          throw new CommitUnknownError(`transaction ${req.txid} was committed by an earlier attempt; read its objects for their versions`);
+        }
         // With "abort" in etcd nothing of it can apply: say so, so the client may run it again.
         if (decided === 'abort' && !(reason instanceof ConflictError) && !(reason instanceof LoamError && reason.code !== 'UNAVAILABLE' && reason.code !== 'DEADLINE_EXCEEDED')) {
           throw new AbortedError(`transaction ${req.txid} was aborted (${(reason as Error).message}); nothing of it was applied`, { notApplied: true });
