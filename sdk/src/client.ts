@@ -70,6 +70,9 @@ function firstSeed(seeds: Endpoint[], dataset: string, rpc: RpcOptions, timeout:
     await probeHttp2(address, deadline, stop.signal);
     const conn = new NodeConnection(address, rpc);
     try {
+      // The channel's own first connection attempt can still fail (a node that has just
+      // restarted on this port): without this, the call below would fail fast on it.
+      await conn.waitForReady(Math.max(1, deadline - Date.now()));
       // Bounded by what is left of the timeout: a node that speaks HTTP/2 but never answers the
       // call must not hold connect() for a whole call deadline.
       const hello = await conn.hello({ dataset, clientVersion: '0.1.0' }, Math.max(1, Math.min(rpc.deadlineMs, deadline - Date.now())));
