@@ -1,34 +1,11 @@
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { Engine } from '../dist/storage/engine.js';
+import { describe, expect, it } from 'vitest';
 import { LocalFiles } from '../dist/storage/segment-files.js';
 import { FaultyFiles } from '../dist/storage/faulty-files.js';
 import { newOid, newTxid, AbortedError, CommitUnknownError, UnavailableError } from '@loam/sdk';
+import { engineFixture, put } from './engine-fixture.js';
 
-const dirs: string[] = [];
-const engines: Engine[] = [];
-afterEach(async () => {
-  for (const e of engines.splice(0)) await e.close().catch(() => undefined);
-  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-});
-function tmp(): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'loam-ids-'));
-  dirs.push(d);
-  return d;
-}
-async function open(dir: string, opts: Partial<Parameters<typeof Engine.open>[0]> = {}): Promise<Engine> {
-  const e = await Engine.open({ dir, compactionIntervalMs: 0, maxSegmentBytes: 1024, ...opts });
-  engines.push(e);
-  return e;
-}
-async function restart(e: Engine, dir: string): Promise<Engine> {
-  await e.close();
-  engines.splice(engines.indexOf(e), 1);
-  return open(dir);
-}
-const put = (oid: string, text: string, expectedVersion = 0) => ({ oid, className: 'T', state: Buffer.from(text), expectedVersion });
+const { tmp, open, restart } = engineFixture('ids', { maxSegmentBytes: 1024 });
 
 describe('commit ids: a retried commit is applied once', () => {
   it('a retry gets the first outcome, before and after a restart and a compaction', async () => {

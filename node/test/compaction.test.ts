@@ -1,33 +1,12 @@
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { Engine } from '../dist/storage/engine.js';
+import { describe, expect, it } from 'vitest';
+import type { Engine } from '../dist/storage/engine.js';
 import { newOid } from '@loam/sdk';
+import { engineFixture, put } from './engine-fixture.js';
 
-const dirs: string[] = [];
-const engines: Engine[] = [];
-afterEach(async () => {
-  for (const e of engines.splice(0)) await e.close();
-  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-});
 const SEG = 512; // small segments: every few records start a new one
-async function open(dir: string): Promise<Engine> {
-  const e = await Engine.open({ dir, compactionIntervalMs: 0, maxSegmentBytes: SEG });
-  engines.push(e);
-  return e;
-}
-async function restart(e: Engine, dir: string): Promise<Engine> {
-  await e.close();
-  engines.splice(engines.indexOf(e), 1);
-  return open(dir);
-}
-function tmp(): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'loam-compaction-'));
-  dirs.push(d);
-  return d;
-}
-const put = (oid: string, text: string, expectedVersion = 0) => ({ oid, className: 'T', state: Buffer.from(text), expectedVersion });
+const { tmp, open: openAt, restart: restartAt } = engineFixture('compaction', { maxSegmentBytes: SEG });
+const open = (dir: string) => openAt(dir);
+const restart = (e: Engine, dir: string) => restartAt(e, dir);
 /** Pushes what came before into sealed segments; the fillers stay live (those segments are not compacted). */
 async function fill(e: Engine, n = 6): Promise<void> {
   for (let i = 0; i < n; i++) await e.commit({ dataset: 'default', writes: [put(newOid(1), 'filler'.repeat(20))] });

@@ -1,29 +1,16 @@
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { Engine, type WriteBlock } from '../dist/storage/engine.js';
+import { describe, expect, it } from 'vitest';
+import type { WriteBlock } from '../dist/storage/engine.js';
 import { LocalFiles } from '../dist/storage/segment-files.js';
 import { FaultyFiles } from '../dist/storage/faulty-files.js';
 import { newOid, UnavailableError } from '@loam/sdk';
+import { engineFixture, put } from './engine-fixture.js';
 
-const dirs: string[] = [];
-const engines: Engine[] = [];
-afterEach(async () => {
-  for (const e of engines.splice(0)) await e.close().catch(() => undefined);
-  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-});
-function tmp(): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'loam-disk-'));
-  dirs.push(d);
-  return d;
-}
-const put = (oid: string, text: string, expectedVersion = 0) => ({ oid, className: 'T', state: Buffer.from(text), expectedVersion });
+const { tmp, open, engines } = engineFixture('disk');
 
 async function openFaulty(dir: string, events: (WriteBlock | undefined)[] = [], probeIntervalMs = 20) {
   const files = new FaultyFiles(new LocalFiles(path.join(dir, 'log')));
-  const e = await Engine.open({ dir, compactionIntervalMs: 0, files, probeIntervalMs, observer: { writable: (b) => events.push(b) } });
-  engines.push(e);
+  const e = await open(dir, { files, probeIntervalMs, observer: { writable: (b) => events.push(b) } });
   return { e, files, events };
 }
 async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
@@ -59,8 +46,7 @@ describe('disk faults under the log', () => {
     await e.close();
     engines.pop();
 
-    const again = await Engine.open({ dir, compactionIntervalMs: 0 });
-    engines.push(again);
+    const again = await open(dir);
     expect(again.recovery.truncatedBytes).toBe(0); // the garbage was cut before writing went on
     const got = await again.get('default', [...acked, lost, after]);
     expect(got.objects.map((o) => o.state.toString()).sort()).toEqual(['after', 'before', 'before']);
@@ -90,8 +76,7 @@ describe('disk faults under the log', () => {
     await expect(e.commit({ dataset: 'default', writes: [put(a, 'v2', 1)] })).rejects.toBeInstanceOf(UnavailableError);
     await e.close();
     engines.pop();
-    const again = await Engine.open({ dir, compactionIntervalMs: 0 });
-    engines.push(again);
+    const again = await open(dir);
     expect((await again.get('default', [a])).objects[0]).toMatchObject({ version: 1 });
     expect(await again.commit({ dataset: 'default', writes: [put(a, 'v2', 1)] })).toEqual([2]);
   });
@@ -99,8 +84,7 @@ describe('disk faults under the log', () => {
   it('a short write at a segment roll and a failed rewrite leave the log readable', async () => {
     const dir = tmp();
     const files = new FaultyFiles(new LocalFiles(path.join(dir, 'log')));
-    const e = await Engine.open({ dir, compactionIntervalMs: 0, files, maxSegmentBytes: 512 });
-    engines.push(e);
+    const e = await open(dir, { files, maxSegmentBytes: 512 });
     const oids = Array.from({ length: 12 }, () => newOid(1));
     for (const o of oids) await e.commit({ dataset: 'default', writes: [put(o, 'x'.repeat(60))] });
     for (const o of oids) await e.commit({ dataset: 'default', writes: [put(o, 'y', 1)] });
@@ -110,8 +94,7 @@ describe('disk faults under the log', () => {
     await e.compact({ all: true }); // works once space is there
     await e.close();
     engines.pop();
-    const again = await Engine.open({ dir, compactionIntervalMs: 0, maxSegmentBytes: 512 });
-    engines.push(again);
+    const again = await open(dir, { maxSegmentBytes: 512 });
     for (const o of oids) expect((await again.get('default', [o])).objects[0].state.toString()).toBe('y');
   });
 });
