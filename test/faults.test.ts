@@ -67,7 +67,9 @@ describe('failures of etcd and of nodes', () => {
     const t0 = Date.now();
     const err = await c.persist(new Rec(11), { alias: 'during-outage' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(LoamError);
-    expect([UnavailableError, DeadlineExceededError].some((k) => err instanceof k)).toBe(true);
+    // Refused (etcd answered that it cannot), or unknown to the client (etcd hung past its
+    // deadline; the node then applies nothing: see below, the alias never appears).
+    expect([UnavailableError, DeadlineExceededError, CommitUnknownError].some((k) => err instanceof k), String(err)).toBe(true);
     expect(Date.now() - t0).toBeLessThan(15_000); // an error, not a hang
     await expect(c.getByAlias('during-outage')).rejects.toBeInstanceOf(LoamError);
 
