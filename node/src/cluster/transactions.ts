@@ -214,11 +214,13 @@ export class Transactions {
   private async decideAndFinish(req: CommitMultiRequest, targets: PeerTarget[], decision: 'abort'): Promise<string | undefined> {
     const d = await this.meta.createIfAbsent(META_KEYS.decision(req.txid), decision).catch(() => undefined);
     if (d && d.value !== decision) this.log.error({ txid: req.txid, decision: d.value }, 'decision differs from the one this coordinator reached');
-    // Without etcd the parts are still released as aborted: this coordinator never writes
-    // "commit" for them, and a retry of the txid finds their "abort" outcome and aborts too.
-    const finished = await this.finishAll(req, targets, d?.value === 'commit');
-    if (finished && d) this.reap(META_KEYS.decision(req.txid));
-    return d?.value;
+    // Without a decision read from etcd the parts stay prepared: another attempt of this txid
+    // may have written "commit" there, and aborting its parts would undo an applied commit.
+    // They resolve themselves from etcd after their timeout.
+    if (!d) return undefined;
+    const finished = await this.finishAll(req, targets, d.value === 'commit');
+    if (finished) this.reap(META_KEYS.decision(req.txid));
+    return d.value;
   }
 
   /** Finishes every part; true when all acknowledged (a failed one resolves itself later). */
