@@ -95,8 +95,9 @@ export function storeService(
     }
     // A retry of a commit this node already applied: the first outcome, with the steps after
     // the commit (replicas, aliases) done again, as the first answer would have promised.
+    // (Only a commit: an aborted two-phase part of the same id applied nothing.)
     const done = req.commitId ? engine.outcomeOf(req.commitId) : undefined;
-    if (done) {
+    if (done?.ok) {
       await placement!.pushReplicas(req.dataset, [...req.writes.map((w) => w.oid), ...req.deletes.map((d) => d.oid)].filter((o) => engine.masters(o)));
       for (const a of req.aliasSets) {
         const key = META_KEYS.alias(req.dataset, a.alias);

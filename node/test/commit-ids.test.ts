@@ -82,6 +82,21 @@ describe('commit ids: a retried commit is applied once', () => {
     expect(await e.commit({ dataset: 'default', writes: [put(a, 'v2', 1)] }, { commitId: ancient, attempt: 0 })).toEqual([2]);
   });
 
+  it('a commit with the id of an aborted two-phase part here is applied, not answered with the abort', async () => {
+    // The SDK once sent a transaction as two-phase commit, got an abort, and sent it again as
+    // one node's commit under the same id: it was acknowledged with the aborted part's versions
+    // and never applied (found by the bank workload under the nemesis).
+    const e = await open(tmp());
+    const a = newOid(1);
+    await e.commit({ dataset: 'default', writes: [put(a, 'v1')] });
+    const id = newTxid();
+    await e.prepare(id, 1, { dataset: 'default', writes: [put(a, 'tx', 1)] });
+    await e.finish(id, false);
+    expect(await e.commit({ dataset: 'default', writes: [put(a, 'single', 1)] }, { commitId: id, attempt: 1 })).toEqual([2]);
+    expect((await e.get('default', [a])).objects[0]).toMatchObject({ version: 2 });
+    expect((await e.get('default', [a])).objects[0].state.toString()).toBe('single');
+  });
+
   it('a prepare of a transaction already finished here returns its outcome, not a second prepare', async () => {
     const dir = tmp();
     let e = await open(dir);

@@ -185,7 +185,7 @@ export class Client {
    */
   async commitRaw(req: CommitOps): Promise<number[]> {
     this.assertOpen();
-    const commitId = newTxid();
+    let commitId = newTxid();
     const deadline = Date.now() + this.router.deadlineMs;
     let attempt = 0;
     let sent = false;
@@ -236,6 +236,9 @@ export class Client {
             throw new CommitUnknownError(`commit ${commitId}: its objects moved while its outcome was unknown`, { oid: e.oid }, { cause: e });
           }
           this.router.learn(e.oid, e.node, e.address);
+          // Nothing was applied (a redirect is a definite answer): the commit goes out again,
+          // split anew, under a new id, so no node confuses it with the attempt it refused.
+          commitId = newTxid();
           continue;
         }
         if (sent && outcomeUnknown(e)) {

@@ -358,7 +358,8 @@ export class Engine implements EngineCore {
     const id = opts.commitId!;
     if (!ID_RE.test(id)) return Promise.reject(new InvalidArgumentError(`malformed commit id ${JSON.stringify(id)} (32 hex digits)`));
     const known = this.state.outcomes.get(id);
-    if (known) {
+    // An aborted two-phase part with this id applied nothing: this commit may apply now.
+    if (known?.ok) {
       this.observer.dedup?.();
       return Promise.resolve(known.versions);
     }
