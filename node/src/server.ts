@@ -271,6 +271,7 @@ export class LoamNode {
   }
 
   private serving = false;
+  private writesRefused = false;
 
   /**
    * A node whose log refuses writes (a full disk, a failed write) says NOT_SERVING, so
@@ -282,7 +283,8 @@ export class LoamNode {
     this.health.setStatus('', status);
     this.health.setStatus(STORE_HEALTH, status);
     if (block) this.log.error({ reason: block.reason, err: block.message }, 'writes refused: health NOT_SERVING');
-    else this.log.info('writes work again: health SERVING');
+    else if (this.writesRefused) this.log.info('writes work again: health SERVING');
+    this.writesRefused = block !== undefined;
   }
 
   get metricsPort(): number | undefined {
