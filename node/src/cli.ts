@@ -29,6 +29,16 @@ const program = new Command('loam')
   .version(SERVER_VERSION, '-v, --version')
   .showHelpAfterError();
 
+/**
+ * Where `loam dev --nodes N` puts the first metrics port: node i serves metrics on it + i. The
+ * default (7481) lies inside the client ports 7480..7480+N-1 of several nodes, so then the
+ * metrics ports start right after them (7483.. for 3 nodes).
+ */
+function devMetricsPort(clientPort: number, nodes: number, metricsPort: number): number {
+  const overlaps = clientPort !== 0 && metricsPort < clientPort + nodes && metricsPort + nodes > clientPort;
+  return overlaps ? clientPort + nodes : metricsPort;
+}
+
 function parseHostPort(v: string): { host: string; port: number } {
   const m = /^(\[[0-9a-fA-F:]+\]|[^:\s]+):(\d{1,5})$/.exec(v.trim());
   if (!m || Number(m[2]) > 65535) throw new CliArgError(`not HOST:PORT: ${v}`);
@@ -117,7 +127,7 @@ common(
         // Free ports: port+1 is the next node's client port, and the member record says where.
         peerPort: 0,
         clusterSecret: secret,
-        metricsPort: !opts.metrics ? -1 : opts.metricsPort === 0 ? 0 : opts.metricsPort + i * 2,
+        metricsPort: !opts.metrics ? -1 : opts.metricsPort === 0 ? 0 : devMetricsPort(opts.port, opts.nodes, opts.metricsPort) + i,
         cacheBytes: opts.cacheSize,
         logger: opts.nodes > 1 ? log.child({ node: i + 1 }) : log,
         meta,
