@@ -93,22 +93,23 @@ export class FaultyFiles implements SegmentFiles {
   async openAppend(name: string): Promise<AppendFile> {
     const file = await this.inner.openAppend(name);
     return {
-      writeAt: async (buf, pos) => {
+      writeAt: async (bufs, pos) => {
+        const total = bufs.reduce((n, b) => n + b.length, 0);
         const f = this.check('write', name);
         if (f) {
-          const part = Math.min(buf.length, f.partialBytes ?? 0);
-          if (part > 0) await file.writeAt(buf.subarray(0, part), pos);
+          const part = Math.min(total, f.partialBytes ?? 0);
+          if (part > 0) await file.writeAt([Buffer.concat(bufs).subarray(0, part)], pos);
           throw errno(f.code, `write ${name}`);
         }
-        if (this.crashAt !== undefined && this.written + buf.length > this.crashAt) {
+        if (this.crashAt !== undefined && this.written + total > this.crashAt) {
           const part = this.crashAt - this.written;
-          if (part > 0) await file.writeAt(buf.subarray(0, part), pos);
+          if (part > 0) await file.writeAt([Buffer.concat(bufs).subarray(0, part)], pos);
           this.written = this.crashAt;
           this.dead = true;
           throw errno('EIO', `write ${name}: the process crashed (simulated)`);
         }
-        this.written += buf.length;
-        return file.writeAt(buf, pos);
+        this.written += total;
+        return file.writeAt(bufs, pos);
       },
       close: () => file.close(),
     };
