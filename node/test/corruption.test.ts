@@ -1,26 +1,15 @@
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Engine } from '../dist/storage/engine.js';
 import { CorruptLogError } from '../dist/storage/segment-log.js';
 import { newOid } from '@loam/sdk';
+import { engineFixture, put } from './engine-fixture.js';
 
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../dist/cli.js');
-const dirs: string[] = [];
-const engines: Engine[] = [];
-afterEach(async () => {
-  for (const e of engines.splice(0)) await e.close();
-  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-});
-function tmp(): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'loam-corrupt-'));
-  dirs.push(d);
-  return d;
-}
-const put = (oid: string, text: string) => ({ oid, className: 'T', state: Buffer.from(text), expectedVersion: 0 });
+const { tmp, open, engines } = engineFixture('corrupt');
 const segFiles = (dir: string) => fs.readdirSync(path.join(dir, 'log')).filter((f) => f.endsWith('.seg')).sort().map((f) => path.join(dir, 'log', f));
 
 /** 2,000 acknowledged objects, 10 per commit, 20 commits at a time (so in many write groups). */
@@ -73,8 +62,7 @@ describe('a flipped byte in the middle of the active segment', () => {
     expect(aside).toHaveLength(1);
     expect(fs.readFileSync(path.join(dir, 'log', 'damaged', aside[0])).equals(damaged)).toBe(true); // kept, byte for byte
 
-    const e = await Engine.open({ dir, compactionIntervalMs: 0 });
-    engines.push(e);
+    const e = await open(dir);
     const { objects, missing } = await e.get('default', oids);
     // Only the one commit (10 objects) whose batch held the flipped byte is lost.
     expect(missing.length).toBeLessThanOrEqual(10);
@@ -85,8 +73,7 @@ describe('a flipped byte in the middle of the active segment', () => {
     await e.commit({ dataset: 'default', writes: [put(extra, 'after repair')] });
     await e.close();
     engines.pop();
-    const again = await Engine.open({ dir, compactionIntervalMs: 0 });
-    engines.push(again);
+    const again = await open(dir);
     expect((await again.get('default', [extra])).objects[0].state.toString()).toBe('after repair');
     expect(again.stats().objects).toBe(objects.length + 1);
   });
@@ -96,8 +83,7 @@ describe('a flipped byte in the middle of the active segment', () => {
     const oids = await writeObjects(dir);
     const [seg] = segFiles(dir);
     fs.truncateSync(seg, fs.statSync(seg).size - 7);
-    const e = await Engine.open({ dir, compactionIntervalMs: 0 });
-    engines.push(e);
+    const e = await open(dir);
     expect(e.recovery.truncatedBytes).toBeGreaterThan(0);
     expect((await e.get('default', oids)).missing.length).toBeLessThanOrEqual(10);
   });

@@ -1,16 +1,8 @@
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { Engine } from '../dist/storage/engine.js';
+import { describe, expect, it } from 'vitest';
 import { newOid } from '@loam/sdk';
+import { engineFixture } from './engine-fixture.js';
 
-const dirs: string[] = [];
-const engines: Engine[] = [];
-afterEach(async () => {
-  for (const e of engines.splice(0)) await e.close();
-  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-});
+const { tmp, open } = engineFixture('loop');
 
 /**
  * The longest the event loop was held by this process's own work while `fn` ran, in ms: the
@@ -40,10 +32,7 @@ async function maxLoopBlockMs(fn: () => Promise<unknown>): Promise<number> {
 
 describe('storage work never blocks the event loop', () => {
   it('commits, reads, segment rolls and compaction of a 32 MiB segment each block it < 50 ms', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loam-loop-'));
-    dirs.push(dir);
-    const e = await Engine.open({ dir, compactionIntervalMs: 0, maxSegmentBytes: 32 * 1024 * 1024, cacheBytes: 1024 * 1024 });
-    engines.push(e);
+    const e = await open(tmp(), { maxSegmentBytes: 32 * 1024 * 1024, cacheBytes: 1024 * 1024 });
     const state = Buffer.alloc(1024, 7);
     const oids = Array.from({ length: 24_000 }, () => newOid(1));
     const write = async (expectedVersion: number) => {

@@ -1,24 +1,9 @@
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { Engine } from '../dist/storage/engine.js';
+import { describe, expect, it } from 'vitest';
 import { newOid, newTxid, ConflictError } from '@loam/sdk';
+import { engineFixture, put } from './engine-fixture.js';
 
-const dirs: string[] = [];
-const engines: Engine[] = [];
-afterEach(async () => {
-  for (const e of engines.splice(0)) await e.close();
-  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-});
-async function open(): Promise<Engine> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loam-locks-'));
-  dirs.push(dir);
-  const e = await Engine.open({ dir, compactionIntervalMs: 0 });
-  engines.push(e);
-  return e;
-}
-const put = (oid: string, text: string, expectedVersion = 0) => ({ oid, className: 'T', state: Buffer.from(text), expectedVersion });
+const fixture = engineFixture('locks');
+const open = async () => fixture.open(fixture.tmp());
 
 /** Resolves with how long a 0 ms timer took to fire: how long the event loop was blocked. */
 function loopDelay(): Promise<number> {
