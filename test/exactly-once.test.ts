@@ -1,7 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, Persistent, registerModel, type Client } from '@loam/sdk';
-import { startEtcd, type EtcdCluster } from './harness/etcd.js';
-import { startClusterNode, waitFor, type NodeProcess } from './harness/node-process.js';
+import { describe, expect, it } from 'vitest';
+import { Persistent, registerModel } from '@loam/sdk';
+import type { NodeProcess } from './harness/node-process.js';
+import { clusterFixture, untilDead } from './harness/cluster-fixture.js';
 
 class Counter extends Persistent {
   constructor(public n: number) {
@@ -10,30 +10,12 @@ class Counter extends Persistent {
 }
 registerModel(Counter, 'ExactlyOnce.Counter');
 
-let etcd: EtcdCluster;
-let seq = 0;
-const clients: Client[] = [];
-beforeAll(async () => {
-  etcd = await startEtcd({ members: 1 });
-});
-afterAll(async () => {
-  for (const c of clients) await c.close().catch(() => undefined);
-});
-
-async function cluster(n: number): Promise<NodeProcess[]> {
-  const prefix = `/loam/once-${process.pid}-${++seq}`;
-  const nodes: NodeProcess[] = [];
-  for (let i = 0; i < n; i++) nodes.push(await startClusterNode({ etcd: etcd.endpoints, prefix }));
-  return nodes;
-}
-async function client(node: NodeProcess): Promise<Client> {
-  const c = await connect(node.url, { deadlineMs: 20_000 });
-  clients.push(c);
-  return c;
-}
+const fx = clusterFixture('once', { deadlineMs: 20_000 });
+const cluster = (n: number) => fx.cluster(n);
+const client = (node: NodeProcess) => fx.client(node);
 async function kill9(node: NodeProcess): Promise<void> {
   node.child.kill('SIGKILL');
-  await waitFor(() => node.child.exitCode !== null || node.child.signalCode !== null, 'the node to die');
+  await untilDead(node);
 }
 /** Acknowledged, or its outcome unknown: both are allowed; applying twice is not. */
 async function outcome(p: Promise<unknown>): Promise<'ok' | 'unknown'> {

@@ -1,7 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, Persistent, registerModel, type Client } from '@loam/sdk';
-import { startEtcd, type EtcdCluster } from './harness/etcd.js';
-import { startClusterNode, waitFor, type NodeProcess } from './harness/node-process.js';
+import { describe, expect, it } from 'vitest';
+import { Persistent, registerModel, type Client } from '@loam/sdk';
+import { waitFor, type NodeProcess } from './harness/node-process.js';
+import { clusterFixture, untilDead } from './harness/cluster-fixture.js';
 
 class Box extends Persistent {
   constructor(public v: number) {
@@ -10,21 +10,8 @@ class Box extends Persistent {
 }
 registerModel(Box, 'Moves.Box');
 
-let etcd: EtcdCluster;
-let seq = 0;
-const clients: Client[] = [];
-beforeAll(async () => {
-  etcd = await startEtcd({ members: 1 });
-});
-afterAll(async () => {
-  for (const c of clients) await c.close().catch(() => undefined);
-});
-
-async function client(node: NodeProcess): Promise<Client> {
-  const c = await connect(node.url, { deadlineMs: 10_000 });
-  clients.push(c);
-  return c;
-}
+const fx = clusterFixture('moves');
+const client = (node: NodeProcess) => fx.client(node);
 /** The nodes that serve `oid` as its master right now (a master answers a plain Get itself). */
 async function masters(nodes: NodeProcess[], direct: Client[], oid: string): Promise<number[]> {
   const out: number[] = [];
@@ -38,9 +25,7 @@ async function masters(nodes: NodeProcess[], direct: Client[], oid: string): Pro
 
 describe('one master per object across moves', () => {
   it('concurrent moves of one object to two nodes leave exactly one master (10 of 10 runs)', async () => {
-    const prefix = `/loam/moves-${process.pid}-${++seq}`;
-    const nodes: NodeProcess[] = [];
-    for (let i = 0; i < 3; i++) nodes.push(await startClusterNode({ etcd: etcd.endpoints, prefix }));
+    const nodes = await fx.cluster(3);
     const c = await client(nodes[0]);
     const direct = await Promise.all(nodes.map(client));
     for (let run = 0; run < 10; run++) {
@@ -57,18 +42,17 @@ describe('one master per object across moves', () => {
   });
 
   it('a move whose source dies after the install: the copy is never served, and is dropped', async () => {
-    const prefix = `/loam/moves-${process.pid}-${++seq}`;
-    const env = { LOAM_FAILPOINTS: 'move-after-install' };
-    const nodes = [await startClusterNode({ etcd: etcd.endpoints, prefix, env }), await startClusterNode({ etcd: etcd.endpoints, prefix })];
+    const prefix = fx.prefix();
+    const nodes = [await fx.node(prefix, { env: { LOAM_FAILPOINTS: 'move-after-install' } }), await fx.node(prefix)];
     const direct = await Promise.all(nodes.map(client));
     const o = await direct[0].persist(new Box(1), { backend: 1 });
     await direct[0].move(o, 2).catch(() => undefined); // the source kills itself after the Install
-    await waitFor(() => nodes[0].child.exitCode !== null || nodes[0].child.signalCode !== null, 'the source to die');
+    await untilDead(nodes[0]);
     // Node 2 holds a copy now, but it is not a master copy: before, it served it and took writes.
     expect(await masters(nodes, direct, o.$oid!)).toEqual([]);
     const res = await direct[1].conn.get({ dataset: 'default', oids: [o.$oid!], readFromAny: true });
     expect(res.objects).toHaveLength(0); // not even to a read of any copy
-    nodes[0] = await startClusterNode({ etcd: etcd.endpoints, prefix, dataDir: nodes[0].dataDir, port: nodes[0].port, peerPort: nodes[0].peerPort });
+    nodes[0] = await fx.node(prefix, { restart: nodes[0] });
     const fresh = await client(nodes[0]);
     direct[0] = fresh;
     expect((await fresh.get<Box>(o.$oid!)).v).toBe(1); // the source still masters it
@@ -81,15 +65,14 @@ describe('one master per object across moves', () => {
   });
 
   it('a move whose source dies after forgetting the object: the restart activates the copy', async () => {
-    const prefix = `/loam/moves-${process.pid}-${++seq}`;
-    const env = { LOAM_FAILPOINTS: 'move-before-activate' };
-    const nodes = [await startClusterNode({ etcd: etcd.endpoints, prefix, env }), await startClusterNode({ etcd: etcd.endpoints, prefix })];
+    const prefix = fx.prefix();
+    const nodes = [await fx.node(prefix, { env: { LOAM_FAILPOINTS: 'move-before-activate' } }), await fx.node(prefix)];
     const direct = await Promise.all(nodes.map(client));
     const o = await direct[0].persist(new Box(7), { backend: 1 });
     await direct[0].move(o, 2).catch(() => undefined);
-    await waitFor(() => nodes[0].child.exitCode !== null || nodes[0].child.signalCode !== null, 'the source to die');
+    await untilDead(nodes[0]);
     expect(await masters(nodes, direct, o.$oid!)).toEqual([]); // in between: nobody serves it, nobody loses it
-    nodes[0] = await startClusterNode({ etcd: etcd.endpoints, prefix, dataDir: nodes[0].dataDir, port: nodes[0].port, peerPort: nodes[0].peerPort });
+    nodes[0] = await fx.node(prefix, { restart: nodes[0] });
     direct[0] = await client(nodes[0]);
     await waitFor(async () => (await masters(nodes, direct, o.$oid!)).join() === '2', 'the copy on node 2 to be activated', 20_000, 200);
     const c = await client(nodes[0]);
