@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, ROOT, startNode, tempDir, type NodeProcess } from './harness/node-process.js';
-import { freePortBlock } from './harness/ports.js';
+import { releasePorts, reservePortBlock } from './harness/ports.js';
 
 describe('loam command', () => {
   it('--help and --version', () => {
@@ -28,8 +28,11 @@ describe('loam command', () => {
 describe('loam dev --nodes 3 on the default port layout', () => {
   it('puts the metrics ports after the client ports (the default metrics port is node 2\'s client port)', async () => {
     // The defaults are --port 7480 --metrics-port 7481; the same layout on a free base port.
-    const base = await freePortBlock(6);
-    const node = await startNode({ args: ['--nodes', '3', '--port', String(base), '--metrics-port', String(base + 1)] }).catch((e: Error) => e);
+    const base = await reservePortBlock(6);
+    const ports = Array.from({ length: 6 }, (_, i) => base + i);
+    const node = await startNode({ args: ['--nodes', '3', '--port', String(base), '--metrics-port', String(base + 1)] })
+      .catch((e: Error) => e)
+      .finally(() => releasePorts(ports));
     // Before: node 1's metrics took base+1, and node 2 could not listen there ("address in use").
     if (node instanceof Error) throw node; // its whole message, not the matcher's first line
     const n: NodeProcess = node;
