@@ -33,11 +33,14 @@ export function nodeService(engine: Engine, metrics: NodeMetrics, log: Logger, c
   const installReplicas = method('InstallReplicas', async (req: InstallReplicasRequest) => {
     if (!engine.hasDataset(req.dataset)) await engine.createDataset(req.dataset);
     const placement = ctx().placement;
-    await engine.installReplicas(req.dataset, req.master, req.objects.filter((o) => !placement.isReleased(o.oid)));
+    const kept = req.objects.filter((o) => !placement.isReleased(o.oid));
+    await engine.installReplicas(req.dataset, req.master, kept);
+    await placement.replicaLeases.onPush(req, kept);
     return {};
   });
   const dropReplicas = method('DropReplicas', async (req: DropReplicasRequest) => {
     if (!engine.hasDataset(req.dataset)) return {};
+    ctx().placement.replicaLeases.forget(req.oids);
     await engine.dropReplicas(req.dataset, req.oids);
     return {};
   });
@@ -71,6 +74,11 @@ export function nodeService(engine: Engine, metrics: NodeMetrics, log: Logger, c
       for (const oid of req.oids) if (!isOid(oid)) throw new InvalidArgumentError(`malformed oid ${JSON.stringify(oid)}`);
       if (!engine.hasDataset(req.dataset)) return { released: req.oids, redirects: [] };
       return ctx().placement.releaseReplicas(req.dataset, req.node, req.oids);
+    })),
+    confirmReplicas: unary(method('ConfirmReplicas', async (req) => {
+      for (const c of req.copies) if (!isOid(c.oid)) throw new InvalidArgumentError(`malformed oid ${JSON.stringify(c.oid)}`);
+      if (!engine.hasDataset(req.dataset)) return { newer: [], current: [], dropped: req.copies.map((c) => c.oid), redirects: [] };
+      return ctx().placement.replicaLeases.answer(req);
     })),
     setHomeReplicas: unary(method('SetHomeReplicas', async (req) => {
       await ctx().placement.setHomeReplicas(req.entries);

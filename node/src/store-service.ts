@@ -216,7 +216,10 @@ export function storeService(
         // A replica copy answers only reads that asked for any copy; a copy a move has not
         // activated answers none (it may be abandoned). An object whose move out of here is
         // being made durable is still served (its forward pointer is not published yet).
-        const withheld = (oid: string) => engine.installSourceOf(oid) !== undefined || (!req.readFromAny && engine.replicaMasterOf(oid) !== undefined);
+        // A replica copy serves only while its master's confirmation is current (ReplicaLeases).
+        const replicaLeases = placement?.replicaLeases;
+        const withheld = (oid: string) => engine.installSourceOf(oid) !== undefined
+          || (engine.replicaMasterOf(oid) !== undefined && (!req.readFromAny || !replicaLeases?.servable(oid)));
         if (res.objects.some((o) => withheld(o.oid))) {
           objects = res.objects.filter((o) => !withheld(o.oid));
           for (const o of res.objects) if (withheld(o.oid)) notHere.push(o.oid);

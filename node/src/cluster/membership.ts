@@ -16,6 +16,12 @@ export interface Member {
   startedAt: string;
   /** 'ready', or 'drained' once the node moved everything away (it takes no new objects). */
   state?: string;
+  /**
+   * The id of the member lease this record was written with: a new one each time the node
+   * registers (a restart, or after its lease was lost). A master pushes replica copies naming
+   * it, so a push sent before the replica lost its lease confirms nothing after.
+   */
+  incarnation?: string;
 }
 
 /** What a node hears from its membership as it joins and leaves the metadata store's view. */
@@ -28,6 +34,11 @@ export interface MembershipHooks {
 
 /** Seconds a dead node's member key outlives it: how fast `backends()` forgets a dead node. */
 export const MEMBER_TTL_SECONDS = 3;
+/**
+ * How long before its lease's certain end a node stops doing what it may do only while it is a
+ * member (serving replica copies): room for clocks that run at slightly different rates.
+ */
+export const LEASE_MARGIN_MS = 300;
 const REFRESH_MS = 500;
 /** How long an explicit fresh read waits for the metadata store before using the last view. */
 const FRESH_WAIT_MS = 1_000;
@@ -161,6 +172,20 @@ export class Membership {
     return this.lease !== undefined;
   }
 
+  /** This node's incarnation: the id of its member lease; undefined while it has none. */
+  get incarnation(): string | undefined {
+    return this.lease?.id;
+  }
+
+  /**
+   * True while this node's member key certainly exists (its lease is alive, with a margin): no
+   * other node can have seen it leave, so none has dropped it from a replica set.
+   */
+  leaseCurrent(now = Date.now()): boolean {
+    const l = this.lease;
+    return l !== undefined && now < l.validUntil() - LEASE_MARGIN_MS;
+  }
+
   /**
    * The one join loop, at start and after a lost lease: confirm the number, register, load the
    * view, retrying while the metadata store is unreachable.
@@ -204,6 +229,7 @@ export class Membership {
       this.hooks.onRegistered?.(false);
       void this.ensureJoined();
     });
+    this.self.incarnation = lease.id;
     try {
       await this.meta.put(META_KEYS.member(this.self.id), JSON.stringify(this.self), lease);
     } catch (e) {
@@ -311,6 +337,15 @@ export class Membership {
     if (found) return found;
     await this.refreshWithin(FRESH_WAIT_MS);
     return (await this.view()).members.find((m) => m.number === n);
+  }
+
+  /** Member `n` as the view has it, read again from the store if its incarnation is not `expected`. */
+  async byIncarnation(n: number, expected: string): Promise<Member | undefined> {
+    const m = await this.byNumber(n);
+    if (m?.incarnation === expected) return m;
+    await this.refreshWithin(FRESH_WAIT_MS);
+    const again = (await this.view()).members.find((x) => x.number === n);
+    return again?.incarnation === expected ? again : undefined;
   }
 
   /** Called when a view shows this node's home directory served by another node, and the node does not say drained yet. */

@@ -3,7 +3,7 @@ import {
   NodeServiceClient, StoreServiceClient, UnavailableError, callUnary, type UnaryMethod,
   type AdoptHomeRequest, type FinishRequest, type InstallRequest, type MoveRequest, type MoveResponse, type PrepareRequest,
   type PrepareResponse, type SetMasterRequest, type GetRequest, type GetResponse, type InstallReplicasRequest, type DropReplicasRequest, type SetHomeReplicasRequest,
-  type ReleaseReplicasRequest, type ReleaseReplicasResponse,
+  type ReleaseReplicasRequest, type ConfirmReplicasRequest, type ConfirmReplicasResponse, type ReleaseReplicasResponse,
   type ActivateInstallRequest, type InstallStatusRequest, type InstallStatusResponse,
 } from '@loam/sdk/wire';
 import { PeerLink, type LinkCalls } from './peer-link.js';
@@ -144,6 +144,10 @@ export class Peers {
 
   dropReplicas(to: PeerTarget, req: DropReplicasRequest): Promise<unknown> {
     return this.linkCall(to, 'dropReplicas', req);
+  }
+
+  confirmReplicas(to: PeerTarget, req: ConfirmReplicasRequest): Promise<ConfirmReplicasResponse> {
+    return this.nodeCall(to, (c) => c.confirmReplicas, req);
   }
 
   releaseReplicas(to: PeerTarget, req: ReleaseReplicasRequest): Promise<ReleaseReplicasResponse> {

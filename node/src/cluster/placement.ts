@@ -10,6 +10,7 @@ import type { Member, Membership } from './membership.js';
 import type { Peers } from './peers.js';
 import { failpointAsync } from '../failpoints.js';
 import { writeDrained } from '../data-dir.js';
+import { ReplicaLeases } from './replica-leases.js';
 
 /** Objects sent to the target per Install call: bounded so one call stays well under message limits. */
 const MOVE_CHUNK_OBJECTS = 5_000;
@@ -48,6 +49,8 @@ export class Placement {
   private checking?: Promise<void>;
   /** When each pending installed copy was first seen here (settled after INSTALL_GRACE_MS). */
   private readonly installSeen = new Map<string, number>();
+  /** Which replica copies here may serve reads (confirmed by their masters under this lease). */
+  readonly replicaLeases: ReplicaLeases;
 
   constructor(
     private readonly engine: Engine,
@@ -59,6 +62,11 @@ export class Placement {
     private readonly opts: { dataDir?: string } = {},
   ) {
     this.drained = membership.self.state === 'drained';
+    this.replicaLeases = new ReplicaLeases({
+      engine, membership, peers, log,
+      withLocks: (oids, fn) => this.withLocks(oids, fn),
+      redirectFor: (oid) => this.redirectFor(oid),
+    });
     membership.onHomeHandedOver = () => void this.recordDrained();
     if (!this.drained && membership.homeHandedOver) void this.recordDrained();
     this.finishTimer = setInterval(() => {
@@ -335,18 +343,20 @@ export class Placement {
         const objects = (await this.engine.get(dataset, part.filter((o) => this.engine.masters(o)))).objects;
         const fresh = objects.filter((o) => !this.engine.replicasOf(o.oid).includes(target));
         if (fresh.length === 0) return;
-        await this.peers.installReplicas(dest, { dataset, master: this.me.number, objects: fresh });
+        // The first copies are not served until confirmed below, after the set is recorded: a
+        // crash in between leaves copies that the target's resync finds orphaned and drops.
+        await this.peers.installReplicas(dest, { dataset, master: this.me.number, objects: fresh, incarnation: dest.incarnation ?? '', unconfirmed: true, confirm: [] });
         await failpointAsync('replicate-after-copy');
         await this.engine.setReplicaSets(dataset, new Map(fresh.map((o) => [o.oid, [...this.engine.replicasOf(o.oid), target]])));
         // A write acknowledged between the copy and the new replica set pushed to the old set
-        // only: send what changed since the copy (later writes push to the target themselves).
+        // only: send what changed since the copy (later writes push to the target themselves),
+        // and confirm the rest at the versions copied.
         const copied = new Map(fresh.map((o) => [o.oid, o.version]));
         const now = await this.engine.get(dataset, fresh.map((o) => o.oid));
         const newer = now.objects.filter((o) => o.version > copied.get(o.oid)!);
-        if (newer.length > 0) {
-          await this.peers.installReplicas(dest, { dataset, master: this.me.number, objects: newer });
-          this.log.info({ objects: newer.length, target }, 'replicate: sent the writes acknowledged during the copy');
-        }
+        const same = now.objects.filter((o) => o.version === copied.get(o.oid)).map((o) => ({ oid: o.oid, version: o.version }));
+        await this.peers.installReplicas(dest, { dataset, master: this.me.number, objects: newer, incarnation: dest.incarnation ?? '', unconfirmed: false, confirm: same });
+        if (newer.length > 0) this.log.info({ objects: newer.length, target }, 'replicate: sent the writes acknowledged during the copy');
         if (now.missing.length > 0) await this.peers.dropReplicas(dest, { dataset, oids: now.missing });
         replicated.push(...fresh.map((o) => o.oid));
         await this.recordHomeReplicas(fresh.map((o) => o.oid));
@@ -373,7 +383,7 @@ export class Placement {
         return;
       }
       const { objects, missing } = await this.engine.get(dataset, list);
-      if (objects.length > 0) await this.peers.installReplicas(m, { dataset, master: this.me.number, objects });
+      if (objects.length > 0) await this.peers.installReplicas(m, { dataset, master: this.me.number, objects, incarnation: m.incarnation ?? '', unconfirmed: false, confirm: [] });
       if (missing.length > 0) await this.peers.dropReplicas(m, { dataset, oids: missing });
     }));
   }
@@ -428,6 +438,7 @@ export class Placement {
             const part = oids.slice(i, i + MOVE_CHUNK_OBJECTS);
             const m = await this.member(master);
             let gone = part;
+            this.replicaLeases.forget(part); // stop serving them before the master lets them go
             if (m && m.id !== this.me.id) {
               const res = await this.peers.releaseReplicas(m, { dataset: ds, node: this.me.number, oids: part });
               gone = res.released;
@@ -454,7 +465,7 @@ export class Placement {
     await Promise.all([...byNode].map(async ([n, objects]) => {
       const m = await this.member(n);
       if (!m) return;
-      await this.peers.installReplicas(m, { dataset, master: target, objects })
+      await this.peers.installReplicas(m, { dataset, master: target, objects, incarnation: m.incarnation ?? '', unconfirmed: false, confirm: [] })
         .catch((e) => this.log.warn({ node: n, err: (e as Error).message }, 'replica copies not told their new master'));
     }));
   }
@@ -683,6 +694,7 @@ export class Placement {
 
   close(): void {
     if (this.finishTimer) clearInterval(this.finishTimer);
+    this.replicaLeases.stop();
     this.peers.close();
   }
 }

@@ -99,6 +99,8 @@ export class EmbeddedMetaStore implements MetaStore {
         for (const [k, v] of this.data) if (v.lease === id) this.data.delete(k);
       },
       onLost: (fn) => void this.leases.get(id)?.lost.push(fn),
+      // In-process: the lease lives exactly as long as this process, which does the serving.
+      validUntil: () => (this.leases.has(id) ? Number.POSITIVE_INFINITY : 0),
     };
   }
 

@@ -93,17 +93,34 @@ export class EtcdMetaStore implements MetaStore {
 
   lease(ttlSeconds: number): Promise<MetaLease> {
     return this.run('lease', async () => {
+      const grantSent = Date.now();
       const l = this.ns.lease(ttlSeconds, { autoKeepAlive: true });
       // A lease that cannot reach etcd must not crash the node with an unhandled 'lost' event.
       const lostHandlers: ((e: Error) => void)[] = [];
+      let validUntil = 0;
+      let lost = false;
       l.on('lost', (err) => {
+        lost = true;
         this.leases.delete(l);
         for (const fn of lostHandlers) fn(err);
       });
+      // Keepalives go out on one stream and are answered in order: each answer renews the lease
+      // from the send time of the oldest keepalive still unanswered (a conservative pairing).
+      const sent: number[] = [];
+      l.on('keepaliveFired', () => void sent.push(Date.now()));
+      l.on('keepaliveEstablished', () => void (sent.length = 0));
+      l.on('keepaliveFailed', () => void (sent.length = 0));
+      l.on('keepaliveSucceeded', (res) => {
+        const at = sent.shift();
+        const ttl = Number(res.TTL);
+        if (at !== undefined && ttl > 0) validUntil = Math.max(validUntil, at + ttl * 1000);
+      });
       const id = await l.grant();
+      validUntil = Math.max(validUntil, grantSent + ttlSeconds * 1000);
       this.leases.add(l);
       return {
         id,
+        validUntil: () => (lost ? 0 : validUntil),
         revoke: async () => {
           this.leases.delete(l);
           await l.revoke().catch(() => l.release());

@@ -10,6 +10,14 @@ export interface MetaLease {
   revoke(): Promise<void>;
   /** Called when keepalives failed long enough that the lease may have expired. */
   onLost(fn: (err: Error) => void): void;
+  /**
+   * A time (ms since the epoch, this process's clock) before which the lease is certainly still
+   * alive in the store: the send time of the last grant or keepalive the store acknowledged,
+   * plus the TTL it granted. The store expires a lease only after that (its clock runs from
+   * when it processed the request, later than the send), so anything this node may do only
+   * while its keys exist (serve replica copies) is safe until then, less a margin for clock rates.
+   */
+  validUntil(): number;
 }
 
 export interface MetaStore {

@@ -203,6 +203,22 @@ export interface InstallReplicasRequest {
   dataset: string;
   master: number;
   objects: ObjectRecord[];
+  /**
+   * The replica's membership incarnation (its member lease) as the master's view has it. The
+   * copies count as current (served to read_from_any) only if it is the replica's incarnation
+   * now: a push sent before the replica lost its lease, and delivered after, confirms nothing.
+   */
+  incarnation: string;
+  /**
+   * The first copies of a replicate, sent before the master records the new replica set: kept,
+   * not served, until the master confirms them (or a resync finds them orphaned).
+   */
+  unconfirmed: boolean;
+  /**
+   * Copies the master confirms at these versions (after recording the replica set): a copy at
+   * an older version stays unconfirmed.
+   */
+  confirm: ReadCheck[];
 }
 
 export interface InstallReplicasResponse {
@@ -214,6 +230,30 @@ export interface DropReplicasRequest {
 }
 
 export interface DropReplicasResponse {
+}
+
+/**
+ * A replica asks the master of its copies whether they are still replicated to it (after a new
+ * membership incarnation, or for copies never confirmed), and gets what changed.
+ */
+export interface ConfirmReplicasRequest {
+  dataset: string;
+  /** The asking replica and its incarnation now (the master answers only once its view has it). */
+  node: number;
+  incarnation: string;
+  /** The copies and the versions held. */
+  copies: ReadCheck[];
+}
+
+export interface ConfirmReplicasResponse {
+  /** Still replicated to the node, with a newer version than the one held: the new state. */
+  newer: ObjectRecord[];
+  /** Still replicated to the node at the version held. */
+  current: string[];
+  /** Not replicated to the node (or gone): drop the copy. */
+  dropped: string[];
+  /** Mastered elsewhere now: ask there. */
+  redirects: Redirect[];
 }
 
 export interface ReleaseReplicasRequest {
@@ -2514,7 +2554,7 @@ export const ReplicateResponse: MessageFns<ReplicateResponse> = {
 };
 
 function createBaseInstallReplicasRequest(): InstallReplicasRequest {
-  return { dataset: "", master: 0, objects: [] };
+  return { dataset: "", master: 0, objects: [], incarnation: "", unconfirmed: false, confirm: [] };
 }
 
 export const InstallReplicasRequest: MessageFns<InstallReplicasRequest> = {
@@ -2527,6 +2567,15 @@ export const InstallReplicasRequest: MessageFns<InstallReplicasRequest> = {
     }
     for (const v of message.objects) {
       ObjectRecord.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.incarnation !== "") {
+      writer.uint32(34).string(message.incarnation);
+    }
+    if (message.unconfirmed !== false) {
+      writer.uint32(40).bool(message.unconfirmed);
+    }
+    for (const v of message.confirm) {
+      ReadCheck.encode(v!, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -2568,6 +2617,30 @@ export const InstallReplicasRequest: MessageFns<InstallReplicasRequest> = {
             message.objects.push(ObjectRecord.decode(reader, reader.uint32()));
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.incarnation = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.unconfirmed = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.confirm.push(ReadCheck.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2588,6 +2661,9 @@ export const InstallReplicasRequest: MessageFns<InstallReplicasRequest> = {
     message.dataset = object.dataset ?? "";
     message.master = object.master ?? 0;
     message.objects = object.objects?.map((e) => ObjectRecord.fromPartial(e)) || [];
+    message.incarnation = object.incarnation ?? "";
+    message.unconfirmed = object.unconfirmed ?? false;
+    message.confirm = object.confirm?.map((e) => ReadCheck.fromPartial(e)) || [];
     return message;
   },
 };
@@ -2741,6 +2817,188 @@ export const DropReplicasResponse: MessageFns<DropReplicasResponse> = {
   },
   fromPartial(_: DeepPartial<DropReplicasResponse>): DropReplicasResponse {
     const message = createBaseDropReplicasResponse();
+    return message;
+  },
+};
+
+function createBaseConfirmReplicasRequest(): ConfirmReplicasRequest {
+  return { dataset: "", node: 0, incarnation: "", copies: [] };
+}
+
+export const ConfirmReplicasRequest: MessageFns<ConfirmReplicasRequest> = {
+  encode(message: ConfirmReplicasRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.dataset !== "") {
+      writer.uint32(10).string(message.dataset);
+    }
+    if (message.node !== 0) {
+      writer.uint32(16).uint32(message.node);
+    }
+    if (message.incarnation !== "") {
+      writer.uint32(26).string(message.incarnation);
+    }
+    for (const v of message.copies) {
+      ReadCheck.encode(v!, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConfirmReplicasRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConfirmReplicasRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.dataset = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.node = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.incarnation = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.copies.push(ReadCheck.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ConfirmReplicasRequest>): ConfirmReplicasRequest {
+    return ConfirmReplicasRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ConfirmReplicasRequest>): ConfirmReplicasRequest {
+    const message = createBaseConfirmReplicasRequest();
+    message.dataset = object.dataset ?? "";
+    message.node = object.node ?? 0;
+    message.incarnation = object.incarnation ?? "";
+    message.copies = object.copies?.map((e) => ReadCheck.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseConfirmReplicasResponse(): ConfirmReplicasResponse {
+  return { newer: [], current: [], dropped: [], redirects: [] };
+}
+
+export const ConfirmReplicasResponse: MessageFns<ConfirmReplicasResponse> = {
+  encode(message: ConfirmReplicasResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.newer) {
+      ObjectRecord.encode(v!, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.current) {
+      writer.uint32(18).string(v!);
+    }
+    for (const v of message.dropped) {
+      writer.uint32(26).string(v!);
+    }
+    for (const v of message.redirects) {
+      Redirect.encode(v!, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConfirmReplicasResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConfirmReplicasResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.newer.push(ObjectRecord.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.current.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.dropped.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.redirects.push(Redirect.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ConfirmReplicasResponse>): ConfirmReplicasResponse {
+    return ConfirmReplicasResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ConfirmReplicasResponse>): ConfirmReplicasResponse {
+    const message = createBaseConfirmReplicasResponse();
+    message.newer = object.newer?.map((e) => ObjectRecord.fromPartial(e)) || [];
+    message.current = object.current?.map((e) => e) || [];
+    message.dropped = object.dropped?.map((e) => e) || [];
+    message.redirects = object.redirects?.map((e) => Redirect.fromPartial(e)) || [];
     return message;
   },
 };
@@ -5896,6 +6154,18 @@ export const NodeServiceService = {
       Buffer.from(ReleaseReplicasResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ReleaseReplicasResponse => ReleaseReplicasResponse.decode(value),
   },
+  /** ConfirmReplicas tells a replica which of its copies are still replicated to it. */
+  confirmReplicas: {
+    path: "/loam.v1.NodeService/ConfirmReplicas" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ConfirmReplicasRequest): Buffer =>
+      Buffer.from(ConfirmReplicasRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ConfirmReplicasRequest => ConfirmReplicasRequest.decode(value),
+    responseSerialize: (value: ConfirmReplicasResponse): Buffer =>
+      Buffer.from(ConfirmReplicasResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ConfirmReplicasResponse => ConfirmReplicasResponse.decode(value),
+  },
   /**
    * Link carries the frequent small calls between two nodes (transaction parts, replica
    * updates) as messages on one long-lived stream, answered by id in any order. Each has the
@@ -5936,6 +6206,8 @@ export interface NodeServiceServer extends UntypedServiceImplementation {
   setHomeReplicas: handleUnaryCall<SetHomeReplicasRequest, SetHomeReplicasResponse>;
   /** ReleaseReplicas takes a draining node out of the replica sets of objects mastered here. */
   releaseReplicas: handleUnaryCall<ReleaseReplicasRequest, ReleaseReplicasResponse>;
+  /** ConfirmReplicas tells a replica which of its copies are still replicated to it. */
+  confirmReplicas: handleUnaryCall<ConfirmReplicasRequest, ConfirmReplicasResponse>;
   /**
    * Link carries the frequent small calls between two nodes (transaction parts, replica
    * updates) as messages on one long-lived stream, answered by id in any order. Each has the
@@ -6121,6 +6393,22 @@ export interface NodeServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ReleaseReplicasResponse) => void,
+  ): ClientUnaryCall;
+  /** ConfirmReplicas tells a replica which of its copies are still replicated to it. */
+  confirmReplicas(
+    request: ConfirmReplicasRequest,
+    callback: (error: ServiceError | null, response: ConfirmReplicasResponse) => void,
+  ): ClientUnaryCall;
+  confirmReplicas(
+    request: ConfirmReplicasRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ConfirmReplicasResponse) => void,
+  ): ClientUnaryCall;
+  confirmReplicas(
+    request: ConfirmReplicasRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ConfirmReplicasResponse) => void,
   ): ClientUnaryCall;
   /**
    * Link carries the frequent small calls between two nodes (transaction parts, replica
