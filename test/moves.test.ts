@@ -84,6 +84,37 @@ describe('one master per object across moves', () => {
   });
 });
 
+describe('a move whose caller gave up', () => {
+  it('is not executed by a node that reads it after resuming from a pause', async () => {
+    const nodes = await fx.cluster(2);
+    const c = await client(nodes[0]);
+    const direct = await Promise.all(nodes.map(client));
+    const o = await c.persist(new Box(1), { backend: 2 });
+    process.kill(nodes[1].child.pid!, 'SIGSTOP');
+    try {
+      // gRPC's timeout counts from when the server reads the call: without the wall-clock
+      // deadline the node ran this move when it resumed (the caller had been told it failed).
+      await expect(c.move(o, 1, { timeoutMs: 1_000 })).rejects.toThrow();
+    } finally {
+      process.kill(nodes[1].child.pid!, 'SIGCONT');
+    }
+    // The node reads the queued Move as it resumes, and refuses it.
+    await waitFor(async () => (await refused(nodes[1], 'Move')) >= 1 || (await masters(nodes, direct, o.$oid!)).join() !== '2',
+      'node 2 to read the late Move', 10_000, 100);
+    expect(await masters(nodes, direct, o.$oid!)).toEqual([2]);
+    expect(await refused(nodes[1], 'Move')).toBeGreaterThanOrEqual(1);
+    expect((await c.get<Box>(o.$oid!)).v).toBe(1);
+    await c.move(o, 1); // a move in time works
+    expect(await masters(nodes, direct, o.$oid!)).toEqual([1]);
+  });
+});
+
+async function refused(node: NodeProcess, method: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${node.metricsPort}/metrics`)).text();
+  const m = new RegExp(`^loam_requests_total\\{method="${method}",outcome="deadline_exceeded"\\} (\\S+)$`, 'm').exec(text);
+  return m ? Number(m[1]) : 0;
+}
+
 async function metric(node: NodeProcess, name: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${node.metricsPort}/metrics`)).text();
   const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);

@@ -1,5 +1,5 @@
 import type { ServerUnaryCall, sendUnaryData } from '@grpc/grpc-js';
-import { InvalidArgumentError, toServiceError } from '@loam/sdk/wire';
+import { DEADLINE_HEADER, DeadlineExceededError, InvalidArgumentError, toServiceError } from '@loam/sdk/wire';
 import type { NodeMetrics } from './metrics.js';
 import type { Logger } from './logger.js';
 
@@ -52,6 +52,9 @@ export function methodMaker(metrics: NodeMetrics, log: Logger, before: () => voi
         if (req === null || req === undefined) throw new InvalidArgumentError('empty request');
         if (req instanceof MalformedRequest) throw new InvalidArgumentError(`malformed request: ${req.reason}`);
         before();
+        if (call.deadline !== undefined && Date.now() >= call.deadline) {
+          throw new DeadlineExceededError(`${name}: the caller's deadline passed before this node read the call; nothing was done`);
+        }
         result = fn(req, call);
       } catch (e) {
         fail(e);
@@ -74,7 +77,9 @@ export function methodMaker(metrics: NodeMetrics, log: Logger, before: () => voi
 export function unary<Req, Res>(m: Method<Req, Res>) {
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
     const d = call.getDeadline();
-    const deadline = d instanceof Date ? d.getTime() : Number.isFinite(d) ? d : undefined;
+    let deadline = d instanceof Date ? d.getTime() : Number.isFinite(d) ? d : undefined;
+    const wall = Number(call.metadata.get(DEADLINE_HEADER)[0]);
+    if (Number.isFinite(wall) && wall > 0) deadline = Math.min(deadline ?? wall, wall);
     m(call.request, (err, res) => {
       if (err) callback(toServiceError(err) as Parameters<sendUnaryData<Res>>[0]);
       else callback(null, res as Res);

@@ -9,6 +9,7 @@ import type { Logger } from './logger.js';
 import type { Membership } from './cluster/membership.js';
 import { META_KEYS } from './meta/meta-store.js';
 import { Placement } from './cluster/placement.js';
+import { Operations } from './cluster/operations.js';
 import { reserveAlias } from './cluster/aliases.js';
 import type { Transactions } from './cluster/transactions.js';
 import { unaryHandler } from './rpc-handler.js';
@@ -46,6 +47,7 @@ export function storeService(
   let placement: Placement | undefined;
   let transactions: Transactions | undefined;
   let meta: Membership['meta'] | undefined;
+  const operations = new Operations();
   function joined(): void {
     if (!cluster) return;
     const ctx = cluster();
@@ -286,11 +288,11 @@ export function storeService(
       if ((await engine.get(req.dataset, [req.oid])).objects.length > 0) return { master: me(), replicas: [] };
       throw new NotFoundError(`object ${req.oid} does not exist`, { oid: req.oid, dataset: req.dataset });
     }),
-    move: unary('Move', async (req) => {
+    move: unary('Move', async (req, call) => {
       await ensureDataset(req.dataset);
       if (req.oids.length === 0 || req.oids.length > engine.limits.maxBatchObjects) throw new InvalidArgumentError(`move takes 1 to ${engine.limits.maxBatchObjects} oids`);
       for (const oid of req.oids) if (!isOid(oid)) throw new InvalidArgumentError(`malformed oid ${JSON.stringify(oid)}`);
-      if (placement) return placement.move(req.dataset, req.oids, req.target, req.recursive);
+      if (placement) return operations.run('move', req.opId, () => placement!.move(req.dataset, req.oids, req.target, req.recursive, call.deadline));
       if (req.target !== me().number) throw new InvalidArgumentError(`node ${req.target} does not exist: this DataStore has one node`);
       const held = await engine.get(req.dataset, req.oids);
       if (held.missing.length) throw new NotFoundError(`object ${held.missing[0]} does not exist`, { oid: held.missing[0] });
@@ -301,16 +303,17 @@ export function storeService(
       await ensureDataset(req.dataset);
       return transactions.commitMulti(req, call.deadline);
     }),
-    replicate: unary('Replicate', async (req) => {
+    replicate: unary('Replicate', async (req, call) => {
       await ensureDataset(req.dataset);
       if (req.oids.length === 0 || req.oids.length > engine.limits.maxBatchObjects) throw new InvalidArgumentError(`replicate takes 1 to ${engine.limits.maxBatchObjects} oids`);
       for (const oid of req.oids) if (!isOid(oid)) throw new InvalidArgumentError(`malformed oid ${JSON.stringify(oid)}`);
       if (!placement) throw new InvalidArgumentError('a single-node DataStore has no other node to replicate to');
-      return placement.replicate(req.dataset, req.oids, req.target, req.recursive);
+      return operations.run('replicate', req.opId, () => placement!.replicate(req.dataset, req.oids, req.target, req.recursive, call.deadline));
     }),
-    drain: unary('Drain', async () => {
+    drain: unary('Drain', async (req) => {
       if (!placement) throw new InvalidArgumentError('cannot drain the only node of a single-node DataStore');
-      return placement.drain();
+      // Runs to the end even if the caller stops waiting; a retry with the same id waits for it.
+      return operations.run('drain', req.opId, () => placement!.drain());
     }),
   };
 }

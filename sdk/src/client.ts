@@ -410,8 +410,8 @@ export class Client {
     const target = await this.router.resolveBackend(backend);
     const recursive = options.recursive ?? false;
     const follow = recursive && (options.remotes ?? true);
-    const moved = await this.perNode(this.oidOfAny(obj), follow, async (c, oids) => {
-      const res = await c.move({ dataset: this.dataset, oids, target: target.number, recursive }, options.timeoutMs ?? 300_000);
+    const moved = await this.perNode(this.oidOfAny(obj), follow, async (c, oids, opId) => {
+      const res = await c.move({ dataset: this.dataset, oids, target: target.number, recursive, opId }, options.timeoutMs ?? 300_000);
       for (const m of res.moved) this.router.learn(m, target.number, target.address);
       return { done: res.moved.length, remote: res.remote };
     });
@@ -422,7 +422,7 @@ export class Client {
    * Runs a per-node operation on an object, on the node that masters it; with `follow`, again on
    * the nodes of the referents it reports as living elsewhere, until none are left.
    */
-  private async perNode(oid: string, follow: boolean, op: (c: NodeConnection, oids: string[]) => Promise<{ done: number; remote: string[] }>): Promise<number> {
+  private async perNode(oid: string, follow: boolean, op: (c: NodeConnection, oids: string[], opId: string) => Promise<{ done: number; remote: string[] }>): Promise<number> {
     const seen = new Set([oid]);
     let todo = [oid];
     let done = 0;
@@ -436,7 +436,9 @@ export class Client {
       }
       const next: string[] = [];
       for (const [n, oids] of byNode) {
-        const res = await this.router.withNode(n, (c) => op(c, oids));
+        // One id per call, the same on its retries: a node never runs it twice at once.
+        const opId = newTxid();
+        const res = await this.router.withNode(n, (c) => op(c, oids, opId));
         done += res.done;
         if (follow) for (const r of res.remote) if (!seen.has(r)) (seen.add(r), next.push(r));
       }
@@ -500,8 +502,8 @@ export class Client {
     this.assertOpen();
     const target = await this.router.resolveBackend(backend);
     const recursive = options.recursive ?? false;
-    const replicated = await this.perNode(this.oidOfAny(obj), recursive, async (c, oids) => {
-      const res = await c.replicate({ dataset: this.dataset, oids, target: target.number, recursive }, options.timeoutMs ?? 300_000);
+    const replicated = await this.perNode(this.oidOfAny(obj), recursive, async (c, oids, opId) => {
+      const res = await c.replicate({ dataset: this.dataset, oids, target: target.number, recursive, opId }, options.timeoutMs ?? 300_000);
       return { done: res.replicated.length, remote: res.remote };
     });
     return { replicated };
@@ -511,7 +513,8 @@ export class Client {
   async drain(backend: string | number, options: { timeoutMs?: number } = {}): Promise<{ moved: number; homeSuccessor: number }> {
     this.assertOpen();
     const b = await this.router.resolveBackend(backend);
-    const res = await this.router.withNode(b.number, (c) => c.drain({}, options.timeoutMs ?? 600_000));
+    const opId = newTxid(); // the same on a retry: it joins the drain already running
+    const res = await this.router.withNode(b.number, (c) => c.drain({ opId }, options.timeoutMs ?? 600_000));
     await this.router.refresh(true).catch(() => undefined);
     return { moved: res.moved, homeSuccessor: res.homeSuccessor };
   }

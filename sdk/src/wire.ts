@@ -74,8 +74,22 @@ export type UnaryMethod<Req, Res> = (req: Req, metadata: Metadata, options: Part
 /** One unary call of `client` with a deadline (so it never hangs); a failure comes back as its typed error. */
 export function callUnary<Req, Res>(client: object, fn: UnaryMethod<Req, Res>, req: Req, deadlineMs: number): Promise<Res> {
   return new Promise((resolve, reject) => {
-    fn.call(client, req, new Metadata(), { deadline: Date.now() + deadlineMs }, (err, res) => (err ? reject(fromServiceError(err)) : resolve(res)));
+    const deadline = Date.now() + deadlineMs;
+    fn.call(client, req, deadlineMetadata(deadline), { deadline }, (err, res) => (err ? reject(fromServiceError(err)) : resolve(res)));
   });
+}
+
+/**
+ * The caller's deadline as wall-clock time (ms since the epoch). gRPC sends a deadline as a
+ * relative timeout that the server starts counting when it reads the call, so a node that was
+ * paused (SIGSTOP, a long GC, a VM stall) would run a call whose caller gave up long ago; with
+ * this the node refuses it. Assumes clocks agree within well under a call's deadline (NTP).
+ */
+export const DEADLINE_HEADER = 'loam-deadline-ms';
+
+export function deadlineMetadata(deadline: number, md = new Metadata()): Metadata {
+  md.set(DEADLINE_HEADER, String(Math.round(deadline)));
+  return md;
 }
 
 /** Turns a gRPC error from a node back into the typed error it was raised as. */

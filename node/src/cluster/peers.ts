@@ -4,7 +4,7 @@ import {
   type AdoptHomeRequest, type FinishRequest, type InstallRequest, type MoveRequest, type MoveResponse, type PrepareRequest,
   type PrepareResponse, type SetMasterRequest, type GetRequest, type GetResponse, type InstallReplicasRequest, type DropReplicasRequest, type SetHomeReplicasRequest,
   type ReleaseReplicasRequest, type ConfirmReplicasRequest, type ConfirmReplicasResponse, type ReleaseReplicasResponse,
-  type ActivateInstallRequest, type InstallStatusRequest, type InstallStatusResponse,
+  type ActivateInstallRequest, type InstallStatusRequest, type InstallStatusResponse, deadlineMetadata,
 } from '@loam/sdk/wire';
 import { PeerLink, type LinkCalls } from './peer-link.js';
 import { peerCallError, type ClusterSecret } from './peer-auth.js';
@@ -81,7 +81,8 @@ export class Peers {
     const c = this.node(address);
     const fn = pick(c);
     return new Promise((resolve, reject) => {
-      fn.call(c, req, new Metadata(), { deadline: Date.now() + deadlineMs }, (err, res) => (err ? reject(peerCallError(err, address)) : resolve(res)));
+      const deadline = Date.now() + deadlineMs;
+      fn.call(c, req, deadlineMetadata(deadline), { deadline }, (err, res) => (err ? reject(peerCallError(err, address)) : resolve(res)));
     });
   }
 

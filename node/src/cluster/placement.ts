@@ -1,5 +1,5 @@
 import {
-  InvalidArgumentError, LimitExceededError, NotFoundError, RedirectError, UnavailableError, WriteConflictError, oidHomeNode,
+  DeadlineExceededError, InvalidArgumentError, LimitExceededError, NotFoundError, RedirectError, UnavailableError, WriteConflictError, oidHomeNode,
   type Backend, type DrainResponse, type MasterChange, type MoveResponse, type Redirect,
 } from '@loam/sdk/wire';
 import { decodeValue } from '@loam/sdk/codec';
@@ -34,6 +34,7 @@ export class Placement {
   private drained: boolean;
   /** A drain is running: new objects would be left behind, so none are taken already. */
   private draining = false;
+  private running?: Promise<DrainResponse>;
   private recording?: Promise<void>;
   /** The node a running drain hands the home directory to (recorded with the drained state). */
   private successor?: number;
@@ -192,7 +193,12 @@ export class Placement {
 
   // ------------------------------------------------------------------ move
 
-  async move(dataset: string, oids: string[], target: number, recursive: boolean): Promise<MoveResponse> {
+  /**
+   * `deadline`: when the caller stops waiting (ms since the epoch). Past it, the move stops
+   * before its next durable step (a copy to the target, the forget here); a chunk already
+   * forgotten here is always finished.
+   */
+  async move(dataset: string, oids: string[], target: number, recursive: boolean, deadline?: number): Promise<MoveResponse> {
     for (const oid of oids) {
       if (!this.engine.masters(oid)) {
         const r = await this.redirectFor(oid);
@@ -232,7 +238,7 @@ export class Placement {
         // The home directory keeps replica sets across the switch; only where the target was a
         // replica is the recorded set wrong afterwards.
         const wasReplica = chunk.filter((o) => this.engine.replicasOf(o.oid).includes(target)).map((o) => o.oid);
-        chunk = await this.moveChunk(dataset, chunk, dest, target, replicaSets);
+        chunk = await this.moveChunk(dataset, chunk, dest, target, replicaSets, deadline);
         moved.push(...chunk.map((o) => o.oid));
         await this.repointReplicas(dataset, chunk, replicaSets, target);
         await this.switchHomes(chunk.map((o) => ({ oid: o.oid, from: this.me.number, to: target })));
@@ -247,15 +253,17 @@ export class Placement {
    * lock was taken can land between the copy and the forget; the forget then sees a newer
    * version and refuses, and the chunk is copied again (the lock lets no further commit in).
    */
-  private async moveChunk(dataset: string, chunk: StoredObject[], dest: Member, target: number, replicaSets: Map<string, number[]>): Promise<StoredObject[]> {
+  private async moveChunk(dataset: string, chunk: StoredObject[], dest: Member, target: number, replicaSets: Map<string, number[]>, deadline?: number): Promise<StoredObject[]> {
     const sets = [...replicaSets].filter(([, nodes]) => nodes.length > 0).map(([oid, nodes]) => ({ oid, nodes }));
     for (let attempt = 1; ; attempt++) {
       await this.waitForPrepared(chunk.map((o) => o.oid));
       chunk = (await this.engine.get(dataset, chunk.map((o) => o.oid))).objects;
       // The target holds them as pending copies (not served) until they are activated below.
+      checkDeadline(deadline, 'copying objects to the target');
       await this.peers.install(dest, { dataset, objects: chunk, replicaSets: sets, source: this.me.number });
       await failpointAsync('move-after-install');
       try {
+        checkDeadline(deadline, 'the objects were forgotten here (the target drops its pending copies)');
         await this.engine.moveOut(dataset, chunk.map((o) => ({ oid: o.oid, version: o.version })), target);
       } catch (e) {
         if (!(e instanceof WriteConflictError) || attempt >= 5) {
@@ -325,7 +333,7 @@ export class Placement {
    * Keeps a replica of objects on `target`: copies them there, then adds `target` to their
    * replica sets. Calls on one object are serialized, so concurrent replicate calls all count.
    */
-  async replicate(dataset: string, oids: string[], target: number, recursive: boolean): Promise<{ replicated: string[]; remote: string[] }> {
+  async replicate(dataset: string, oids: string[], target: number, recursive: boolean, deadline?: number): Promise<{ replicated: string[]; remote: string[] }> {
     for (const oid of oids) {
       if (!this.engine.masters(oid)) {
         const r = await this.redirectFor(oid);
@@ -343,10 +351,12 @@ export class Placement {
         const objects = (await this.engine.get(dataset, part.filter((o) => this.engine.masters(o)))).objects;
         const fresh = objects.filter((o) => !this.engine.replicasOf(o.oid).includes(target));
         if (fresh.length === 0) return;
+        checkDeadline(deadline, 'copying objects to the target');
         // The first copies are not served until confirmed below, after the set is recorded: a
         // crash in between leaves copies that the target's resync finds orphaned and drops.
         await this.peers.installReplicas(dest, { dataset, master: this.me.number, objects: fresh, incarnation: dest.incarnation ?? '', unconfirmed: true, confirm: [] });
         await failpointAsync('replicate-after-copy');
+        checkDeadline(deadline, 'recording the new replica set (the target drops the unconfirmed copies)');
         await this.engine.setReplicaSets(dataset, new Map(fresh.map((o) => [o.oid, [...this.engine.replicasOf(o.oid), target]])));
         // A write acknowledged between the copy and the new replica set pushed to the old set
         // only: send what changed since the copy (later writes push to the target themselves),
@@ -635,7 +645,16 @@ export class Placement {
    * its home directory (and any it had adopted) to the lowest-numbered other node that is not
    * drained. Creates are refused from the start, and the drained state is recorded at the end.
    */
-  async drain(): Promise<DrainResponse> {
+  /**
+   * Moves everything away and hands the home directory over. One drain at a time: a call while
+   * one runs waits for it (a drain sent again after a timeout must not run beside the first).
+   */
+  drain(): Promise<DrainResponse> {
+    this.running ??= this.drainOnce().finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  private async drainOnce(): Promise<DrainResponse> {
     // Drained nodes take nothing: neither objects nor a home directory (they may be removed next).
     const others = (await this.membership.members(true)).filter((m) => m.id !== this.me.id && m.state !== 'drained');
     if (others.length === 0) throw new InvalidArgumentError('cannot drain the only node of the cluster that is not drained');
@@ -696,6 +715,13 @@ export class Placement {
     if (this.finishTimer) clearInterval(this.finishTimer);
     this.replicaLeases.stop();
     this.peers.close();
+  }
+}
+
+/** Stops an operation before its next durable step once its caller has given up. */
+function checkDeadline(deadline: number | undefined, step: string): void {
+  if (deadline !== undefined && Date.now() >= deadline) {
+    throw new DeadlineExceededError(`the caller's deadline passed before ${step}; stopped there`);
   }
 }
 

@@ -178,6 +178,11 @@ export interface MoveRequest {
   /** Target node number. */
   target: number;
   recursive: boolean;
+  /**
+   * Chosen by the client once per operation and sent again on a retry: a node that is running
+   * or ran the same operation recently answers from it instead of starting it again.
+   */
+  opId: string;
 }
 
 export interface MoveResponse {
@@ -192,6 +197,8 @@ export interface ReplicateRequest {
   oids: string[];
   target: number;
   recursive: boolean;
+  /** As in MoveRequest. */
+  opId: string;
 }
 
 export interface ReplicateResponse {
@@ -278,6 +285,11 @@ export interface SetHomeReplicasResponse {
 }
 
 export interface DrainRequest {
+  /**
+   * As in MoveRequest: a retried drain joins the one running (a drain goes on to the end even
+   * after its caller stopped waiting; asking again with the same id waits for it).
+   */
+  opId: string;
 }
 
 export interface DrainResponse {
@@ -2238,7 +2250,7 @@ export const ListAliasesResponse: MessageFns<ListAliasesResponse> = {
 };
 
 function createBaseMoveRequest(): MoveRequest {
-  return { dataset: "", oids: [], target: 0, recursive: false };
+  return { dataset: "", oids: [], target: 0, recursive: false, opId: "" };
 }
 
 export const MoveRequest: MessageFns<MoveRequest> = {
@@ -2254,6 +2266,9 @@ export const MoveRequest: MessageFns<MoveRequest> = {
     }
     if (message.recursive !== false) {
       writer.uint32(32).bool(message.recursive);
+    }
+    if (message.opId !== "") {
+      writer.uint32(42).string(message.opId);
     }
     return writer;
   },
@@ -2303,6 +2318,14 @@ export const MoveRequest: MessageFns<MoveRequest> = {
             message.recursive = reader.bool();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.opId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2324,6 +2347,7 @@ export const MoveRequest: MessageFns<MoveRequest> = {
     message.oids = object.oids?.map((e) => e) || [];
     message.target = object.target ?? 0;
     message.recursive = object.recursive ?? false;
+    message.opId = object.opId ?? "";
     return message;
   },
 };
@@ -2396,7 +2420,7 @@ export const MoveResponse: MessageFns<MoveResponse> = {
 };
 
 function createBaseReplicateRequest(): ReplicateRequest {
-  return { dataset: "", oids: [], target: 0, recursive: false };
+  return { dataset: "", oids: [], target: 0, recursive: false, opId: "" };
 }
 
 export const ReplicateRequest: MessageFns<ReplicateRequest> = {
@@ -2412,6 +2436,9 @@ export const ReplicateRequest: MessageFns<ReplicateRequest> = {
     }
     if (message.recursive !== false) {
       writer.uint32(32).bool(message.recursive);
+    }
+    if (message.opId !== "") {
+      writer.uint32(42).string(message.opId);
     }
     return writer;
   },
@@ -2461,6 +2488,14 @@ export const ReplicateRequest: MessageFns<ReplicateRequest> = {
             message.recursive = reader.bool();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.opId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2482,6 +2517,7 @@ export const ReplicateRequest: MessageFns<ReplicateRequest> = {
     message.oids = object.oids?.map((e) => e) || [];
     message.target = object.target ?? 0;
     message.recursive = object.recursive ?? false;
+    message.opId = object.opId ?? "";
     return message;
   },
 };
@@ -3248,11 +3284,14 @@ export const SetHomeReplicasResponse: MessageFns<SetHomeReplicasResponse> = {
 };
 
 function createBaseDrainRequest(): DrainRequest {
-  return {};
+  return { opId: "" };
 }
 
 export const DrainRequest: MessageFns<DrainRequest> = {
-  encode(_: DrainRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+  encode(message: DrainRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.opId !== "") {
+      writer.uint32(10).string(message.opId);
+    }
     return writer;
   },
 
@@ -3269,6 +3308,14 @@ export const DrainRequest: MessageFns<DrainRequest> = {
       while (reader.pos < end) {
         const tag = reader.uint32();
         switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.opId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3284,8 +3331,9 @@ export const DrainRequest: MessageFns<DrainRequest> = {
   create(base?: DeepPartial<DrainRequest>): DrainRequest {
     return DrainRequest.fromPartial(base ?? {});
   },
-  fromPartial(_: DeepPartial<DrainRequest>): DrainRequest {
+  fromPartial(object: DeepPartial<DrainRequest>): DrainRequest {
     const message = createBaseDrainRequest();
+    message.opId = object.opId ?? "";
     return message;
   },
 };
