@@ -1,7 +1,7 @@
 /**
  * Jepsen-style checks against real `loam node` processes on a real 3-member etcd, with faults
  * (test/chaos/: workloads, nemesis, checkers). `npm test` runs the bounded version: the bank
- * workload with replicas (and with LOAM_CHAOS=1 the register workload, see below), ~20 s each with a few faults, seed
+ * workload with replicas and the register workload, ~20 s each with a few faults, seed
  * LOAM_CHAOS_SEED (default 1). `npm run chaos -- --seed N --time-budget S` (scripts/chaos.mjs)
  * runs this file with LOAM_CHAOS_LONG=1: the fault-free throughput comparison, then both bank
  * variants and the register workload sharing the budget, and writes the figures to
@@ -18,12 +18,9 @@ import { bankThroughput, bankWorkload, describeResult, registerWorkload, type Th
 const LONG = process.env.LOAM_CHAOS_LONG === '1';
 const SEED = Number(process.env.LOAM_CHAOS_SEED ?? 1);
 const BUDGET_S = Number(process.env.LOAM_CHAOS_TIME_BUDGET ?? 300);
-// `npm test` runs the bounded bank workload with replicas. The register workload is not in it yet:
-// it still finds stale reads of replica copies (replicas have no lease yet: issue 8, point 4), and a
-// check that fails until then would block every landing. LOAM_CHAOS=1 adds it (npm run chaos runs
-// the long version of both).
+// `npm test` runs the bounded bank workload with replicas and the bounded register workload
+// (npm run chaos runs the long version of both).
 const BOUNDED = !LONG;
-const REGISTER = process.env.LOAM_CHAOS === '1';
 const BOUNDED_RUN_MS = 20_000;
 
 const log = (line: string) => console.log(line);
@@ -51,7 +48,7 @@ describe.runIf(BOUNDED)('chaos, bounded (seeded faults while a workload runs; an
     expect(anomalyLines(r), `seed ${SEED}`).toEqual([]);
   }, 240_000);
 
-  it.runIf(REGISTER)('registers under moves and replication: no lost write, no stale or phantom read from the master or a replica', async () => {
+  it('registers under moves and replication: no lost write, no stale or phantom read from the master or a replica', async () => {
     const r = await registerWorkload({ etcd, seed: SEED, durationMs: BOUNDED_RUN_MS, log });
     log(describeResult(r, 10).join('\n'));
     expect(r.ops.ok).toBeGreaterThan(0);
