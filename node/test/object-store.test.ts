@@ -1,6 +1,6 @@
 // The object-store seam against a real S3 server (versitygw, test/harness/s3-server.ts), never
 // a mock: the contract of ObjectStore as S3ObjectStore implements it, outages, in-place
-// corruption, a reply lost on the network.
+// corruption, a reply lost on the network, and the failing wrapper for fault tests.
 import fs from 'node:fs';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
@@ -13,6 +13,7 @@ import {
   type ObjectStore,
 } from '../dist/storage/object-store.js';
 import { S3ObjectStore, type S3ObjectStoreOptions } from '../dist/storage/s3-object-store.js';
+import { FailingObjectStore } from '../dist/storage/failing-object-store.js';
 import { startS3, type S3Server } from '../../test/harness/s3-server.js';
 
 let s3: S3Server;
@@ -253,5 +254,70 @@ describe('S3ObjectStore when the server is down, hung, or a reply is lost', () =
       for (const c of conns) c.destroy();
       await new Promise((r) => proxy.close(r));
     }
+  });
+});
+
+describe('FailingObjectStore (fault injection over the real store)', () => {
+  it('fails before the call (nothing applied), after it (applied, outcome unknown), per op and key pattern, after/times', async () => {
+    const inner = store();
+    const st = new FailingObjectStore(inner);
+    st.inject({ op: 'create', key: 'seg/', action: 'fail', times: 1 });
+    const e1 = await rejection(st.create('seg/1', Buffer.from('a')));
+    expect(e1).toBeInstanceOf(ObjectStoreUnavailableError);
+    expect((e1 as ObjectStoreUnavailableError).outcomeUnknown).toBe(false);
+    expect(await rejection(inner.head('seg/1'))).toBeInstanceOf(ObjectNotFoundError);
+    await st.create('seg/1', Buffer.from('a')); // times: 1 is used up
+    await st.create('manifest', Buffer.from('m')); // another key: never matched
+
+    st.inject({ op: 'create', key: /^seg\/\d+$/, action: 'fail-after', after: 1, times: 1 });
+    await st.create('seg/2', Buffer.from('b')); // after: 1 lets the first through
+    const e2 = await rejection(st.create('seg/3', Buffer.from('c')));
+    expect(e2).toBeInstanceOf(ObjectStoreUnavailableError);
+    expect((e2 as ObjectStoreUnavailableError).outcomeUnknown).toBe(true);
+    expect((await inner.get('seg/3')).toString()).toBe('c'); // it was applied
+    expect(await rejection(st.create('seg/3', Buffer.from('c')))).toBeInstanceOf(ObjectExistsError);
+
+    const remove = st.inject({ op: ['get', 'head'], action: 'fail', error: (op, key) => new ObjectStorePermanentError(`${op} ${key}: injected`, op, key, 'AccessDenied', 403) });
+    expect(await rejection(st.get('seg/1'))).toBeInstanceOf(ObjectStorePermanentError);
+    expect(await rejection(st.head('seg/1'))).toBeInstanceOf(ObjectStorePermanentError);
+    expect((await st.list('seg/')).map((e) => e.key)).toEqual(['seg/1', 'seg/2', 'seg/3']);
+    remove();
+    expect((await st.get('seg/1')).toString()).toBe('a');
+
+    st.inject({ op: 'delete', key: 'seg/2', action: 'fail-after', times: 1 });
+    expect(await rejection(st.delete(['seg/1', 'seg/2']))).toBeInstanceOf(ObjectStoreUnavailableError);
+    expect((await inner.list('seg/')).map((e) => e.key)).toEqual(['seg/3']); // applied
+    expect(st.calls).toMatchObject({ create: 6, get: 2, head: 1, list: 1, delete: 1 });
+    expect(st.injected).toMatchObject({ fail: 3, 'fail-after': 2 });
+  });
+
+  it('delays a call (and a delayed call aborts with its signal); corrupts the bytes a get returns', async () => {
+    const inner = store();
+    const st = new FailingObjectStore(inner);
+    const body = randomBytes(1000);
+    await st.create('seg', body);
+
+    st.inject({ op: 'get', action: 'delay', ms: 300, times: 1 });
+    expect(await timed(() => st.get('seg'))).toBeGreaterThanOrEqual(290);
+
+    st.inject({ op: 'head', action: 'delay', ms: Infinity, times: 1 });
+    const ac = new AbortController();
+    const pending = rejection(st.head('seg', { signal: ac.signal }));
+    ac.abort(new Error('gave up'));
+    expect((await pending).message).toBe('gave up');
+
+    // Delay, then fail: faults compose in injection order.
+    st.inject({ op: 'list', action: 'delay', ms: 100, times: 1 });
+    st.inject({ op: 'list', action: 'fail', times: 1 });
+    let err: Error | undefined;
+    expect(await timed(async () => (err = await rejection(st.list(''))))).toBeGreaterThanOrEqual(90);
+    expect(err).toBeInstanceOf(ObjectStoreUnavailableError);
+
+    st.inject({ op: 'get', key: 'seg', action: 'corrupt', offset: 10, bytes: 2, times: 1 });
+    const bad = await st.get('seg');
+    expect([...bad.keys()].filter((i) => bad[i] !== body[i])).toEqual([10, 11]);
+    expect(Buffer.compare(await st.get('seg'), body)).toBe(0); // times: 1; the stored object is intact
+    expect(Buffer.compare(await inner.get('seg'), body)).toBe(0);
+    expect(() => st.inject({ op: 'create', action: 'corrupt' })).toThrow(/get only/);
   });
 });
