@@ -89,26 +89,7 @@ export class S3ObjectStore implements ObjectStore {
     this.prefix = opts.prefix ?? '';
     this.pageSize = Math.max(1, Math.min(1000, opts.listPageSize ?? 1000));
     this.observe = opts.observe;
-    const agent = { keepAlive: true, maxSockets: opts.maxSockets ?? 64 };
-    const config: S3ClientConfig = {
-      forcePathStyle: opts.forcePathStyle ?? opts.endpoint !== undefined,
-      requestChecksumCalculation: 'WHEN_REQUIRED',
-      responseChecksumValidation: 'WHEN_REQUIRED',
-      maxAttempts: opts.maxAttempts ?? 4,
-      retryMode: 'standard',
-      requestHandler: {
-        connectionTimeout: opts.connectTimeoutMs ?? 3_000,
-        requestTimeout: opts.requestTimeoutMs ?? 30_000,
-        throwOnRequestTimeout: true,
-        socketTimeout: opts.idleTimeoutMs ?? 10_000,
-        httpAgent: agent,
-        httpsAgent: agent,
-      },
-    };
-    if (opts.endpoint !== undefined) config.endpoint = opts.endpoint;
-    const region = opts.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? (opts.endpoint ? 'us-east-1' : undefined);
-    if (region !== undefined) config.region = region;
-    if (opts.credentials) config.credentials = opts.credentials;
+    const config = s3ClientConfig(opts);
     this.client = new S3Client(config);
     // Inside the SDK's retry loop, once per attempt: remembers whether any attempt of the call
     // may have been applied, so a write that failed in the end can say if its outcome is unknown
@@ -291,6 +272,34 @@ export class S3ObjectStore implements ObjectStore {
 
 // ---------------------------------------------------------------------------------------------------
 // errors
+
+/**
+ * The S3Client settings an S3ObjectStore with `opts` uses (exported so that a benchmark's raw
+ * baseline can use exactly the same ones: same checksums, timeouts, retries, sockets).
+ */
+export function s3ClientConfig(opts: Omit<S3ObjectStoreOptions, 'bucket'>): S3ClientConfig {
+  const agent = { keepAlive: true, maxSockets: opts.maxSockets ?? 64 };
+  const config: S3ClientConfig = {
+    forcePathStyle: opts.forcePathStyle ?? opts.endpoint !== undefined,
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+    maxAttempts: opts.maxAttempts ?? 4,
+    retryMode: 'standard',
+    requestHandler: {
+      connectionTimeout: opts.connectTimeoutMs ?? 3_000,
+      requestTimeout: opts.requestTimeoutMs ?? 30_000,
+      throwOnRequestTimeout: true,
+      socketTimeout: opts.idleTimeoutMs ?? 10_000,
+      httpAgent: agent,
+      httpsAgent: agent,
+    },
+  };
+  if (opts.endpoint !== undefined) config.endpoint = opts.endpoint;
+  const region = opts.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? (opts.endpoint ? 'us-east-1' : undefined);
+  if (region !== undefined) config.region = region;
+  if (opts.credentials) config.credentials = opts.credentials;
+  return config;
+}
 
 /** Codes DeleteObjects may report per key that a later try can cure. */
 const TRANSIENT_DELETE_CODES = new Set(['InternalError', 'ServiceUnavailable', 'SlowDown', 'RequestTimeout']);
