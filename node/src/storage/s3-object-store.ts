@@ -126,7 +126,15 @@ export class S3ObjectStore implements ObjectStore {
         // A retry of ours that found the key taken: the first attempt may have landed. Ours
         // only if the object holds exactly these bytes.
         if (isPreconditionFailed(e) && attempts(e) > 1) {
-          const mine = await this.holds(key, body, opts);
+          let mine: ObjectInfo | undefined;
+          try {
+            mine = await this.holds(key, body, opts);
+          } catch (check) {
+            if (opts.signal?.aborted) throw check;
+            // Could not look, or the object is gone again: whether ours landed is unknown.
+            const c = check as ObjectStoreError;
+            throw new ObjectStoreUnavailableError(`create ${key}: a retry found the key taken and reading it back failed (${c.message})`, 'create', key, c.code ?? 'Unknown', true, { cause: check });
+          }
           if (mine) return mine;
         }
         throw e;
