@@ -1,9 +1,12 @@
 import { ensureEtcd } from './harness/etcd.js';
+import { ensureGoTool, VERSITYGW } from './harness/tools.js';
 
 /**
- * Installs the real components tests need (etcd from Debian's etcd-server) once, before any
- * test runs, so an install never spends a test's own timeout. It fails loudly when it cannot.
+ * Installs the real components tests need once, before any test runs, so an install or a build
+ * never spends a test's own timeout: etcd from Debian's etcd-server, and versitygw (the S3
+ * server) built from its Go module into the tools cache (a cold build takes a minute or two; a
+ * warm cache costs a few stat calls). It fails loudly when it cannot.
  */
 export default async function setup(): Promise<void> {
-  await ensureEtcd();
+  await Promise.all([ensureEtcd(), ensureGoTool(VERSITYGW)]);
 }
