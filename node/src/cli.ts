@@ -9,6 +9,7 @@ import type { MetaStore } from './meta/meta-store.js';
 import { SERVER_VERSION } from './store-service.js';
 import { ClusterSecret } from './cluster/peer-auth.js';
 import type { LevelWithSilent } from 'pino';
+import { s3FromOpts, s3Options, type S3CliOpts } from './cli-s3.js';
 
 function parsePort(v: string): number {
   const n = Number(v);
@@ -59,7 +60,7 @@ interface CommonOpts {
 }
 
 function common(cmd: Command, defaultMetricsPort: number): Command {
-  return cmd
+  return s3Options(cmd, parseSize)
     .option('--metrics-port <port>', 'Prometheus /metrics port (0 picks a free one)', parsePort, Number(process.env.LOAM_METRICS_PORT ?? defaultMetricsPort))
     .option('--no-metrics', 'do not serve /metrics')
     .option('--cache-size <size>', 'object cache memory bound (per node)', parseSize, parseSize(process.env.LOAM_CACHE_SIZE ?? '64MiB'))
@@ -106,13 +107,15 @@ common(
     .option('--prefix <prefix>', 'etcd key prefix of this DataStore', process.env.LOAM_PREFIX ?? '/loam/dev')
     .option('--cluster-secret-file <path>', 'secret the nodes prove membership with (default: a random one for this process) [LOAM_CLUSTER_SECRET_FILE]', process.env.LOAM_CLUSTER_SECRET_FILE),
   7481,
-).action(async (opts: CommonOpts & { data: string; host: string; port: number; nodes: number; etcd?: string; prefix: string; clusterSecretFile?: string }) => {
+).action(async (opts: CommonOpts & S3CliOpts & { data: string; host: string; port: number; nodes: number; etcd?: string; prefix: string; clusterSecretFile?: string }) => {
   const log = createLogger(opts.logLevel);
   const clustered = opts.nodes > 1 || opts.etcd !== undefined;
   let meta: MetaStore | undefined;
   let secret: ClusterSecret | undefined;
   const nodes: LoamNode[] = [];
   try {
+    if (opts.nodeName && opts.nodes > 1) throw new Error('--node-name names one node: it does not go with --nodes');
+    const s3 = s3FromOpts(opts);
     if (clustered) {
       // Every node of a dev cluster runs in this process, so a random secret suffices; a file is
       // only needed for nodes elsewhere to join the same prefix.
@@ -129,6 +132,8 @@ common(
         clusterSecret: secret,
         metricsPort: !opts.metrics ? -1 : opts.metricsPort === 0 ? 0 : devMetricsPort(opts.port, opts.nodes, opts.metricsPort) + i,
         cacheBytes: opts.cacheSize,
+        nodeName: opts.nodeName,
+        s3,
         logger: opts.nodes > 1 ? log.child({ node: i + 1 }) : log,
         meta,
         onFatal: () => void Promise.all(nodes.map((n) => n.stop())).then(() => meta?.close()).catch(() => undefined).finally(() => process.exit(1)),
@@ -162,7 +167,7 @@ common(
     .option('--cluster-secret-file <path>', 'file holding the secret every node of this cluster shares, at least 16 bytes [LOAM_CLUSTER_SECRET_FILE] (required)', process.env.LOAM_CLUSTER_SECRET_FILE)
     .option('--data <dir>', 'data directory [LOAM_DATA]', process.env.LOAM_DATA ?? '/var/lib/loam'),
   9464,
-).action(async (opts: CommonOpts & { etcd?: string; prefix?: string; listen: string; advertise?: string; peerListen?: string; peerAdvertise?: string; clusterSecretFile?: string; data: string }) => {
+).action(async (opts: CommonOpts & S3CliOpts & { etcd?: string; prefix?: string; listen: string; advertise?: string; peerListen?: string; peerAdvertise?: string; clusterSecretFile?: string; data: string }) => {
   const log = createLogger(opts.logLevel);
   if (!opts.etcd) fail(log, new Error('--etcd (or LOAM_ETCD) is required: a cluster node keeps its metadata in etcd'));
   if (!opts.prefix || !opts.prefix.startsWith('/')) fail(log, new Error('--prefix (or LOAM_PREFIX) is required, like /loam/NAME'));
@@ -193,6 +198,8 @@ common(
       clusterSecret: secret,
       metricsPort: opts.metrics ? opts.metricsPort : -1,
       cacheBytes: opts.cacheSize,
+      nodeName: opts.nodeName,
+      s3: s3FromOpts(opts),
       logger: log,
       meta,
       // The node has stopped itself (its number belongs to another node): exit, failed.
@@ -227,6 +234,30 @@ program
       const t0 = Date.now();
       const res = await client.drain(which, { timeoutMs: opts.timeout * 1000 });
       process.stdout.write(`drained node ${backend}: moved ${res.moved} objects in ${((Date.now() - t0) / 1000).toFixed(1)} s; node ${res.homeSuccessor} serves its home directory now\n`);
+    } finally {
+      await client.close();
+    }
+  });
+
+program
+  .command('flush')
+  .description('wait until everything the DataStore acknowledged so far is in S3, on every node')
+  .option('--url <url>', 'any node of the DataStore, loam://host:port[/dataset] [LOAM_URL]', process.env.LOAM_URL ?? 'loam://127.0.0.1:7480/default')
+  .option('--timeout <seconds>', 'give up after this long', (v) => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0) throw new CliArgError(`not a number of seconds: ${v}`);
+    return n;
+  }, 120)
+  .action(async (opts: { url: string; timeout: number }) => {
+    const { connect } = await import('@loam/sdk');
+    const client = await connect(opts.url, { connectTimeoutMs: 10_000 });
+    try {
+      const t0 = Date.now();
+      const res = await client.flush({ timeoutMs: opts.timeout * 1000 });
+      const secs = ((Date.now() - t0) / 1000).toFixed(1);
+      process.stdout.write(res.s3 === 0
+        ? `no node of this DataStore has S3 configured: everything acknowledged is on the nodes' disks (${res.nodes} nodes)\n`
+        : `flushed: everything acknowledged is in S3 (${res.s3} of ${res.nodes} nodes use S3) in ${secs} s\n`);
     } finally {
       await client.close();
     }

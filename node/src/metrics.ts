@@ -1,6 +1,7 @@
 import http from 'node:http';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
+import { S3Metrics } from './s3-metrics.js';
 import type { Engine, EngineObserver } from './storage/engine.js';
 
 /** The event-loop monitor's timer interval: a sample is how much later than this the timer ran. */
@@ -101,6 +102,7 @@ export class NodeMetrics {
   readonly peerCallsRefused = new Counter({
     name: 'loam_peer_calls_refused_total', help: 'Calls to the peer port refused for a missing or wrong cluster secret', labelNames: ['reason'], registers: [this.registry],
   });
+  readonly s3: S3Metrics;
   private readonly eventLoopLag = new EventLoopLag([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]);
 
   constructor(engine: () => Engine | undefined) {
@@ -118,6 +120,7 @@ export class NodeMetrics {
     stat('loam_index_bytes', 'Memory of the oid index', (s) => s.indexBytes);
     stat('loam_cache_bytes', 'Memory of the object cache', (s) => s.cacheBytes);
     stat('loam_segments', 'Log segments on disk', (s) => s.segments);
+    this.s3 = new S3Metrics(this.registry, engine);
     collectDefaultMetrics({ register: this.registry, prefix: 'loam_process_' });
     this.registry.registerMetric(this.eventLoopLag as unknown as Metric);
   }

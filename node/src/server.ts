@@ -4,7 +4,7 @@ import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import type { SegmentFiles } from './storage/segment-files.js';
 import type { WriteBlock } from './storage/engine.js';
-import { NodeServiceService, StoreServiceService, type Backend, type Limits } from '@loam/sdk/wire';
+import { InvalidArgumentError, NodeServiceService, StoreServiceService, UnavailableError, type Backend, type Limits } from '@loam/sdk/wire';
 import { Engine } from './storage/engine.js';
 import { NodeMetrics } from './metrics.js';
 import { createLogger, type Logger } from './logger.js';
@@ -18,6 +18,10 @@ import { Membership } from './cluster/membership.js';
 import { Peers } from './cluster/peers.js';
 import type { ClusterSecret, RefusedReason } from './cluster/peer-auth.js';
 import type { MetaStore } from './meta/meta-store.js';
+import type { ObjectStore } from './storage/object-store.js';
+import { S3ObjectStore, type S3ObjectStoreOptions } from './storage/s3-object-store.js';
+import type { S3Tier } from './storage/tier/s3-tier.js';
+import { Generation } from './cluster/generation.js';
 import type { ServiceDefinition } from '@grpc/grpc-js';
 
 export interface NodeOptions {
@@ -59,6 +63,13 @@ export interface NodeOptions {
   joinWaitMs?: number;
   /** Called after the node stopped itself on a failure it cannot run with (see MembershipHooks.onFatal). */
   onFatal?: (err: Error) => void;
+  /**
+   * A stable identity that does not live in the data directory (in Kubernetes: the pod's name):
+   * a node whose volume is gone comes back as itself (its number, its S3 data).
+   */
+  nodeName?: string;
+  /** The S3 tier: durable blocks in this store, local disk in front of it (see storage/tier/). */
+  s3?: { uploadIntervalMs: number; config?: S3ObjectStoreOptions; store?: ObjectStore };
 }
 
 /**
@@ -170,11 +181,15 @@ export class LoamNode {
     try {
       const meta = opts.meta;
       let identity = readIdentity(dataDir);
+      if (identity && opts.nodeName && identity.id !== opts.nodeName) {
+        throw new InvalidArgumentError(`data directory ${dataDir} belongs to node ${identity.id}, not to --node-name ${opts.nodeName}`);
+      }
       // A number the metadata store gave this run needs no confirming; one read from node.json
       // does, but that may wait for etcd: the node starts on it and confirms while joining.
       let numberConfirmed = false;
       if (!identity) {
-        const id = randomUUID();
+        // A named node whose volume is gone gets its number back: etcd maps the name to it.
+        const id = opts.nodeName ?? randomUUID();
         let number = opts.nodeNumber ?? 1;
         if (meta) {
           // Only the metadata store can give a new node a number: wait for it rather than exit
@@ -199,6 +214,11 @@ export class LoamNode {
         limits: opts.limits,
         compactionIntervalMs: opts.compactionIntervalMs,
         files: opts.files,
+        tier: opts.s3 && {
+          store: opts.s3.store ?? new S3ObjectStore({ ...opts.s3.config!, observe: metrics.s3.request }), node: identity.id, nodeNumber: identity.number, uploadIntervalMs: opts.s3.uploadIntervalMs,
+          observer: metrics.s3.observer(log), onChecksumMismatch: (key) => metrics.s3.mismatch(key, log),
+          info: (msg, fields) => log.info(fields ?? {}, msg),
+        },
         observer: {
           ...observer,
           writable: (block) => {
@@ -239,6 +259,8 @@ export class LoamNode {
       if ((opts.metricsPort ?? -1) >= 0) {
         node.metricsServer = await metrics.serve(opts.host ?? '127.0.0.1', opts.metricsPort!);
       }
+      node.onFatal = opts.onFatal;
+      if (engine.tier) node.startTier(engine.tier, meta);
       // Only now: until here calls are refused ("joining"), so SERVING earlier would be a lie.
       node.serving = true;
       node.writeStateChanged(engine.writeBlock);
@@ -251,6 +273,49 @@ export class LoamNode {
       unlock();
       throw e;
     }
+  }
+
+  private generation?: Generation;
+  /** Called once the node stopped itself (fenced). */
+  onFatal?: (err: Error) => void;
+
+  /**
+   * Uploads start once this start has a generation: from etcd (compare-and-set, retried while
+   * etcd is unreachable), or, without a metadata store, one above what S3 shows. A generation
+   * superseded later (another process took this identity) stops the node: it must not upload,
+   * delete or acknowledge anything more.
+   */
+  private startTier(tier: S3Tier, meta: MetaStore | undefined): void {
+    const atLeast = tier.generationSeen + 1;
+    if (!meta) {
+      tier.start({ value: atLeast, current: async () => true });
+      this.metrics.s3.generation.set(atLeast);
+      return;
+    }
+    void (async () => {
+      for (let delay = 200; !this.stopping; delay = Math.min(delay * 2, 5_000)) {
+        try {
+          this.generation = await Generation.acquire(meta, this.identity.id, this.log, atLeast);
+          break;
+        } catch (e) {
+          if (!(e instanceof UnavailableError)) throw e;
+          this.log.warn({ err: e.message, retryInMs: delay }, 'no generation yet (the metadata store is unreachable): uploads to S3 wait');
+          await new Promise((r) => setTimeout(r, delay));
+        }
+      }
+      const gen = this.generation;
+      if (!gen || this.stopping) return;
+      this.metrics.s3.generation.set(gen.value);
+      tier.start(gen);
+      gen.watch(() => this.fenced());
+    })().catch((e: Error) => this.log.error({ err: e.message }, 'the S3 tier did not start'));
+  }
+
+  private fenced(): void {
+    this.metrics.s3.fenced.set(1);
+    this.log.fatal({ generation: this.generation?.value }, 'stopping: a later start of this node identity took over (generation superseded); nothing more is uploaded, deleted or acknowledged');
+    const err = new Error('fenced: generation superseded');
+    void this.stop(0, { flush: false }).finally(() => this.onFatal?.(err));
   }
 
   private async listen(host: string, port: number, advertise?: string): Promise<void> {
@@ -296,8 +361,9 @@ export class LoamNode {
   }
 
   /** Stops accepting calls, lets running ones finish (bounded), flushes and closes the log. */
-  stop(graceMs = 5000): Promise<void> {
+  stop(graceMs = 5000, opts: { flush?: boolean } = {}): Promise<void> {
     this.stopping ??= (async () => {
+      this.generation?.stop();
       this.health.setStatus('', 'NOT_SERVING');
       this.health.setStatus(STORE_HEALTH, 'NOT_SERVING');
       if (this.membership) this.health.setStatus(MEMBERSHIP_HEALTH, 'NOT_SERVING');
@@ -319,6 +385,14 @@ export class LoamNode {
       await this.membership?.leave();
       await this.metricsServer?.close();
       this.metrics.close();
+      if (this.engine.tier && opts.flush !== false && !this.engine.tier.fenced && this.engine.tier.generation !== undefined) {
+        // What was acknowledged goes to S3 before the process ends (bounded: S3 may be down).
+        const abort = AbortSignal.timeout(FLUSH_ON_STOP_MS);
+        await this.engine.flush(abort).then(
+          () => this.log.info('flushed to S3'),
+          (e: Error) => this.log.warn({ err: e.message, ms: FLUSH_ON_STOP_MS }, 'not everything reached S3 before the stop; it is uploaded at the next start'),
+        );
+      }
       await this.engine.close();
       this.unlock();
       this.log.info('stopped');
@@ -326,6 +400,9 @@ export class LoamNode {
     return this.stopping;
   }
 }
+
+/** How long a stopping node waits for its last uploads to S3. */
+const FLUSH_ON_STOP_MS = 10_000;
 
 /** Binds `server` to host:port; resolves with the bound port (0 picks a free one). */
 function bind(server: Server, host: string, port: number, what: string): Promise<number> {

@@ -310,6 +310,16 @@ export function storeService(
       if (!placement) throw new InvalidArgumentError('a single-node DataStore has no other node to replicate to');
       return operations.run('replicate', req.opId, () => placement!.replicate(req.dataset, req.oids, req.target, req.recursive, call.deadline));
     }),
+    flush: unary('Flush', async (_req, call) => {
+      const signal = call.deadline !== undefined ? AbortSignal.timeout(Math.max(0, call.deadline - Date.now())) : undefined;
+      try {
+        await engine.flush(signal);
+      } catch (e) {
+        if (signal?.aborted) throw new DeadlineExceededError('flush: not everything reached S3 before the deadline (S3 unreachable, or a large backlog)');
+        throw new UnavailableError(`flush failed: ${(e as Error).message}`);
+      }
+      return { s3: engine.tier !== undefined, generation: engine.tier?.generation ?? 0 };
+    }),
     drain: unary('Drain', async (req) => {
       if (!placement) throw new InvalidArgumentError('cannot drain the only node of a single-node DataStore');
       // Runs to the end even if the caller stops waiting; a retry with the same id waits for it.

@@ -519,6 +519,18 @@ export class Client {
     return { moved: res.moved, homeSuccessor: res.homeSuccessor };
   }
 
+  /**
+   * Resolves once everything acknowledged before the call is in S3 on every node of the
+   * DataStore (dataClay's `flush_all`); at once for nodes without S3, whose local log is all
+   * their durability. Rejects (typed) if a node cannot flush before `timeoutMs`.
+   */
+  async flush(options: { timeoutMs?: number } = {}): Promise<{ nodes: number; s3: number }> {
+    this.assertOpen();
+    const nodes = await this.backends();
+    const results = await Promise.all(nodes.map((b) => this.router.withNode(b.number, (c) => c.flush(options.timeoutMs ?? 120_000), false)));
+    return { nodes: nodes.length, s3: results.filter((r) => r.s3).length };
+  }
+
   /** A serializable reference to a persisted object: `loam://host:port/dataset/oid`. */
   ref(obj: Persistent | string): Ref {
     const oid = typeof obj === 'string' ? this.oidOf(obj) : obj.$oid;

@@ -52,4 +52,6 @@ export const META_KEYS = {
   alias: (dataset: string, alias: string) => `aliases/${dataset}/${alias}`,
   aliases: (dataset: string) => `aliases/${dataset}/`,
   decision: (txid: string) => `tx/${txid}`,
+  /** node id -> the generation of its latest start (a decimal number; see cluster/generation.ts). */
+  generation: (id: string) => `generations/${id}`,
 } as const;

@@ -7,6 +7,10 @@ import {
 import { wordsFromHex } from './oid-index.js';
 import { checkFrame, decodeFrame, encodeBatch, RecordType, type LogRecord } from './record.js';
 import { SegmentLog } from './segment-log.js';
+import type { ObjectStore } from './object-store.js';
+import { ManifestKeys, type Manifest } from './tier/manifest.js';
+import { restoreIfEmpty, type RestoreReport } from './tier/restore.js';
+import { S3Tier, type TierObserver } from './tier/s3-tier.js';
 import type { RecoveryReport, SegmentStore, WriteBlock } from './segment-store.js';
 import type { SegmentFiles } from './segment-files.js';
 import { EngineState, OUTCOME_KEEP_MS, aliasKey, type DirectoryEntry, type PendingObject } from './engine-state.js';
@@ -46,6 +50,21 @@ export interface EngineOptions {
   files?: SegmentFiles;
   /** How often a refused log (full disk) is probed for space again, ms (default 1000). */
   probeIntervalMs?: number;
+  /**
+   * The S3 tier: sealed segments are uploaded to `store` under `node`'s keys, and an empty log
+   * directory is restored from its manifest first. Uploads start with `Engine.tier.start`.
+   * The engine closes `store` when it closes.
+   */
+  tier?: {
+    store: ObjectStore;
+    node: string;
+    nodeNumber: number;
+    uploadIntervalMs: number;
+    observer?: TierObserver;
+    /** A download did not match its checksum (it is retried, never served). */
+    onChecksumMismatch?: (key: string) => void;
+    info?: (msg: string, fields?: Record<string, unknown>) => void;
+  };
 }
 
 export interface EngineObserver {
@@ -112,6 +131,12 @@ export class Engine implements EngineCore {
   /** Commit ids whose write failed after reaching the log (cleared once the log cut it). */
   private readonly uncertain = new Set<string>();
   recovery!: RecoveryReport;
+  /** What was restored from S3 at open (an empty log directory with a manifest in S3). */
+  restored?: RestoreReport;
+  /** The S3 tier, when configured. */
+  tier?: S3Tier;
+  /** The tier's object store: the engine closes it. */
+  private tierStore?: ObjectStore;
 
   private constructor(opts: EngineOptions) {
     this.observer = opts.observer ?? {};
@@ -127,9 +152,18 @@ export class Engine implements EngineCore {
   /** Opens the data directory: replays the log through the same apply() commits use. */
   static async open(opts: EngineOptions): Promise<Engine> {
     const engine = new Engine(opts);
+    const logDir = path.join(opts.dir, 'log');
+    let manifest: Manifest | undefined;
+    const keys = opts.tier ? new ManifestKeys('', opts.tier.node) : undefined;
+    if (opts.tier) {
+      const info = opts.tier.info ?? ((msg: string, fields?: Record<string, unknown>) => opts.observer?.warn?.(msg, fields));
+      const restored = await restoreIfEmpty(logDir, opts.tier.store, keys!, { info }, opts.tier.onChecksumMismatch);
+      manifest = restored.manifest;
+      engine.restored = restored.report;
+    }
     const { log, report } = await SegmentLog.open(
       {
-        dir: path.join(opts.dir, 'log'),
+        dir: logDir,
         maxSegmentBytes: opts.maxSegmentBytes ?? 64 * 1024 * 1024,
         onFsync: opts.observer?.fsync?.bind(opts.observer),
         files: opts.files,
@@ -139,6 +173,13 @@ export class Engine implements EngineCore {
       },
     );
     engine.log = log;
+    engine.tierStore = opts.tier?.store;
+    if (opts.tier) {
+      engine.tier = new S3Tier(log, {
+        store: opts.tier.store, keys: keys!, nodeNumber: opts.tier.nodeNumber, uploadIntervalMs: opts.tier.uploadIntervalMs,
+        manifest, observer: opts.tier.observer,
+      });
+    }
     engine.compactor = new Compactor(engine.state, log, engine.compactBelow);
     engine.recovery = report;
     if (report.truncatedBytes > 0) {
@@ -492,12 +533,22 @@ export class Engine implements EngineCore {
 
   // ---------------------------------------------------------------- lifecycle
 
+  /**
+   * Resolves once everything acknowledged before the call is in S3 (named by this node's
+   * manifest); at once without an S3 tier, where the local log is all the durability there is.
+   */
+  async flush(signal?: AbortSignal): Promise<void> {
+    await this.tier?.flush(signal);
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     if (this.compactTimer) clearInterval(this.compactTimer);
     if (this.probeTimer) clearInterval(this.probeTimer);
     await this.compacting?.catch(() => undefined);
+    await this.tier?.stop();
+    await this.tierStore?.close().catch(() => undefined);
     await this.log.close();
   }
 }

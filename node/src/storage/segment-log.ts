@@ -79,6 +79,7 @@ export class SegmentLog implements SegmentStore {
   private queue: Pending[] = [];
   private inflight = 0;
   private rolling = false;
+  private sealing?: Promise<number | undefined>;
   /** The acknowledgement of the last group started: each waits for the one before. */
   private ordered: Promise<void> = Promise.resolve();
   private readonly pending = new Set<Promise<void>>();
@@ -360,6 +361,46 @@ export class SegmentLog implements SegmentStore {
     this.pending.add(p);
     void p.finally(() => this.pending.delete(p));
     return p;
+  }
+
+  /** The file name of a segment (`NNNNNNNNNN[-R].seg`): stable across restarts, unlike handles of rewrites. */
+  fileName(segment: number): string {
+    return this.name(segment);
+  }
+
+  /** The handle of the segment whose file is `name`, if it is open. */
+  handleOf(name: string): number | undefined {
+    const p = parseSegmentName(name);
+    if (!p) return undefined;
+    for (const [h, s] of this.segs) if (s.id === p.id && s.rev === p.rev && !s.retiring) return h;
+    return undefined;
+  }
+
+  /**
+   * Seals the active segment now: the groups in flight on it finish, and the next append goes
+   * to a new segment. Resolves with the sealed handle, or undefined when the active segment is
+   * empty (or writes are refused, or the log is closed).
+   */
+  seal(): Promise<number | undefined> {
+    this.sealing ??= this.sealOnce().finally(() => (this.sealing = undefined));
+    return this.sealing;
+  }
+
+  private async sealOnce(): Promise<number | undefined> {
+    // Everything that sets `rolling` or `recovering` is tracked in `pending`, so these waits end.
+    while ((this.rolling || this.recovering) && this.pending.size > 0) await Promise.allSettled([...this.pending]);
+    if (this.closed || this.block || this.rolling || this.activeSize === 0) return undefined;
+    this.rolling = true; // no group starts meanwhile
+    try {
+      while (this.inflight > 0) await Promise.allSettled([...this.pending]);
+      if (this.block || this.activeSize === 0) return undefined;
+      const sealed = this.active;
+      await this.track(this.createSegment(this.seg(this.active).id + 1));
+      return sealed;
+    } finally {
+      this.rolling = false;
+      this.kick();
+    }
   }
 
   /** Local reads are synchronous underneath (a page-cache hit costs microseconds). */

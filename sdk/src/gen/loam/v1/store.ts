@@ -284,6 +284,16 @@ export interface SetHomeReplicasRequest {
 export interface SetHomeReplicasResponse {
 }
 
+export interface FlushRequest {
+}
+
+export interface FlushResponse {
+  /** False: this node has no S3 tier (nothing to flush). */
+  s3: boolean;
+  /** The generation its uploads carry. */
+  generation: number;
+}
+
 export interface DrainRequest {
   /**
    * As in MoveRequest: a retried drain joins the one running (a drain goes on to the end even
@@ -3283,6 +3293,116 @@ export const SetHomeReplicasResponse: MessageFns<SetHomeReplicasResponse> = {
   },
 };
 
+function createBaseFlushRequest(): FlushRequest {
+  return {};
+}
+
+export const FlushRequest: MessageFns<FlushRequest> = {
+  encode(_: FlushRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FlushRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFlushRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<FlushRequest>): FlushRequest {
+    return FlushRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<FlushRequest>): FlushRequest {
+    const message = createBaseFlushRequest();
+    return message;
+  },
+};
+
+function createBaseFlushResponse(): FlushResponse {
+  return { s3: false, generation: 0 };
+}
+
+export const FlushResponse: MessageFns<FlushResponse> = {
+  encode(message: FlushResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.s3 !== false) {
+      writer.uint32(8).bool(message.s3);
+    }
+    if (message.generation !== 0) {
+      writer.uint32(16).uint64(message.generation);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FlushResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFlushResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.s3 = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.generation = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<FlushResponse>): FlushResponse {
+    return FlushResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<FlushResponse>): FlushResponse {
+    const message = createBaseFlushResponse();
+    message.s3 = object.s3 ?? false;
+    message.generation = object.generation ?? 0;
+    return message;
+  },
+};
+
 function createBaseDrainRequest(): DrainRequest {
   return { opId: "" };
 }
@@ -5796,6 +5916,19 @@ export const StoreServiceService = {
     responseSerialize: (value: CommitMultiResponse): Buffer => Buffer.from(CommitMultiResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CommitMultiResponse => CommitMultiResponse.decode(value),
   },
+  /**
+   * Flush returns once everything this node acknowledged before the call is in S3 (named by
+   * its manifest); at once on a node without S3, whose local log is all its durability.
+   */
+  flush: {
+    path: "/loam.v1.StoreService/Flush" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: FlushRequest): Buffer => Buffer.from(FlushRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): FlushRequest => FlushRequest.decode(value),
+    responseSerialize: (value: FlushResponse): Buffer => Buffer.from(FlushResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): FlushResponse => FlushResponse.decode(value),
+  },
 } as const;
 
 export interface StoreServiceServer extends UntypedServiceImplementation {
@@ -5837,6 +5970,11 @@ export interface StoreServiceServer extends UntypedServiceImplementation {
    * decision recorded once in etcd); the node called coordinates it.
    */
   commitMulti: handleUnaryCall<CommitMultiRequest, CommitMultiResponse>;
+  /**
+   * Flush returns once everything this node acknowledged before the call is in S3 (named by
+   * its manifest); at once on a node without S3, whose local log is all its durability.
+   */
+  flush: handleUnaryCall<FlushRequest, FlushResponse>;
 }
 
 export interface StoreServiceClient extends Client {
@@ -6067,6 +6205,25 @@ export interface StoreServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CommitMultiResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Flush returns once everything this node acknowledged before the call is in S3 (named by
+   * its manifest); at once on a node without S3, whose local log is all its durability.
+   */
+  flush(
+    request: FlushRequest,
+    callback: (error: ServiceError | null, response: FlushResponse) => void,
+  ): ClientUnaryCall;
+  flush(
+    request: FlushRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: FlushResponse) => void,
+  ): ClientUnaryCall;
+  flush(
+    request: FlushRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: FlushResponse) => void,
   ): ClientUnaryCall;
 }
 

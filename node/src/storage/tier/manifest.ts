@@ -1,0 +1,110 @@
+import type { ObjectStore } from '../object-store.js';
+
+/**
+ * A node's manifest in S3: the segments a restore replays, in log order, each with the key of
+ * its uploaded content, its size and checksum, and the generation that uploaded it.
+ *
+ * Keys (under the DataStore's S3 prefix, `P`):
+ * - `P/nodes/NODE/segments/NAME.gGEN` — the content of segment file NAME as generation GEN
+ *   uploaded it. A rewritten segment (compaction) has a new NAME (`ID-REV.seg`), and every start
+ *   has a new GEN, so no key is ever written twice: uploads are conditional creates.
+ * - `P/nodes/NODE/manifests/GEN-SEQ.json` (both zero-padded) — written after each upload. The
+ *   current manifest is the one with the greatest key, so a fenced process (an older
+ *   generation) can write manifests that are never read. A manifest names only segments whose
+ *   upload completed, and only a prefix of the log: a restore never skips a segment.
+ */
+export interface ManifestSegment {
+  /** The local file name, `NNNNNNNNNN[-R].seg`. */
+  name: string;
+  key: string;
+  size: number;
+  /** CRC-32 (zlib) of the whole content. */
+  crc32: number;
+  generation: number;
+}
+
+export interface Manifest {
+  format: 1;
+  node: string;
+  /** The node number this identity has in the cluster (informational: etcd is the authority). */
+  number: number;
+  generation: number;
+  seq: number;
+  writtenAt: string;
+  segments: ManifestSegment[];
+}
+
+const pad = (n: number) => String(n).padStart(10, '0');
+
+export class ManifestKeys {
+  constructor(private readonly prefix: string, readonly node: string) {}
+
+  get root(): string {
+    return `${this.prefix}nodes/${this.node}/`;
+  }
+
+  get segmentsPrefix(): string {
+    return `${this.root}segments/`;
+  }
+
+  get manifestsPrefix(): string {
+    return `${this.root}manifests/`;
+  }
+
+  segment(name: string, generation: number): string {
+    return `${this.segmentsPrefix}${name}.g${generation}`;
+  }
+
+  manifest(generation: number, seq: number): string {
+    return `${this.manifestsPrefix}${pad(generation)}-${pad(seq)}.json`;
+  }
+
+  /** Generation and sequence of a manifest key, or undefined for another key. */
+  parseManifest(key: string): { generation: number; seq: number } | undefined {
+    if (!key.startsWith(this.manifestsPrefix)) return undefined;
+    const m = /^(\d{10})-(\d{10})\.json$/.exec(key.slice(this.manifestsPrefix.length));
+    return m ? { generation: Number(m[1]), seq: Number(m[2]) } : undefined;
+  }
+
+  /** The generation of a segment key, or undefined for another key. */
+  parseSegment(key: string): { name: string; generation: number } | undefined {
+    if (!key.startsWith(this.segmentsPrefix)) return undefined;
+    const m = /^(\d{10}(?:-\d+)?\.seg)\.g(\d+)$/.exec(key.slice(this.segmentsPrefix.length));
+    return m ? { name: m[1], generation: Number(m[2]) } : undefined;
+  }
+}
+
+/** A manifest that does not parse or breaks its invariants: never used for a restore. */
+export class ManifestError extends Error {}
+
+export function encodeManifest(m: Manifest): Buffer {
+  return Buffer.from(JSON.stringify(m, null, 1));
+}
+
+export function decodeManifest(buf: Buffer, key: string): Manifest {
+  let m: Manifest;
+  try {
+    m = JSON.parse(buf.toString('utf8')) as Manifest;
+  } catch (e) {
+    throw new ManifestError(`manifest ${key} is not JSON: ${(e as Error).message}`);
+  }
+  const bad = (what: string) => new ManifestError(`manifest ${key} is malformed: ${what}`);
+  if (m?.format !== 1) throw bad(`format ${String(m?.format)}`);
+  if (typeof m.node !== 'string' || !Number.isSafeInteger(m.generation) || !Number.isSafeInteger(m.seq) || !Array.isArray(m.segments)) throw bad('fields');
+  let last = -1;
+  for (const s of m.segments) {
+    if (typeof s.name !== 'string' || typeof s.key !== 'string' || !Number.isSafeInteger(s.size) || !Number.isSafeInteger(s.crc32)) throw bad(`segment ${JSON.stringify(s)}`);
+    const id = Number(s.name.slice(0, 10));
+    if (!(id > last)) throw bad(`segments out of log order at ${s.name}`);
+    last = id;
+  }
+  return m;
+}
+
+/** The current manifest (greatest key) of a node, or undefined when it has none. */
+export async function latestManifest(store: ObjectStore, keys: ManifestKeys): Promise<{ key: string; manifest: Manifest } | undefined> {
+  const entries = (await store.list(keys.manifestsPrefix)).filter((e) => keys.parseManifest(e.key));
+  const latest = entries.at(-1);
+  if (!latest) return undefined;
+  return { key: latest.key, manifest: decodeManifest(await store.get(latest.key), latest.key) };
+}

@@ -1,0 +1,366 @@
+import zlib from 'node:zlib';
+import pRetry, { AbortError } from 'p-retry';
+import { ObjectExistsError, ObjectStorePermanentError, type ObjectStore } from '../object-store.js';
+import { encodeManifest, type Manifest, type ManifestKeys, type ManifestSegment } from './manifest.js';
+
+/** What the tier needs of the local log (SegmentLog). */
+export interface TierLog {
+  readonly activeSegment: number;
+  segments(): number[];
+  segmentSize(segment: number): number;
+  fileName(segment: number): string;
+  readSegment(segment: number): Promise<Buffer>;
+  seal(): Promise<number | undefined>;
+}
+
+/** The generation this process holds (see cluster/generation.ts), or a fixed one without a metadata store. */
+export interface TierGeneration {
+  readonly value: number;
+  /** False once a later start of this identity took over. */
+  current(): Promise<boolean>;
+}
+
+export interface TierObserver {
+  info?(msg: string, fields?: Record<string, unknown>): void;
+  warn?(msg: string, fields?: Record<string, unknown>): void;
+  uploaded?(bytes: number, seconds: number): void;
+  uploadFailed?(reason: string): void;
+  fenced?(): void;
+}
+
+export interface S3TierOptions {
+  store: ObjectStore;
+  keys: ManifestKeys;
+  nodeNumber: number;
+  /** The longest a durable write exists only on local disk before its segment is sealed and uploaded. */
+  uploadIntervalMs: number;
+  /** The manifest this node's log was restored from or last uploaded (seeds what is already in S3). */
+  manifest?: Manifest;
+  concurrency?: number;
+  observer?: TierObserver;
+}
+
+/** Sealed segments uploaded at once. */
+const DEFAULT_CONCURRENCY = 4;
+/** Manifests kept besides the current one (a restore racing a GC still finds its segments). */
+const KEEP_MANIFESTS = 2;
+
+/**
+ * Local disk in front of S3. Sealed segments are uploaded in the background (several at a
+ * time, each retried with jittered backoff until it lands), then a new manifest names them; the
+ * active segment is sealed once its first write is `uploadInterval / 2` old, so no durable write
+ * waits longer than about the interval before it is in S3. Uploads never block or fail local
+ * writes: the backlog only grows. Before every manifest write and every delete the tier checks
+ * that its generation is still current; once fenced it stops for good.
+ */
+export class S3Tier {
+  /** By segment file name: uploaded content of this name. */
+  private readonly uploaded = new Map<string, ManifestSegment>();
+  /** By segment id: the latest uploaded content of any revision (replays like the current one). */
+  private readonly uploadedById = new Map<number, ManifestSegment>();
+  private readonly uploading = new Map<string, Promise<void>>();
+  /** When each segment was first seen holding bytes not in S3 (for sealing and the backlog age). */
+  private readonly firstSeen = new Map<number, number>();
+  private seq = 0;
+  private current?: Manifest;
+  private previous: Manifest[] = [];
+  private timer?: NodeJS.Timeout;
+  private running?: Promise<void>;
+  private stopped = false;
+  private fencedFlag = false;
+  private readonly abort = new AbortController();
+  private readonly concurrency: number;
+  private readonly obs: TierObserver;
+  private sweptAtStart = false;
+
+  private gen?: TierGeneration;
+
+  constructor(private readonly log: TierLog, private readonly opts: S3TierOptions) {
+    this.concurrency = opts.concurrency ?? DEFAULT_CONCURRENCY;
+    this.obs = opts.observer ?? {};
+    const m = opts.manifest;
+    if (m) {
+      for (const s of m.segments) this.remember(s);
+      this.current = m;
+    }
+  }
+
+  /** The highest generation S3 shows for this node: a new start must take a higher one. */
+  get generationSeen(): number {
+    return this.opts.manifest?.generation ?? 0;
+  }
+
+  /** The generation uploads carry; undefined until `start`. */
+  get generation(): number | undefined {
+    return this.gen?.value;
+  }
+
+  private get generationValue(): number {
+    if (!this.gen) throw new Error('invariant: the S3 tier is not started');
+    return this.gen.value;
+  }
+
+  get fenced(): boolean {
+    return this.fencedFlag;
+  }
+
+  /**
+   * Starts uploading as `generation` (every `uploadInterval / 10`, at most 1 s). Until then
+   * writes only accumulate locally (the node may be waiting for etcd to give it a generation).
+   */
+  start(generation: TierGeneration): void {
+    if (generation.value <= this.generationSeen) throw new Error(`invariant: generation ${generation.value} is not above ${this.generationSeen}, which S3 already holds`);
+    this.gen = generation;
+    if (this.stopped) return;
+    const every = Math.max(50, Math.min(1_000, Math.floor(this.opts.uploadIntervalMs / 10)));
+    this.timer = setInterval(() => void this.kick(), every);
+    this.timer.unref();
+    void this.kick();
+  }
+
+  /** Stops the loop; uploads in flight are abandoned (a restart redoes them). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    this.abort.abort(new Error('the S3 tier is stopping'));
+    await this.running?.catch(() => undefined);
+    await Promise.allSettled([...this.uploading.values()]);
+  }
+
+  /** Bytes acknowledged locally and not yet named by a manifest in S3, and the age of the oldest. */
+  backlog(now = Date.now()): { bytes: number; oldestMs: number; segments: number } {
+    const inManifest = new Set(this.current?.segments.map((s) => s.name) ?? []);
+    let bytes = 0;
+    let segments = 0;
+    let oldest = now;
+    for (const h of this.log.segments()) {
+      const size = this.log.segmentSize(h);
+      if (size === 0) continue;
+      const name = this.log.fileName(h);
+      if (inManifest.has(name) || (h !== this.log.activeSegment && this.coveredById(h))) continue;
+      bytes += size;
+      segments++;
+      oldest = Math.min(oldest, this.firstSeen.get(h) ?? now);
+    }
+    return { bytes, oldestMs: segments === 0 ? 0 : now - oldest, segments };
+  }
+
+  /**
+   * Resolves once everything acknowledged before the call is named by a manifest in S3: seals
+   * the active segment, uploads, writes the manifest. Rejects if the tier stops or is fenced.
+   */
+  async flush(signal?: AbortSignal): Promise<void> {
+    await this.log.seal();
+    const sealed = this.log.segments().filter((h) => h !== this.log.activeSegment && this.log.segmentSize(h) > 0).map((h) => this.log.fileName(h));
+    for (;;) {
+      if (this.fencedFlag) throw new Error('fenced: a later start of this node took over; nothing more is uploaded');
+      if (this.stopped) throw new Error('the S3 tier stopped before the flush completed');
+      signal?.throwIfAborted();
+      const named = new Set(this.current?.segments.map((s) => s.name) ?? []);
+      if (sealed.every((n) => named.has(n) || !this.stillLocal(n))) return;
+      await this.kick();
+      if (sealed.every((n) => new Set(this.current?.segments.map((s) => s.name) ?? []).has(n) || !this.stillLocal(n))) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** One pass; concurrent calls share it. */
+  kick(): Promise<void> {
+    if (this.stopped || this.fencedFlag || !this.gen) return Promise.resolve();
+    this.running ??= this.pass().finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  private async pass(): Promise<void> {
+    const now = Date.now();
+    this.track(now);
+    const active = this.log.activeSegment;
+    const since = this.firstSeen.get(active);
+    if (since !== undefined && now - since >= this.opts.uploadIntervalMs / 2) await this.log.seal();
+    this.startUploads();
+    await Promise.allSettled([...this.uploading.values()]);
+    if (this.stopped) return;
+    const next = this.nextManifest();
+    if (next && !sameSegments(next.segments, this.current?.segments)) await this.writeManifest(next);
+    if (!this.sweptAtStart && this.current) {
+      this.sweptAtStart = true;
+      await this.collectGarbage();
+    }
+  }
+
+  private track(now: number): void {
+    const live = new Set(this.log.segments());
+    for (const h of live) if (!this.firstSeen.has(h) && this.log.segmentSize(h) > 0 && !this.uploaded.has(this.log.fileName(h))) this.firstSeen.set(h, now);
+    for (const h of this.firstSeen.keys()) if (!live.has(h)) this.firstSeen.delete(h);
+  }
+
+  private stillLocal(name: string): boolean {
+    return this.log.segments().some((h) => this.log.fileName(h) === name);
+  }
+
+  private coveredById(h: number): boolean {
+    return this.uploadedById.has(segmentId(this.log.fileName(h)));
+  }
+
+  private remember(s: ManifestSegment): void {
+    this.uploaded.set(s.name, s);
+    const id = segmentId(s.name);
+    const prev = this.uploadedById.get(id);
+    if (!prev || segmentRev(s.name) >= segmentRev(prev.name)) this.uploadedById.set(id, s);
+  }
+
+  private startUploads(): void {
+    for (const h of this.log.segments()) {
+      if (this.uploading.size >= this.concurrency) return;
+      if (h === this.log.activeSegment || this.log.segmentSize(h) === 0) continue;
+      const name = this.log.fileName(h);
+      if (this.uploaded.has(name) || this.uploading.has(name)) continue;
+      const p = this.upload(h, name).finally(() => this.uploading.delete(name));
+      this.uploading.set(name, p.catch(() => undefined));
+    }
+  }
+
+  private async upload(h: number, name: string): Promise<void> {
+    const gen = this.generationValue;
+    const key = this.opts.keys.segment(name, gen);
+    await pRetry(async () => {
+      if (this.stopped || this.fencedFlag) throw new AbortError('stopped');
+      let data: Buffer;
+      try {
+        data = await this.log.readSegment(h);
+      } catch (e) {
+        throw new AbortError(`segment ${name} is gone locally: ${(e as Error).message}`); // compacted away meanwhile
+      }
+      const crc32 = zlib.crc32(data);
+      const t0 = process.hrtime.bigint();
+      try {
+        await this.opts.store.create(key, data, { signal: this.abort.signal });
+      } catch (e) {
+        // Ours from an attempt whose answer was lost: the same bytes are fine, others are not.
+        if (!(e instanceof ObjectExistsError) || zlib.crc32(await this.opts.store.get(key)) !== crc32) throw e;
+      }
+      this.obs.uploaded?.(data.length, Number(process.hrtime.bigint() - t0) / 1e9);
+      this.remember({ name, key, size: data.length, crc32, generation: gen });
+    }, {
+      retries: Number.POSITIVE_INFINITY,
+      minTimeout: 200,
+      maxTimeout: 10_000,
+      randomize: true,
+      signal: this.abort.signal,
+      shouldRetry: ({ error }) => !(error instanceof ObjectStorePermanentError && error.code === 'NoSuchBucket'),
+      onFailedAttempt: ({ error, attemptNumber }) => {
+        this.obs.uploadFailed?.((error as { code?: string }).code ?? error.name);
+        if (attemptNumber <= 3 || attemptNumber % 20 === 0) this.obs.warn?.('segment upload failed; retrying', { segment: name, attempt: attemptNumber, err: error.message });
+      },
+    }).catch((e: Error) => {
+      if (!this.stopped && !this.fencedFlag) this.obs.warn?.('segment upload abandoned', { segment: name, err: e.message });
+    });
+  }
+
+  /** The manifest the uploads now allow: the longest prefix of sealed segments with content in S3. */
+  private nextManifest(): Manifest | undefined {
+    const segments: ManifestSegment[] = [];
+    for (const h of this.log.segments()) {
+      if (h === this.log.activeSegment) break;
+      const name = this.log.fileName(h);
+      const s = this.uploaded.get(name) ?? (this.log.segmentSize(h) === 0 ? undefined : this.uploadedById.get(segmentId(name)));
+      if (this.log.segmentSize(h) === 0) continue; // an empty sealed segment replays as nothing
+      if (!s) break;
+      segments.push(s);
+    }
+    if (segments.length === 0 && !this.current) return undefined;
+    return {
+      format: 1, node: this.opts.keys.node, number: this.opts.nodeNumber, generation: this.generationValue,
+      seq: this.seq + 1, writtenAt: new Date().toISOString(), segments,
+    };
+  }
+
+  private async checkGeneration(): Promise<boolean> {
+    let ok = true;
+    try {
+      ok = await this.gen!.current();
+    } catch {
+      return false; // the metadata store is unreachable: no verdict, so nothing is written or deleted now
+    }
+    if (!ok && !this.fencedFlag) {
+      this.fencedFlag = true;
+      this.abort.abort(new Error('fenced'));
+      this.obs.fenced?.();
+    }
+    return ok;
+  }
+
+  private async writeManifest(m: Manifest): Promise<void> {
+    if (!(await this.checkGeneration())) return;
+    const key = this.opts.keys.manifest(m.generation, m.seq);
+    try {
+      await this.opts.store.create(key, encodeManifest(m), { signal: this.abort.signal });
+    } catch (e) {
+      if (!(e instanceof ObjectExistsError)) {
+        this.obs.warn?.('manifest not written; retrying with the next pass', { key, err: (e as Error).message });
+        return;
+      }
+      // Ours from an attempt whose answer was lost (no one else writes this generation's keys).
+    }
+    this.seq = m.seq;
+    if (this.current) this.previous = [this.current, ...this.previous].slice(0, KEEP_MANIFESTS);
+    this.current = m;
+    await this.collectGarbage();
+  }
+
+  /**
+   * Deletes manifests older than the last few, and segment objects that none of the kept
+   * manifests names and that are not uploads of this process still waiting for a manifest (so,
+   * at start, uploads cut off by a crash). Only while the generation is current: a fenced
+   * process deletes nothing.
+   */
+  private async collectGarbage(): Promise<void> {
+    const { store, keys } = this.opts;
+    try {
+      const manifests = (await store.list(keys.manifestsPrefix)).map((e) => e.key).filter((k) => keys.parseManifest(k));
+      const currentKey = this.current ? keys.manifest(this.current.generation, this.current.seq) : undefined;
+      const keep = new Set([currentKey, ...this.previous.map((m) => keys.manifest(m.generation, m.seq))].filter((k): k is string => !!k));
+      const oldManifests = manifests.filter((k) => !keep.has(k) && (!currentKey || k < currentKey));
+      const named = new Set<string>();
+      for (const m of [this.current, ...this.previous]) for (const s of m?.segments ?? []) named.add(s.key);
+      const local = new Set(this.log.segments().map((h) => this.log.fileName(h)));
+      const mine = new Set([...this.uploaded.values()].filter((s) => local.has(s.name)).map((s) => s.key));
+      const gen = this.generationValue;
+      const dead = (await store.list(keys.segmentsPrefix)).map((e) => e.key).filter((k) => {
+        const p = keys.parseSegment(k);
+        if (!p || named.has(k) || mine.has(k)) return false;
+        // An earlier life's upload that no kept manifest names is garbage (cut off by a crash, or
+        // a fenced process's); a later generation's is not ours to judge (it fences us).
+        if (p.generation > gen) return false;
+        if (p.generation < gen) return true;
+        return !this.uploading.has(p.name);
+      });
+      if (oldManifests.length + dead.length === 0) return;
+      if (!(await this.checkGeneration())) return;
+      await store.delete([...oldManifests, ...dead], { signal: this.abort.signal });
+      // Forget what was deleted, so a later manifest can never name it.
+      for (const k of dead) {
+        const p = keys.parseSegment(k)!;
+        if (this.uploaded.get(p.name)?.key === k) this.uploaded.delete(p.name);
+        const id = segmentId(p.name);
+        if (this.uploadedById.get(id)?.key === k) this.uploadedById.delete(id);
+      }
+      if (dead.length > 0) this.obs.info?.('deleted segments no manifest names', { segments: dead.length, manifests: oldManifests.length });
+    } catch (e) {
+      this.obs.warn?.('garbage collection in S3 failed; it runs again after the next upload', { err: (e as Error).message });
+    }
+  }
+}
+
+function segmentId(name: string): number {
+  return Number(name.slice(0, 10));
+}
+
+function segmentRev(name: string): number {
+  const m = /^\d{10}-(\d+)\.seg$/.exec(name);
+  return m ? Number(m[1]) : 0;
+}
+
+function sameSegments(a: ManifestSegment[], b: ManifestSegment[] | undefined): boolean {
+  return !!b && a.length === b.length && a.every((s, i) => s.key === b[i].key);
+}
