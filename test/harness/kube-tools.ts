@@ -149,8 +149,10 @@ export const KUBERNETES: GoTool = {
     },
     packages: ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubectl'].map((c) => `k8s.io/kubernetes/cmd/${c}`),
   },
-  // Without the stamps kubectl (and helm's view of the server) would report v0.0.0.
-  ldflags: `${kubeStamp('k8s.io/component-base/version')} ${kubeStamp('k8s.io/client-go/pkg/version')}`,
+  // Without the stamps kubectl (and helm's view of the server) would report v0.0.0. `-s -w` as in
+  // Kubernetes' own release builds: no DWARF, so the four links take ~20 s instead of ~70 s here,
+  // 350 MB instead of 500 MB on disk (stack traces still work).
+  ldflags: `-s -w ${kubeStamp('k8s.io/component-base/version')} ${kubeStamp('k8s.io/client-go/pkg/version')}`,
   // ~6.5 min and 2.8 GB on two cores when nothing else builds; leave room for a busy machine.
   timeoutMs: 45 * 60_000,
 };
