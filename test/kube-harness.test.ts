@@ -4,6 +4,7 @@
  * the cache) in beforeAll: when one cannot be built, every test here fails with the build's log.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ensureKubeTools, KUBE_VERSION, HELM_VERSION, KUBERNETES, stagingReplaces, type KubeTools } from './harness/kube-tools.js';
@@ -220,6 +221,18 @@ describe('kube harness', () => {
     expect(nodeName).toMatch(/^kwok-node-[01]$/);
     // Node stages only: nobody runs the Pod, so it stays Pending (a kubelet harness would take over here).
     expect((await kube.kubectl(['get', 'pods', '-l', 'app=sleeper', '-o', 'jsonpath={.items[0].status.phase}'])).stdout).toBe('Pending');
+  });
+
+  it('a start that fails rejects with the components\' output and leaves nothing behind', async () => {
+    const before = fs.readdirSync(os.tmpdir()).filter((d) => d.startsWith('loam-kube-'));
+    // etcd cannot be healthy a millisecond after it was spawned: the first wait times out.
+    const err = await startKube({ timeoutMs: 1 }).then(
+      () => new Error('started'),
+      (e: unknown) => e as Error,
+    );
+    expect(err.message).toMatch(/timed out after 1 ms waiting for etcd 3\.6 to be healthy/);
+    expect(err.message).toContain('--- etcd (pid');
+    expect(fs.readdirSync(os.tmpdir()).filter((d) => d.startsWith('loam-kube-'))).toEqual(before);
   });
 
   it('stop() ends every process, releases the ports and removes the temp dir', async () => {
