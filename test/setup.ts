@@ -2,8 +2,10 @@ import { afterAll } from 'vitest';
 import { cleanupAll } from './harness/node-process.js';
 import { cleanupEtcd } from './harness/etcd.js';
 import { cleanupS3 } from './harness/s3-server.js';
+import { cleanupKube } from './harness/kube.js';
 
 // Whatever a test file started or created is gone when the file ends, even if a test failed.
 afterAll(cleanupAll);
 afterAll(cleanupEtcd);
 afterAll(cleanupS3);
+afterAll(cleanupKube);

@@ -27,11 +27,13 @@ export interface GoTool {
   install?: string[];
   /**
    * A wrapper module (for modules whose go.mod has `replace` directives, which `go install`
-   * refuses): `goMod(dir)` returns the wrapper's go.mod text (it may read the module cache under
-   * `dir`'s GOMODCACHE, e.g. to copy a release's replace list), then `go build -o bin/` of
-   * `packages` in one command, so they share one compile.
+   * refuses): `goMod(dir)` returns the wrapper's go.mod text (it may read the module cache, e.g. to
+   * copy a release's replace list), then `go mod tidy` and `go build -o bin/` of `packages` in one
+   * command, so they share one compile. A package named in `names` is built on its own as
+   * `bin/<name>` instead (Go would call `go.etcd.io/etcd/server/v3`'s binary `server`); its
+   * compiled dependencies come from the build cache, so only its link is extra.
    */
-  wrapper?: { goMod: (workDir: string) => Promise<string> | string; packages: string[]; main?: string };
+  wrapper?: { goMod: (workDir: string) => Promise<string> | string; packages: string[]; names?: Record<string, string> };
   /** `-ldflags` for the build (version stamps). */
   ldflags?: string;
   /** How long a cold build may take before it counts as failed (default 20 min). */
@@ -107,14 +109,18 @@ async function build(tool: GoTool, dir: string): Promise<void> {
   };
   if (tool.install) await step(['install', '-p', '2', '-trimpath', ...ldflags, ...tool.install]);
   if (tool.wrapper) {
+    const { packages, names = {} } = tool.wrapper;
     const work = path.join(dir, 'src');
     fs.mkdirSync(work, { recursive: true });
-    fs.writeFileSync(path.join(work, 'go.mod'), 'module loamtools\n\ngo 1.24\n');
-    // tools.go keeps the required packages in the module graph for `go mod tidy`-free builds.
-    fs.writeFileSync(path.join(work, 'tools.go'), `//go:build tools\n\npackage tools\n\nimport (\n${tool.wrapper.packages.map((p) => `\t_ "${p}"`).join('\n')}\n)\n`);
+    // tools.go imports the packages so that `go mod tidy` keeps their modules and fills go.sum. Its
+    // build tag keeps it out of every build; the builds themselves get no tag (a `tools` tag would
+    // also apply to the dependencies, some of which have tools.go files of their own).
+    fs.writeFileSync(path.join(work, 'tools.go'), `//go:build tools\n\npackage tools\n\nimport (\n${packages.map((p) => `\t_ "${p}"`).join('\n')}\n)\n`);
     fs.writeFileSync(path.join(work, 'go.mod'), await tool.wrapper.goMod(work));
     await step(['mod', 'tidy'], work);
-    await step(['build', '-p', '2', '-trimpath', ...ldflags, '-tags', 'tools', '-o', `${bin}/`, ...tool.wrapper.packages], work);
+    const together = packages.filter((p) => !names[p]);
+    if (together.length) await step(['build', '-p', '2', '-trimpath', ...ldflags, '-o', `${bin}/`, ...together], work);
+    for (const p of packages.filter((q) => names[q])) await step(['build', '-p', '2', '-trimpath', ...ldflags, '-o', path.join(bin, names[p]!), p], work);
   }
 }
 
