@@ -1,5 +1,6 @@
-import { defineConfig, mergeConfig } from 'vitest/config';
+import { defineConfig } from 'vitest/config';
 import base from './vitest.config.js';
 
 // `npm run test:kube`: the Kubernetes harness test alone (it builds the control plane first).
-export default mergeConfig(base, defineConfig({ test: { include: ['test/kube-harness.test.ts'], exclude: ['**/node_modules/**'] } }));
+// Not mergeConfig: it would append to `include` and `exclude` instead of replacing them.
+export default defineConfig({ test: { ...base.test, include: ['test/kube-harness.test.ts'], exclude: ['**/node_modules/**'] } });
