@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Persistent, registerModel } from '@loam/sdk';
-import { tempDir, waitFor } from './harness/node-process.js';
+import { waitFor } from './harness/node-process.js';
 import { clusterFixture, untilDead } from './harness/cluster-fixture.js';
 import { startS3, type S3Server } from './harness/s3-server.js';
 
@@ -43,10 +43,12 @@ describe('two processes with one node identity', () => {
     // A second start of the same identity on another (empty) volume: a failover while the old
     // pod still runs. It restores from S3 and takes generation 2.
     const takeover = Date.now();
-    const newer = await fx.node(prefix, { args: s3Args('pod-0', s3Prefix), env: env(), dataDir: tempDir() } as never);
-    await untilDead(older);
+    const newer = await fx.node(prefix, { args: s3Args('pod-0', s3Prefix), env: env() });
+    await untilDead(older).catch((e: Error) => {
+      throw new Error(`${e.message}\nolder:\n${older.logs.slice(-15).map((l) => JSON.stringify(l)).join('\n')}\nnewer:\n${newer.logs.slice(-15).map((l) => JSON.stringify(l)).join('\n')}`);
+    });
     expect(older.child.exitCode).toBe(1);
-    expect(older.logs.some((l) => String(l.msg).startsWith('stopping: a later start of this node identity took over'))).toBe(true);
+    expect(older.logs.map((l) => String(l.msg)).filter((m) => /fenced|took over/.test(m)), JSON.stringify(older.logs.slice(-8))).toContain("stopping: a later start of this node identity took over (generation superseded); nothing more is uploaded, deleted or acknowledged");
 
     const c2 = await fx.client(newer);
     const after: Entry[] = [];
@@ -63,7 +65,7 @@ describe('two processes with one node identity', () => {
 
     // Everything the newer acknowledged survives the loss of its volume too.
     await newer.kill();
-    const third = await fx.node(prefix, { args: s3Args('pod-0', s3Prefix), env: env(), dataDir: tempDir() } as never);
+    const third = await fx.node(prefix, { args: s3Args('pod-0', s3Prefix), env: env() });
     const c3 = await fx.client(third);
     await waitFor(async () => (await c3.get<Entry>(after[19].$oid!).catch(() => undefined))?.n === 119, 'the third start to serve', 10_000);
     for (const e of [...before, ...after]) expect((await c3.get<Entry>(e.$oid!)).n).toBe(e.n);

@@ -85,6 +85,13 @@ describe('the S3 tier', () => {
     notes.push(await c.persist(new Note(1000, 'after the restore')));
     await c.flush();
     expect(await metric(node, 'loam_s3_generation')).toBe(2);
+    // And a second loss of the volume keeps what came after the first (it went to a new segment,
+    // not into the restored last one, which S3 already held under its name).
+    await node.kill();
+    fs.rmSync(dir, { recursive: true, force: true });
+    node = await s3Node('n1', prefix, dir);
+    c = await client(node);
+    expect(await readAll(c, notes)).toEqual([]);
     await node.stop();
   });
 

@@ -24,9 +24,9 @@ export function clusterFixture(name: string, opts: { members?: number; deadlineM
   return {
     /** A fresh key prefix: a DataStore of its own. */
     prefix: () => `/loam/${name}-${process.pid}-${++seq}`,
-    /** Starts a node of the DataStore under `prefix` (`env` for failpoints). */
-    node: (prefix: string, extra: { env?: Record<string, string>; restart?: NodeProcess } = {}) => startClusterNode({
-      etcd: endpoints(), prefix, env: extra.env,
+    /** Starts a node of the DataStore under `prefix` (`env` for failpoints, `args` for more flags). */
+    node: (prefix: string, extra: { env?: Record<string, string>; args?: string[]; restart?: NodeProcess } = {}) => startClusterNode({
+      etcd: endpoints(), prefix, env: extra.env, args: extra.args,
       ...(extra.restart ? { dataDir: extra.restart.dataDir, port: extra.restart.port, peerPort: extra.restart.peerPort } : {}),
     }),
     /** `n` nodes of a new DataStore. */

@@ -179,6 +179,10 @@ export class Engine implements EngineCore {
         store: opts.tier.store, keys: keys!, nodeNumber: opts.tier.nodeNumber, uploadIntervalMs: opts.tier.uploadIntervalMs,
         manifest, observer: opts.tier.observer,
       });
+      // After a restore the last segment is one S3 already holds: appending to it would change
+      // an uploaded segment under the same name. New writes go to a new segment.
+      const active = log.fileName(log.activeSegment);
+      if (manifest?.segments.some((s) => s.name === active)) await log.seal();
     }
     engine.compactor = new Compactor(engine.state, log, engine.compactBelow);
     engine.recovery = report;

@@ -129,20 +129,24 @@ export class S3Tier {
 
   /** Bytes acknowledged locally and not yet named by a manifest in S3, and the age of the oldest. */
   backlog(now = Date.now()): { bytes: number; oldestMs: number; segments: number } {
-    const inManifest = new Set(this.current?.segments.map((s) => s.name) ?? []);
     let bytes = 0;
     let segments = 0;
     let oldest = now;
     for (const h of this.log.segments()) {
       const size = this.log.segmentSize(h);
-      if (size === 0) continue;
-      const name = this.log.fileName(h);
-      if (inManifest.has(name) || (h !== this.log.activeSegment && this.coveredById(h))) continue;
+      if (size === 0 || this.inManifest(h)) continue;
       bytes += size;
       segments++;
       oldest = Math.min(oldest, this.firstSeen.get(h) ?? now);
     }
     return { bytes, oldestMs: segments === 0 ? 0 : now - oldest, segments };
+  }
+
+  /** Whether the current manifest holds segment `h` as it is now (or an earlier revision of it). */
+  private inManifest(h: number): boolean {
+    const name = this.log.fileName(h);
+    const id = segmentId(name);
+    return this.current?.segments.some((s) => (s.name === name && s.size === this.log.segmentSize(h)) || (segmentId(s.name) === id && segmentRev(s.name) < segmentRev(name))) ?? false;
   }
 
   /**
@@ -151,15 +155,17 @@ export class S3Tier {
    */
   async flush(signal?: AbortSignal): Promise<void> {
     await this.log.seal();
-    const sealed = this.log.segments().filter((h) => h !== this.log.activeSegment && this.log.segmentSize(h) > 0).map((h) => this.log.fileName(h));
+    const active = this.log.activeSegment;
+    const sealed = this.log.segments().filter((h) => h !== active && this.log.segmentSize(h) > 0);
+    // A segment compacted or rewritten meanwhile is covered by what replaced it.
+    const done = () => sealed.every((h) => !this.log.segments().includes(h) || this.inManifest(h));
     for (;;) {
       if (this.fencedFlag) throw new Error('fenced: a later start of this node took over; nothing more is uploaded');
       if (this.stopped) throw new Error('the S3 tier stopped before the flush completed');
       signal?.throwIfAborted();
-      const named = new Set(this.current?.segments.map((s) => s.name) ?? []);
-      if (sealed.every((n) => named.has(n) || !this.stillLocal(n))) return;
+      if (done()) return;
       await this.kick();
-      if (sealed.every((n) => new Set(this.current?.segments.map((s) => s.name) ?? []).has(n) || !this.stillLocal(n))) return;
+      if (done()) return;
       await new Promise((r) => setTimeout(r, 50));
     }
   }
@@ -194,12 +200,19 @@ export class S3Tier {
     for (const h of this.firstSeen.keys()) if (!live.has(h)) this.firstSeen.delete(h);
   }
 
-  private stillLocal(name: string): boolean {
-    return this.log.segments().some((h) => this.log.fileName(h) === name);
+  /** Uploaded with the bytes it has now (a segment never grows once sealed; this guards that). */
+  private isUploaded(h: number, name: string): boolean {
+    return this.uploaded.get(name)?.size === this.log.segmentSize(h);
   }
 
   private coveredById(h: number): boolean {
-    return this.uploadedById.has(segmentId(this.log.fileName(h)));
+    return this.olderRevision(this.log.fileName(h)) !== undefined;
+  }
+
+  /** An uploaded earlier revision of a rewritten segment: it replays as the current one does. */
+  private olderRevision(name: string): ManifestSegment | undefined {
+    const s = this.uploadedById.get(segmentId(name));
+    return s && segmentRev(s.name) < segmentRev(name) ? s : undefined;
   }
 
   private remember(s: ManifestSegment): void {
@@ -214,7 +227,7 @@ export class S3Tier {
       if (this.uploading.size >= this.concurrency) return;
       if (h === this.log.activeSegment || this.log.segmentSize(h) === 0) continue;
       const name = this.log.fileName(h);
-      if (this.uploaded.has(name) || this.uploading.has(name)) continue;
+      if (this.isUploaded(h, name) || this.uploading.has(name)) continue;
       const p = this.upload(h, name).finally(() => this.uploading.delete(name));
       this.uploading.set(name, p.catch(() => undefined));
     }
@@ -263,8 +276,8 @@ export class S3Tier {
     for (const h of this.log.segments()) {
       if (h === this.log.activeSegment) break;
       const name = this.log.fileName(h);
-      const s = this.uploaded.get(name) ?? (this.log.segmentSize(h) === 0 ? undefined : this.uploadedById.get(segmentId(name)));
       if (this.log.segmentSize(h) === 0) continue; // an empty sealed segment replays as nothing
+      const s = this.isUploaded(h, name) ? this.uploaded.get(name) : this.olderRevision(name);
       if (!s) break;
       segments.push(s);
     }
