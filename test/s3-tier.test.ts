@@ -22,11 +22,11 @@ afterAll(async () => {
 
 let seq = 0;
 /** A single node (`loam dev`) with the S3 tier on the test's versitygw, under a prefix of its own. */
-function s3Node(name: string, prefix: string, dataDir = tempDir(), extra: string[] = []): Promise<NodeProcess> {
+function s3Node(name: string, prefix: string, dataDir = tempDir(), extra: string[] = [], env: Record<string, string> = {}): Promise<NodeProcess> {
   return startNode({
     dataDir,
     args: ['--s3-endpoint', s3.endpoint, '--s3-bucket', s3.bucket, '--s3-prefix', prefix, '--s3-region', s3.region, '--upload-interval', '1s', '--node-name', name, ...extra],
-    env: { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey },
+    env: { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, ...env },
   });
 }
 
@@ -115,6 +115,42 @@ describe('the S3 tier', () => {
     await node.kill();
     fs.rmSync(dir, { recursive: true, force: true });
     node = await s3Node('n2', prefix, dir);
+    c = await client(node);
+    expect(await readAll(c, notes)).toEqual([]);
+    await node.stop();
+  });
+
+  it('keeps local segment bytes within --disk-cache-size for a working set several times larger; every read is right, also after a restart and compaction', async () => {
+    const prefix = `cache-${++seq}`;
+    const dir = tempDir();
+    const bound = 1024 * 1024;
+    const env = { LOAM_SEGMENT_SIZE: '512KiB', LOAM_COMPACTION_INTERVAL: '300ms' };
+    let node = await s3Node('n4', prefix, dir, ['--disk-cache-size', '1MiB', '--cache-size', '1MiB'], env);
+    let c = await client(node);
+    const notes: Note[] = [];
+    const big = (i: number, round: number) => `${round}:${i}:`.padEnd(4000, String.fromCharCode(97 + (i % 26)));
+    for (let i = 0; i < 1500; i++) notes.push(await c.persist(new Note(i, big(i, 0)))); // ~6 MiB
+    await c.flush();
+    await waitFor(async () => (await metric(node, 'loam_s3_cache_bytes')) <= bound && (await metric(node, 'loam_s3_cache_evictions_total')) > 0,
+      'the cache to come down to its bound', 20_000, 100);
+    expect(await readAll(c, notes)).toEqual([]); // read back from S3 where evicted (the object cache is 1 MiB too)
+    expect(await metric(node, 'loam_s3_remote_reads_total')).toBeGreaterThan(0);
+    expect(await metric(node, 'loam_s3_cache_bytes')).toBeLessThanOrEqual(bound + 512 * 1024); // at most one segment over until the next pass
+
+    // Rewrite most objects: the old segments, evicted, are mostly dead and get compacted.
+    for (const n of notes.slice(0, 1200)) {
+      n.text = big(n.n, 1);
+      await c.save(n);
+    }
+    await c.flush();
+    // Compaction rewrote segments that were only in S3 (fetched whole), and the rewrites went up.
+    await waitFor(async () => objectsUnder(prefix).some((f) => /-\d+\.seg\.g\d+$/.test(f)) && (await metric(node, 'loam_s3_cache_bytes')) <= bound,
+      'compacted segments in S3, and the cache within its bound', 30_000, 200);
+    expect(await readAll(c, notes)).toEqual([]);
+
+    // A restart replays the evicted segments from S3.
+    await node.kill();
+    node = await s3Node('n4', prefix, dir, ['--disk-cache-size', '1MiB', '--cache-size', '1MiB'], env);
     c = await client(node);
     expect(await readAll(c, notes)).toEqual([]);
     await node.stop();

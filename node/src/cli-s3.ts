@@ -32,7 +32,7 @@ export function s3Options(cmd: Command, parseSize: (v: string) => number): Comma
     .option('--s3-prefix <prefix>', 'key prefix of this DataStore in the bucket [LOAM_S3_PREFIX]', env.LOAM_S3_PREFIX ?? '')
     .option('--s3-region <region>', 'S3 region [LOAM_S3_REGION] (default: the AWS configuration\'s, else us-east-1)', env.LOAM_S3_REGION)
     .option('--upload-interval <duration>', 'the longest a durable write exists only on local disk before it is uploaded [LOAM_UPLOAD_INTERVAL]', parseDuration, parseDuration(env.LOAM_UPLOAD_INTERVAL ?? '5s'))
-    .option('--disk-cache-size <size>', 'bound on local segment bytes already in S3 [LOAM_DISK_CACHE_SIZE] (not enforced yet: see docs/architecture.md)', parseSize, env.LOAM_DISK_CACHE_SIZE ? parseSize(env.LOAM_DISK_CACHE_SIZE) : undefined)
+    .option('--disk-cache-size <size>', 'bound on local bytes of segments already in S3, least recently read evicted first [LOAM_DISK_CACHE_SIZE] (default: no bound)', parseSize, env.LOAM_DISK_CACHE_SIZE ? parseSize(env.LOAM_DISK_CACHE_SIZE) : undefined)
     .option('--node-name <name>', 'a stable identity that does not live in the data directory (in Kubernetes: the pod name) [LOAM_NODE_NAME]', (v) => {
       if (!NODE_NAME.test(v)) throw new CliArgError(`not a node name: ${JSON.stringify(v)} (letters, digits, '.', '_', '-'; at most 253)`);
       return v;
@@ -40,11 +40,11 @@ export function s3Options(cmd: Command, parseSize: (v: string) => number): Comma
 }
 
 /** The node's S3 tier from the flags, or undefined when no bucket is given. */
-export function s3FromOpts(opts: S3CliOpts): { config: S3ObjectStoreOptions; uploadIntervalMs: number } | undefined {
+export function s3FromOpts(opts: S3CliOpts): { config: S3ObjectStoreOptions; uploadIntervalMs: number; diskCacheBytes?: number } | undefined {
   if (!opts.s3Bucket) {
     if (opts.s3Endpoint) throw new CliArgError('--s3-endpoint needs --s3-bucket');
     return undefined;
   }
   const prefix = opts.s3Prefix && !opts.s3Prefix.endsWith('/') ? `${opts.s3Prefix}/` : opts.s3Prefix;
-  return { config: { bucket: opts.s3Bucket, prefix, endpoint: opts.s3Endpoint, region: opts.s3Region }, uploadIntervalMs: opts.uploadInterval };
+  return { config: { bucket: opts.s3Bucket, prefix, endpoint: opts.s3Endpoint, region: opts.s3Region }, uploadIntervalMs: opts.uploadInterval, diskCacheBytes: opts.diskCacheSize };
 }

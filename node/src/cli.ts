@@ -9,7 +9,7 @@ import type { MetaStore } from './meta/meta-store.js';
 import { SERVER_VERSION } from './store-service.js';
 import { ClusterSecret } from './cluster/peer-auth.js';
 import type { LevelWithSilent } from 'pino';
-import { s3FromOpts, s3Options, type S3CliOpts } from './cli-s3.js';
+import { parseDuration, s3FromOpts, s3Options, type S3CliOpts } from './cli-s3.js';
 
 function parsePort(v: string): number {
   const n = Number(v);
@@ -85,6 +85,19 @@ function serveUntilSignal(log: Logger, nodes: LoamNode[], cleanup: () => Promise
   process.on('SIGTERM', () => shutdown('SIGTERM'));
 }
 
+/**
+ * Tuning for tests and benchmarks, from the environment only (not flags: the defaults are what
+ * a deployment wants): LOAM_SEGMENT_SIZE (log segment size, e.g. 4MiB) and
+ * LOAM_COMPACTION_INTERVAL (e.g. 500ms; 0 turns the timer off).
+ */
+function tuning(): { maxSegmentBytes?: number; compactionIntervalMs?: number } {
+  const env = process.env;
+  return {
+    ...(env.LOAM_SEGMENT_SIZE ? { maxSegmentBytes: parseSize(env.LOAM_SEGMENT_SIZE) } : {}),
+    ...(env.LOAM_COMPACTION_INTERVAL ? { compactionIntervalMs: env.LOAM_COMPACTION_INTERVAL === '0' ? 0 : parseDuration(env.LOAM_COMPACTION_INTERVAL) } : {}),
+  };
+}
+
 function fail(log: Logger, e: unknown): never {
   log.fatal({ err: e }, 'failed to start');
   process.stderr.write(`loam: ${(e as Error).message}\n`);
@@ -134,6 +147,7 @@ common(
         cacheBytes: opts.cacheSize,
         nodeName: opts.nodeName,
         s3,
+        ...tuning(),
         logger: opts.nodes > 1 ? log.child({ node: i + 1 }) : log,
         meta,
         onFatal: () => void Promise.all(nodes.map((n) => n.stop())).then(() => meta?.close()).catch(() => undefined).finally(() => process.exit(1)),
@@ -200,6 +214,7 @@ common(
       cacheBytes: opts.cacheSize,
       nodeName: opts.nodeName,
       s3: s3FromOpts(opts),
+      ...tuning(),
       logger: log,
       meta,
       // The node has stopped itself (its number belongs to another node): exit, failed.

@@ -15,6 +15,8 @@ export class S3Metrics {
   private readonly requestErrors: Counter;
   private readonly bytes: Counter;
   private readonly mismatches: Counter;
+  private readonly evictions: Counter;
+  private readonly remoteReads: Counter;
 
   constructor(registry: Registry, engine: () => Engine | undefined) {
     const registers = [registry];
@@ -38,6 +40,15 @@ export class S3Metrics {
     });
     this.requestErrors = new Counter({ name: 'loam_s3_request_errors_total', help: 'Failed S3 requests by operation and code', labelNames: ['op', 'code'], registers });
     this.bytes = new Counter({ name: 'loam_s3_bytes_total', help: 'Bytes to and from S3', labelNames: ['direction'], registers });
+    new Gauge({
+      name: 'loam_s3_cache_bytes', help: 'Local bytes of segments S3 holds (bounded by --disk-cache-size)', registers,
+      collect() {
+        const t = engine()?.tier;
+        if (t) this.set(t.cachedBytes());
+      },
+    });
+    this.evictions = new Counter({ name: 'loam_s3_cache_evictions_total', help: 'Segments evicted from local disk (S3 holds them)', registers });
+    this.remoteReads = new Counter({ name: 'loam_s3_remote_reads_total', help: 'Block reads of evicted segments, from the block cache (hit) or S3 (miss)', labelNames: ['result'], registers });
     this.mismatches = new Counter({ name: 'loam_s3_checksum_mismatches_total', help: 'Downloads that did not match their checksum (never served)', registers });
   }
 
@@ -63,6 +74,8 @@ export class S3Metrics {
       },
       uploadFailed: (reason) => this.uploadFailures.inc({ reason }),
       fenced: () => this.fenced.set(1),
+      evicted: () => this.evictions.inc(),
+      remoteRead: (hit) => this.remoteReads.inc({ result: hit ? 'hit' : 'miss' }),
     };
   }
 }

@@ -69,7 +69,7 @@ export interface NodeOptions {
    */
   nodeName?: string;
   /** The S3 tier: durable blocks in this store, local disk in front of it (see storage/tier/). */
-  s3?: { uploadIntervalMs: number; config?: S3ObjectStoreOptions; store?: ObjectStore };
+  s3?: { uploadIntervalMs: number; diskCacheBytes?: number; config?: S3ObjectStoreOptions; store?: ObjectStore };
 }
 
 /**
@@ -215,7 +215,7 @@ export class LoamNode {
         compactionIntervalMs: opts.compactionIntervalMs,
         files: opts.files,
         tier: opts.s3 && {
-          store: opts.s3.store ?? new S3ObjectStore({ ...opts.s3.config!, observe: metrics.s3.request }), node: identity.id, nodeNumber: identity.number, uploadIntervalMs: opts.s3.uploadIntervalMs,
+          store: opts.s3.store ?? new S3ObjectStore({ ...opts.s3.config!, observe: metrics.s3.request }), node: identity.id, nodeNumber: identity.number, uploadIntervalMs: opts.s3.uploadIntervalMs, diskCacheBytes: opts.s3.diskCacheBytes,
           observer: metrics.s3.observer(log), onChecksumMismatch: (key) => metrics.s3.mismatch(key, log),
           info: (msg, fields) => log.info(fields ?? {}, msg),
         },

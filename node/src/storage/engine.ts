@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import path from 'node:path';
 import {
   CommitUnknownError, DEFAULT_LIMITS, DeadlineExceededError, InternalError, InvalidArgumentError, LimitExceededError, NotFoundError,
@@ -6,10 +7,9 @@ import {
 } from '@loam/sdk/wire';
 import { wordsFromHex } from './oid-index.js';
 import { checkFrame, decodeFrame, encodeBatch, RecordType, type LogRecord } from './record.js';
-import { SegmentLog } from './segment-log.js';
+import { SegmentLog, parseSegmentName } from './segment-log.js';
 import type { ObjectStore } from './object-store.js';
-import { ManifestKeys, type Manifest } from './tier/manifest.js';
-import { restoreIfEmpty, type RestoreReport } from './tier/restore.js';
+import { ManifestKeys, latestManifest } from './tier/manifest.js';
 import { S3Tier, type TierObserver } from './tier/s3-tier.js';
 import type { RecoveryReport, SegmentStore, WriteBlock } from './segment-store.js';
 import type { SegmentFiles } from './segment-files.js';
@@ -63,6 +63,8 @@ export interface EngineOptions {
     observer?: TierObserver;
     /** A download did not match its checksum (it is retried, never served). */
     onChecksumMismatch?: (key: string) => void;
+    /** Bound on local bytes of segments S3 holds (least recently read evicted first). */
+    diskCacheBytes?: number;
     info?: (msg: string, fields?: Record<string, unknown>) => void;
   };
 }
@@ -86,6 +88,14 @@ export interface CommitOptions {
   attempt?: number;
   /** Epoch ms: past it nothing is applied (the caller has given up and may retry). */
   deadline?: number;
+}
+
+function hasSegments(logDir: string): boolean {
+  try {
+    return fs.readdirSync(logDir).some((f) => parseSegmentName(f) !== undefined);
+  } catch {
+    return false;
+  }
 }
 
 /** Clocks of clients and nodes may disagree by this much. */
@@ -132,7 +142,7 @@ export class Engine implements EngineCore {
   private readonly uncertain = new Set<string>();
   recovery!: RecoveryReport;
   /** What was restored from S3 at open (an empty log directory with a manifest in S3). */
-  restored?: RestoreReport;
+  restored?: { segments: number; bytes: number; ms: number };
   /** The S3 tier, when configured. */
   tier?: S3Tier;
   /** The tier's object store: the engine closes it. */
@@ -153,20 +163,36 @@ export class Engine implements EngineCore {
   static async open(opts: EngineOptions): Promise<Engine> {
     const engine = new Engine(opts);
     const logDir = path.join(opts.dir, 'log');
-    let manifest: Manifest | undefined;
-    const keys = opts.tier ? new ManifestKeys('', opts.tier.node) : undefined;
+    let tier: S3Tier | undefined;
+    let restoring = false;
+    const info = opts.tier?.info ?? ((msg: string, fields?: Record<string, unknown>) => opts.observer?.warn?.(msg, fields));
     if (opts.tier) {
-      const info = opts.tier.info ?? ((msg: string, fields?: Record<string, unknown>) => opts.observer?.warn?.(msg, fields));
-      const restored = await restoreIfEmpty(logDir, opts.tier.store, keys!, { info }, opts.tier.onChecksumMismatch);
-      manifest = restored.manifest;
-      engine.restored = restored.report;
+      const keys = new ManifestKeys('', opts.tier.node);
+      const found = await latestManifest(opts.tier.store, keys);
+      tier = new S3Tier({
+        store: opts.tier.store, keys, nodeNumber: opts.tier.nodeNumber, uploadIntervalMs: opts.tier.uploadIntervalMs,
+        manifest: found?.manifest, observer: opts.tier.observer, diskCacheBytes: opts.tier.diskCacheBytes,
+        onChecksumMismatch: opts.tier.onChecksumMismatch,
+      });
+      // An empty log directory and a manifest in S3: this node lost its volume, and its log is
+      // replayed from S3 (segments stay there, read on demand, until the cache holds them).
+      restoring = !!found && !hasSegments(logDir);
+      if (restoring) info('restoring the log from S3', { manifest: found!.key, segments: found!.manifest.segments.length, bytes: found!.manifest.segments.reduce((n, x) => n + x.size, 0) });
     }
+    const t0 = Date.now();
+    let lastProgress = 0;
     const { log, report } = await SegmentLog.open(
       {
         dir: logDir,
         maxSegmentBytes: opts.maxSegmentBytes ?? 64 * 1024 * 1024,
         onFsync: opts.observer?.fsync?.bind(opts.observer),
         files: opts.files,
+        remote: tier?.remote,
+        onRemoteReplay: (done, of, bytes) => {
+          if (Date.now() - lastProgress < 1_000 && done < of) return;
+          lastProgress = Date.now();
+          info('replaying segments from S3', { segments: done, of, bytes });
+        },
       },
       (batch) => {
         for (const { record, segment, offset, length } of batch) engine.state.apply(record, { segment, offset, length }, true);
@@ -174,15 +200,17 @@ export class Engine implements EngineCore {
     );
     engine.log = log;
     engine.tierStore = opts.tier?.store;
-    if (opts.tier) {
-      engine.tier = new S3Tier(log, {
-        store: opts.tier.store, keys: keys!, nodeNumber: opts.tier.nodeNumber, uploadIntervalMs: opts.tier.uploadIntervalMs,
-        manifest, observer: opts.tier.observer,
-      });
-      // After a restore the last segment is one S3 already holds: appending to it would change
-      // an uploaded segment under the same name. New writes go to a new segment.
+    if (tier) {
+      tier.attach(log);
+      engine.tier = tier;
+      if (restoring) {
+        engine.restored = { segments: report.segments, bytes: report.bytes, ms: Date.now() - t0 };
+        info('restored the log from S3', { ...engine.restored, records: report.records });
+      }
+      // The last segment may be one S3 already holds (a local copy after a flush): appending to
+      // it would change an uploaded segment under the same name. New writes go to a new one.
       const active = log.fileName(log.activeSegment);
-      if (manifest?.segments.some((s) => s.name === active)) await log.seal();
+      if (tier.remote.list().has(active)) await log.seal();
     }
     engine.compactor = new Compactor(engine.state, log, engine.compactBelow);
     engine.recovery = report;

@@ -22,7 +22,27 @@ export interface SegmentLogOptions {
   onFsync?: (seconds: number, bytes: number, batches: number) => void;
   /** The file layer (a fault injector in tests); local files in `dir` by default. */
   files?: SegmentFiles;
+  /**
+   * Sealed segments held elsewhere (S3) and not, or no longer, on local disk: replayed from
+   * there at open, read from there after. A local file of the same segment (same or later
+   * revision) wins.
+   */
+  remote?: RemoteSegments;
+  /** Progress of replaying remote segments at open (a restore from S3 can take a while). */
+  onRemoteReplay?: (done: number, of: number, bytes: number) => void;
 }
+
+/** Where sealed segments that are not on local disk are read from (the S3 tier). */
+export interface RemoteSegments {
+  /** File name -> size of every sealed segment the remote store holds. */
+  list(): Map<string, number>;
+  read(name: string, offset: number, length: number): Promise<Buffer>;
+  /** The whole segment, checked against its checksum. */
+  readWhole(name: string): Promise<Buffer>;
+}
+
+/** Remote segments fetched ahead while replaying (each is a whole segment in memory). */
+const REMOTE_PREFETCH = 4;
 
 export interface RecoveredRecord {
   record: LogRecord;
@@ -60,9 +80,12 @@ interface Segment {
   rev: number;
   /** Acknowledged bytes. */
   size: number;
-  reader: ReadFile;
+  /** Undefined while the segment is remote only (evicted, or restored without a local copy). */
+  reader?: ReadFile;
   /** Replaced by a rewrite, still readable until retired; no longer in segments(). */
   retiring?: boolean;
+  /** When it was last read (a counter, for least-recently-used eviction). */
+  lastRead: number;
 }
 
 export class SegmentLog implements SegmentStore {
@@ -89,7 +112,11 @@ export class SegmentLog implements SegmentStore {
   /** While blocked: the bytes of the failed writes were cut, the next write may go. */
   private tailCut = false;
 
+  private readonly remote?: RemoteSegments;
+  private reads = 0;
+
   private constructor(opts: SegmentLogOptions) {
+    this.remote = opts.remote;
     this.files = opts.files ?? new LocalFiles(opts.dir);
     this.maxSegmentBytes = opts.maxSegmentBytes;
     this.onFsync = opts.onFsync;
@@ -120,10 +147,62 @@ export class SegmentLog implements SegmentStore {
         await files.remove(f);
       }
     }
-    const ids = [...names.keys()].sort((a, b) => a - b);
+    // Remote segments that have no local file of the same or a later revision.
+    const remoteNames = new Map<number, string>();
+    for (const [name] of opts.remote?.list() ?? []) {
+      const p = parseSegmentName(name);
+      if (!p) continue;
+      const local = names.get(p.id);
+      if (local && parseSegmentName(local)!.rev >= p.rev) continue;
+      const cur = remoteNames.get(p.id);
+      if (!cur || parseSegmentName(cur)!.rev < p.rev) remoteNames.set(p.id, name);
+    }
+    for (const id of remoteNames.keys()) {
+      const local = names.get(id);
+      if (local) {
+        await files.remove(local); // an older revision than S3 holds: S3's is the content
+        names.delete(id);
+      }
+    }
+    const ids = [...new Set([...names.keys(), ...remoteNames.keys()])].sort((a, b) => a - b);
     const report: RecoveryReport = { segments: ids.length, records: 0, bytes: 0, truncatedBytes: 0 };
+    // Remote segments are fetched a few ahead of the replay.
+    const remoteIds = ids.filter((id) => remoteNames.has(id));
+    const fetches = new Map<number, Promise<Buffer>>();
+    const fetchAhead = (from: number) => {
+      for (const id of remoteIds.slice(from, from + REMOTE_PREFETCH)) {
+        if (!fetches.has(id)) {
+          const p = opts.remote!.readWhole(remoteNames.get(id)!);
+          p.catch(() => undefined); // awaited in order below
+          fetches.set(id, p);
+        }
+      }
+    };
+    let remoteDone = 0;
+    let remoteBytes = 0;
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i];
+      const remoteName = remoteNames.get(id);
+      if (remoteName) {
+        fetchAhead(remoteDone);
+        const data = await fetches.get(id)!;
+        fetches.delete(id);
+        const p = parseSegmentName(remoteName)!;
+        const handle = p.rev === 0 ? id : log.nextHandle++;
+        const { end, damage } = scanBatches(data, (batch) => {
+          onBatch(batch.map((r) => ({ record: r.record, segment: handle, offset: r.offset, length: r.length })));
+          report.records += batch.length;
+        });
+        // Checked against its checksum when fetched: damage here was there when it was uploaded.
+        if (damage) throw new CorruptLogError(`log segment ${remoteName} from S3 is damaged at offset ${damage.offset} (${damage.reason})`, remoteName, damage.offset);
+        log.segs.set(handle, { id, rev: p.rev, size: end, lastRead: 0 });
+        report.bytes += end;
+        remoteDone++;
+        remoteBytes += end;
+        opts.onRemoteReplay?.(remoteDone, remoteIds.length, remoteBytes);
+        if (i === ids.length - 1) await log.createSegment(id + 1); // appends go to a local segment
+        continue;
+      }
       const name = names.get(id)!;
       const rev = parseSegmentName(name)!.rev;
       const handle = rev === 0 ? id : log.nextHandle++;
@@ -146,7 +225,7 @@ export class SegmentLog implements SegmentStore {
         await files.truncate(name, damage.goodEnd);
       }
       const size = damage ? damage.goodEnd : end;
-      log.segs.set(handle, { id, rev, size, reader: files.openRead(name) });
+      log.segs.set(handle, { id, rev, size, reader: files.openRead(name), lastRead: 0 });
       report.bytes += size;
       if (last) {
         log.active = handle;
@@ -177,7 +256,7 @@ export class SegmentLog implements SegmentStore {
     this.active = id;
     this.activeFile = file;
     this.activeSize = 0;
-    this.segs.set(id, { id, rev: 0, size: 0, reader: this.files.openRead(name) });
+    this.segs.set(id, { id, rev: 0, size: 0, reader: this.files.openRead(name), lastRead: 0 });
   }
 
   get activeSegment(): number {
@@ -192,9 +271,10 @@ export class SegmentLog implements SegmentStore {
     return this.segs.get(handle)?.size ?? 0;
   }
 
+  /** Bytes of segments on local disk (remote-only ones are not). */
   get totalBytes(): number {
     let n = 0;
-    for (const s of this.segs.values()) n += s.size;
+    for (const s of this.segs.values()) if (s.reader) n += s.size;
     return n;
   }
 
@@ -406,18 +486,45 @@ export class SegmentLog implements SegmentStore {
   /** Local reads are synchronous underneath (a page-cache hit costs microseconds). */
   read(segment: number, offset: number, length: number): Promise<Buffer> {
     try {
-      return Promise.resolve(this.readNow(segment, offset, length));
+      const s = this.seg(segment);
+      s.lastRead = ++this.reads;
+      if (!s.reader) return this.remote!.read(segmentName(s.id, s.rev), offset, length);
+      return Promise.resolve(s.reader.read(offset, length));
     } catch (e) {
       return Promise.reject(e);
     }
   }
 
-  readNow(segment: number, offset: number, length: number): Buffer {
-    return this.seg(segment).reader.read(offset, length);
+  readSegment(segment: number): Promise<Buffer> {
+    const s = this.seg(segment);
+    if (!s.reader) return this.remote!.readWhole(segmentName(s.id, s.rev));
+    return this.files.readWhole(this.name(segment));
   }
 
-  readSegment(segment: number): Promise<Buffer> {
-    return this.files.readWhole(this.name(segment));
+  /** Sealed segments on local disk, with their sizes and when each was last read. */
+  localSealed(): { segment: number; name: string; size: number; lastRead: number }[] {
+    const out: { segment: number; name: string; size: number; lastRead: number }[] = [];
+    for (const [h, s] of this.segs) if (s.reader && h !== this.active && !s.retiring) out.push({ segment: h, name: segmentName(s.id, s.rev), size: s.size, lastRead: s.lastRead });
+    return out;
+  }
+
+  /** Whether a segment is held only remotely. */
+  isRemote(segment: number): boolean {
+    return this.segs.get(segment)?.reader === undefined;
+  }
+
+  /**
+   * Drops the local file of a sealed segment that the remote store holds whole: reads go there
+   * from now on. The caller must know the remote copy is complete (uploaded and in a manifest).
+   */
+  async evict(segment: number): Promise<void> {
+    const s = this.seg(segment);
+    if (segment === this.active || !s.reader || s.retiring || !this.remote) return;
+    const name = segmentName(s.id, s.rev);
+    if (this.remote.list().get(name) !== s.size) throw new Error(`invariant: segment ${name} is not held remotely at its size`);
+    s.reader.close();
+    s.reader = undefined;
+    await this.files.remove(name);
   }
 
   async rewrite(segment: number, content: Buffer): Promise<number> {
@@ -428,7 +535,7 @@ export class SegmentLog implements SegmentStore {
     await this.files.replace(name, content);
     // From here a restart reads the new content; this process reads both until retire(old).
     const handle = this.nextHandle++;
-    this.segs.set(handle, { id: old.id, rev, size: content.length, reader: this.files.openRead(name) });
+    this.segs.set(handle, { id: old.id, rev, size: content.length, reader: this.files.openRead(name), lastRead: 0 });
     old.retiring = true;
     return handle;
   }
@@ -437,6 +544,7 @@ export class SegmentLog implements SegmentStore {
     const s = this.seg(segment);
     if (!s.retiring) throw new Error(`invariant: segment ${segment} was not rewritten`);
     this.segs.delete(segment);
+    if (!s.reader) return; // remote only: nothing local to remove
     s.reader.close();
     await this.files.remove(segmentName(s.id, s.rev)).catch(() => undefined); // a leftover is removed at the next open
   }
@@ -445,6 +553,7 @@ export class SegmentLog implements SegmentStore {
     if (segment === this.active) throw new Error('invariant: cannot remove the active segment');
     const s = this.seg(segment);
     this.segs.delete(segment);
+    if (!s.reader) return; // remote only: nothing local to remove
     s.reader.close();
     await this.files.remove(segmentName(s.id, s.rev));
   }
@@ -459,7 +568,7 @@ export class SegmentLog implements SegmentStore {
       else this.kick();
     }
     await this.activeFile.close().catch(() => undefined);
-    for (const s of this.segs.values()) s.reader.close();
+    for (const s of this.segs.values()) s.reader?.close();
     this.segs.clear();
   }
 }

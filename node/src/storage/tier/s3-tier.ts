@@ -2,6 +2,7 @@ import zlib from 'node:zlib';
 import pRetry, { AbortError } from 'p-retry';
 import { ObjectExistsError, ObjectStorePermanentError, type ObjectStore } from '../object-store.js';
 import { encodeManifest, type Manifest, type ManifestKeys, type ManifestSegment } from './manifest.js';
+import { RemoteReader } from './remote-reader.js';
 
 /** What the tier needs of the local log (SegmentLog). */
 export interface TierLog {
@@ -11,6 +12,8 @@ export interface TierLog {
   fileName(segment: number): string;
   readSegment(segment: number): Promise<Buffer>;
   seal(): Promise<number | undefined>;
+  localSealed(): { segment: number; name: string; size: number; lastRead: number }[];
+  evict(segment: number): Promise<void>;
 }
 
 /** The generation this process holds (see cluster/generation.ts), or a fixed one without a metadata store. */
@@ -26,6 +29,9 @@ export interface TierObserver {
   uploaded?(bytes: number, seconds: number): void;
   uploadFailed?(reason: string): void;
   fenced?(): void;
+  evicted?(bytes: number): void;
+  /** A ranged read of an evicted segment: served from the block cache (hit) or S3. */
+  remoteRead?(hit: boolean): void;
 }
 
 export interface S3TierOptions {
@@ -38,6 +44,9 @@ export interface S3TierOptions {
   manifest?: Manifest;
   concurrency?: number;
   observer?: TierObserver;
+  /** Bound on local bytes of segments S3 holds; the least recently read go first. None: keep all. */
+  diskCacheBytes?: number;
+  onChecksumMismatch?: (key: string) => void;
 }
 
 /** Sealed segments uploaded at once. */
@@ -75,14 +84,30 @@ export class S3Tier {
 
   private gen?: TierGeneration;
 
-  constructor(private readonly log: TierLog, private readonly opts: S3TierOptions) {
+  /** Reads what is only in S3 (for the log's remote segments). */
+  readonly remote: RemoteReader;
+  private logRef?: TierLog;
+
+  constructor(private readonly opts: S3TierOptions) {
     this.concurrency = opts.concurrency ?? DEFAULT_CONCURRENCY;
     this.obs = opts.observer ?? {};
+    this.remote = new RemoteReader(opts.store, { onMismatch: opts.onChecksumMismatch, onFetch: (hit) => this.obs.remoteRead?.(hit) });
     const m = opts.manifest;
     if (m) {
       for (const s of m.segments) this.remember(s);
       this.current = m;
     }
+    this.remote.setManifest(m);
+  }
+
+  /** The log this tier uploads (opened with `remote` as its remote segments). */
+  attach(log: TierLog): void {
+    this.logRef = log;
+  }
+
+  private get log(): TierLog {
+    if (!this.logRef) throw new Error('invariant: the S3 tier has no log attached');
+    return this.logRef;
   }
 
   /** The highest generation S3 shows for this node: a new start must take a higher one. */
@@ -188,10 +213,36 @@ export class S3Tier {
     if (this.stopped) return;
     const next = this.nextManifest();
     if (next && !sameSegments(next.segments, this.current?.segments)) await this.writeManifest(next);
+    await this.evictOverBound();
     if (!this.sweptAtStart && this.current) {
       this.sweptAtStart = true;
       await this.collectGarbage();
     }
+  }
+
+  /**
+   * Keeps local bytes of segments the current manifest holds within `diskCacheBytes`, dropping
+   * the least recently read first. Only what the manifest names goes: a restart finds it there.
+   */
+  private async evictOverBound(): Promise<void> {
+    const bound = this.opts.diskCacheBytes;
+    if (bound === undefined || this.stopped) return;
+    const held = this.log.localSealed().filter((s) => this.remote.has(s.name, s.size));
+    let bytes = held.reduce((n, s) => n + s.size, 0);
+    if (bytes <= bound) return;
+    held.sort((a, b) => a.lastRead - b.lastRead);
+    for (const s of held) {
+      if (bytes <= bound) break;
+      await this.log.evict(s.segment);
+      bytes -= s.size;
+      this.obs.evicted?.(s.size);
+    }
+  }
+
+  /** Local bytes of segments S3 holds (what `diskCacheBytes` bounds). */
+  cachedBytes(): number {
+    if (!this.logRef) return 0;
+    return this.log.localSealed().filter((s) => this.remote.has(s.name, s.size)).reduce((n, s) => n + s.size, 0);
   }
 
   private track(now: number): void {
@@ -318,6 +369,7 @@ export class S3Tier {
     this.seq = m.seq;
     if (this.current) this.previous = [this.current, ...this.previous].slice(0, KEEP_MANIFESTS);
     this.current = m;
+    this.remote.setManifest(m);
     await this.collectGarbage();
   }
 
