@@ -156,6 +156,26 @@ describe('the S3 tier', () => {
     await node.stop();
   });
 
+  it('a record read from an evicted segment that S3 corrupted is refused (typed), never served, and reported', async () => {
+    const prefix = `corrupt-read-${++seq}`;
+    const node = await s3Node('n5', prefix, tempDir(), ['--disk-cache-size', '0', '--cache-size', '0']);
+    const c = await client(node);
+    const notes: Note[] = [];
+    for (let i = 0; i < 40; i++) notes.push(await c.persist(new Note(i, 'y'.repeat(100))));
+    await c.flush();
+    await waitFor(async () => (await metric(node, 'loam_s3_cache_bytes')) === 0 && (await metric(node, 'loam_s3_cache_evictions_total')) > 0, 'every uploaded segment to be evicted', 15_000, 100);
+    const segment = objectsUnder(prefix).find((f) => f.includes('segments/'))!;
+    s3.corrupt(`${prefix}/${segment}`, 300, 4);
+    // One at a time (concurrent gets share one request, which fails as a whole).
+    const outcomes: string[] = [];
+    for (const n of notes) outcomes.push(await c.get<Note>(n.$oid!).then((got) => (got.n === n.n && got.text === n.text ? 'right' : 'WRONG'), (e: Error) => `${e.name}: ${e.message}`));
+    expect(outcomes, JSON.stringify(outcomes)).not.toContain('WRONG');
+    expect(outcomes.some((o) => o.startsWith('UnavailableError')), JSON.stringify(outcomes.slice(0, 3))).toBe(true);
+    expect(outcomes.filter((o) => o === 'right').length, JSON.stringify(outcomes.slice(0, 3))).toBeGreaterThan(30); // only the damaged records fail
+    expect(await metric(node, 'loam_s3_checksum_mismatches_total')).toBeGreaterThan(0);
+    await node.stop();
+  });
+
   it('an object corrupted in S3 is detected by its checksum and never used', async () => {
     const prefix = `corrupt-${++seq}`;
     const dir = tempDir();

@@ -289,7 +289,7 @@ export class Engine implements EngineCore {
         return { oid, className: cached.className, state: cached.state, version: cached.version, origin: cached.origin };
       }
       this.observer.cache?.(false);
-      const frame = await this.log.read(loc.segment, loc.offset, loc.length);
+      const frame = await this.log.read(loc.segment, loc.offset, loc.length, (b) => checkFrame(b, 0).ok);
       const check = checkFrame(frame, 0);
       const r = check.ok ? decodeFrame(frame, 0) : undefined;
       if (r?.type === RecordType.Put && r.version === loc.version && r.oid.toString('hex') === oid) {

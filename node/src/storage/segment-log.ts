@@ -36,7 +36,8 @@ export interface SegmentLogOptions {
 export interface RemoteSegments {
   /** File name -> size of every sealed segment the remote store holds. */
   list(): Map<string, number>;
-  read(name: string, offset: number, length: number): Promise<Buffer>;
+  /** `check` says whether the bytes are right (a record's own checksum): if not, they are fetched again. */
+  read(name: string, offset: number, length: number, check?: (buf: Buffer) => boolean): Promise<Buffer>;
   /** The whole segment, checked against its checksum. */
   readWhole(name: string): Promise<Buffer>;
 }
@@ -484,11 +485,11 @@ export class SegmentLog implements SegmentStore {
   }
 
   /** Local reads are synchronous underneath (a page-cache hit costs microseconds). */
-  read(segment: number, offset: number, length: number): Promise<Buffer> {
+  read(segment: number, offset: number, length: number, check?: (buf: Buffer) => boolean): Promise<Buffer> {
     try {
       const s = this.seg(segment);
       s.lastRead = ++this.reads;
-      if (!s.reader) return this.remote!.read(segmentName(s.id, s.rev), offset, length);
+      if (!s.reader) return this.remote!.read(segmentName(s.id, s.rev), offset, length, check);
       return Promise.resolve(s.reader.read(offset, length));
     } catch (e) {
       return Promise.reject(e);

@@ -29,7 +29,8 @@ export interface SegmentStore {
   segments(): number[];
   segmentSize(segment: number): number;
   readonly totalBytes: number;
-  read(segment: number, offset: number, length: number): Promise<Buffer>;
+  /** `check`: whether fetched bytes are right (a record's checksum); wrong ones are fetched again. */
+  read(segment: number, offset: number, length: number, check?: (buf: Buffer) => boolean): Promise<Buffer>;
   readSegment(segment: number): Promise<Buffer>;
   rewrite(segment: number, content: Buffer): Promise<number>;
   retire(segment: number): Promise<void>;

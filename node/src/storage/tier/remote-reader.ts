@@ -1,4 +1,5 @@
 import { LRUCache } from 'lru-cache';
+import { UnavailableError } from '@loam/sdk/wire';
 import type { ObjectStore } from '../object-store.js';
 import type { RemoteSegments } from '../segment-log.js';
 import type { Manifest, ManifestSegment } from './manifest.js';
@@ -54,17 +55,24 @@ export class RemoteReader implements RemoteSegments {
     }
   }
 
-  async read(name: string, offset: number, length: number): Promise<Buffer> {
+  async read(name: string, offset: number, length: number, check?: (buf: Buffer) => boolean): Promise<Buffer> {
     const s = this.entry(name);
     if (offset + length > s.size) throw new Error(`read past the end of segment ${name} (${offset}+${length} > ${s.size})`);
     const first = Math.floor(offset / REMOTE_BLOCK_BYTES);
     const last = Math.floor((offset + length - 1) / REMOTE_BLOCK_BYTES);
-    const parts: Promise<Buffer>[] = [];
-    for (let b = first; b <= last; b++) parts.push(this.block(s, b));
-    const blocks = await Promise.all(parts);
-    const joined = blocks.length === 1 ? blocks[0] : Buffer.concat(blocks);
-    const start = offset - first * REMOTE_BLOCK_BYTES;
-    return Buffer.from(joined.subarray(start, start + length)); // a copy: cached blocks stay intact
+    for (let attempt = 0; ; attempt++) {
+      const parts: Promise<Buffer>[] = [];
+      for (let b = first; b <= last; b++) parts.push(this.block(s, b));
+      const blocks = await Promise.all(parts);
+      const joined = blocks.length === 1 ? blocks[0] : Buffer.concat(blocks);
+      const start = offset - first * REMOTE_BLOCK_BYTES;
+      const out = Buffer.from(joined.subarray(start, start + length)); // a copy: cached blocks stay intact
+      if (!check || check(out)) return out;
+      // Damaged on the way or in S3: never served; fetched again, then refused.
+      this.hooks.onMismatch?.(s.key);
+      for (let b = first; b <= last; b++) this.blocks.delete(`${s.key}#${b}`);
+      if (attempt >= 2) throw new UnavailableError(`a record read from S3 object ${s.key} (offset ${offset}) fails its checksum after 3 fetches: not served`);
+    }
   }
 
   private block(s: ManifestSegment, index: number): Promise<Buffer> {
