@@ -80,7 +80,7 @@ describe('the README, in a fresh clone', () => {
   }, 150_000);
 
   it('shows loam dev, node, drain and repair, and loam --help | --version', () => {
-    expect(new Set(commands.map(subcommandOf))).toEqual(new Set(['dev', 'node', 'drain', 'repair', undefined]));
+    expect(new Set(commands.map(subcommandOf))).toEqual(new Set(['dev', 'node', 'drain', 'flush', 'repair', undefined]));
     expect(commands).toContain('loam --help | --version');
   });
 
@@ -136,6 +136,9 @@ describe('the README, in a fresh clone', () => {
       expect(drained.stdout).toMatch(/^drained node 2: moved 1 objects in [\d.]+ s; node \d serves its home directory now/);
       expect([1, 3]).toContain((await client.locate(note)).master.number);
       expect((await client.get<Note>(note.$oid!)).text).toBe('hello');
+      expect(commands.some((c) => /^loam flush --url \S+$/.test(c))).toBe(true);
+      const flushed = await run(bin, ['flush', '--url', urls[0]], clone, 30_000);
+      expect(flushed.stdout).toMatch(/^no node of this DataStore has S3 configured: everything acknowledged is on the nodes' disks \(3 nodes\)/);
     } finally {
       await client.close();
     }
