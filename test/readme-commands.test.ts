@@ -96,7 +96,7 @@ describe('the README, in a fresh clone', () => {
     const sub = subcommandOf(command)!;
     const help = (await run(bin, [sub, '--help'], clone)).stdout;
     expect(help).toMatch(new RegExp(`^Usage: loam ${sub}\\b`, 'm'));
-    const flags = [...new Set(command.match(/--[a-z][a-z-]*/g) ?? [])];
+    const flags = [...new Set(command.match(/--[a-z][a-z0-9-]*/g) ?? [])];
     for (const flag of flags) expect(help, `loam ${sub} --help should list ${flag}`).toMatch(new RegExp(`(^|[\\s,])${flag}\\b`, 'm'));
   });
 
