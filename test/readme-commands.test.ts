@@ -79,15 +79,15 @@ describe('the README, in a fresh clone', () => {
     bin = path.join(clone, 'node_modules/.bin/loam');
   }, 150_000);
 
-  it('shows loam dev, node, drain and repair, and loam --help | --version', () => {
-    expect(new Set(commands.map(subcommandOf))).toEqual(new Set(['dev', 'node', 'drain', 'repair', undefined]));
+  it('shows loam dev, node, drain, status and repair, and loam --help | --version', () => {
+    expect(new Set(commands.map(subcommandOf))).toEqual(new Set(['dev', 'node', 'drain', 'status', 'repair', undefined]));
     expect(commands).toContain('loam --help | --version');
   });
 
   it('npm install links the loam command; --help, --version and npx loam work', async () => {
     expect(fs.existsSync(bin), `${bin} missing after npm install`).toBe(true);
     const help = (await run(bin, ['--help'], clone)).stdout;
-    for (const sub of ['dev', 'node', 'drain', 'repair']) expect(help).toMatch(new RegExp(`^\\s+${sub}\\b`, 'm'));
+    for (const sub of ['dev', 'node', 'drain', 'status', 'repair']) expect(help).toMatch(new RegExp(`^\\s+${sub}\\b`, 'm'));
     expect((await run(bin, ['--version'], clone)).stdout.trim()).toBe(VERSION);
     expect((await run('npx', ['--offline', 'loam', '--help'], clone)).stdout).toBe(help);
   });
@@ -136,6 +136,10 @@ describe('the README, in a fresh clone', () => {
       expect(drained.stdout).toMatch(/^drained node 2: moved 1 objects in [\d.]+ s; node \d serves its home directory now/);
       expect([1, 3]).toContain((await client.locate(note)).master.number);
       expect((await client.get<Note>(note.$oid!)).text).toBe('hello');
+      expect(commands.some((c) => /^loam status --url \S+$/.test(c))).toBe(true);
+      const status = await run(bin, ['status', '--url', urls[0]], clone);
+      expect(status.stdout).toMatch(/^\s*2\s+\S+\s+drained\s+0\s/m);
+      expect(status.stdout.split('\n').filter((l) => /^\s*[123]\s+\S+\s+(ready|drained)\s+\d+\s/.test(l))).toHaveLength(3);
     } finally {
       await client.close();
     }
