@@ -79,15 +79,15 @@ describe('the README, in a fresh clone', () => {
     bin = path.join(clone, 'node_modules/.bin/loam');
   }, 150_000);
 
-  it('shows loam dev, node, drain and repair, and loam --help | --version', () => {
-    expect(new Set(commands.map(subcommandOf))).toEqual(new Set(['dev', 'node', 'drain', 'flush', 'repair', undefined]));
+  it('shows loam dev, node, drain, flush, status and repair, and loam --help | --version', () => {
+    expect(new Set(commands.map(subcommandOf))).toEqual(new Set(['dev', 'node', 'drain', 'flush', 'status', 'repair', undefined]));
     expect(commands).toContain('loam --help | --version');
   });
 
   it('npm install links the loam command; --help, --version and npx loam work', async () => {
     expect(fs.existsSync(bin), `${bin} missing after npm install`).toBe(true);
     const help = (await run(bin, ['--help'], clone)).stdout;
-    for (const sub of ['dev', 'node', 'drain', 'repair']) expect(help).toMatch(new RegExp(`^\\s+${sub}\\b`, 'm'));
+    for (const sub of ['dev', 'node', 'drain', 'status', 'repair']) expect(help).toMatch(new RegExp(`^\\s+${sub}\\b`, 'm'));
     expect((await run(bin, ['--version'], clone)).stdout.trim()).toBe(VERSION);
     expect((await run('npx', ['--offline', 'loam', '--help'], clone)).stdout).toBe(help);
   });
@@ -139,6 +139,10 @@ describe('the README, in a fresh clone', () => {
       expect(commands.some((c) => /^loam flush --url \S+$/.test(c))).toBe(true);
       const flushed = await run(bin, ['flush', '--url', urls[0]], clone, 30_000);
       expect(flushed.stdout).toMatch(/^no node of this DataStore has S3 configured: everything acknowledged is on the nodes' disks \(3 nodes\)/);
+      expect(commands.some((c) => /^loam status --url \S+$/.test(c))).toBe(true);
+      const status = await run(bin, ['status', '--url', urls[0]], clone);
+      expect(status.stdout).toMatch(/^\s*2\s+\S+\s+drained\s+0\s/m);
+      expect(status.stdout.split('\n').filter((l) => /^\s*[123]\s+\S+\s+(ready|drained)\s+\d+\s/.test(l))).toHaveLength(3);
     } finally {
       await client.close();
     }

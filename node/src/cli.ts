@@ -10,6 +10,7 @@ import { SERVER_VERSION } from './store-service.js';
 import { ClusterSecret } from './cluster/peer-auth.js';
 import type { LevelWithSilent } from 'pino';
 import { parseDuration, s3FromOpts, s3Options, type S3CliOpts } from './cli-s3.js';
+import { statusCommand } from './cli-status.js';
 
 function parsePort(v: string): number {
   const n = Number(v);
@@ -277,6 +278,8 @@ program
       await client.close();
     }
   });
+
+statusCommand(program);
 
 program
   .command('repair')

@@ -320,6 +320,22 @@ export function storeService(
       }
       return { s3: engine.tier !== undefined, generation: engine.tier?.generation ?? 0 };
     }),
+    status: unary('Status', () => {
+      const stats = engine.stats();
+      const drain = placement?.drainProgress;
+      const tier = engine.tier;
+      const backlog = tier?.backlog();
+      return {
+        backend: me(),
+        objects: stats.objects,
+        diskBytes: stats.diskBytes,
+        draining: drain && { objectsLeft: drain.left, objectsTotal: drain.total },
+        s3: tier && backlog && {
+          backlogBytes: backlog.bytes, backlogOldestMs: backlog.oldestMs, backlogSegments: backlog.segments,
+          generation: tier.generation ?? 0, fenced: tier.fenced,
+        },
+      };
+    }),
     drain: unary('Drain', async (req) => {
       if (!placement) throw new InvalidArgumentError('cannot drain the only node of a single-node DataStore');
       // Runs to the end even if the caller stops waiting; a retry with the same id waits for it.

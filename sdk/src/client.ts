@@ -32,6 +32,29 @@ export interface BackendInfo {
   state: string;
 }
 
+/** One node as `Client.status()` found it: its own answer, or why there was none. */
+export type NodeStatus = NodeStatusAnswer | NodeUnreachable;
+
+export interface NodeStatusAnswer extends BackendInfo {
+  reachable: true;
+  /** "ready", "drained" or "stopping", as the node says. */
+  state: string;
+  /** Objects stored on the node, replica copies included. */
+  objects: number;
+  /** Bytes of its log on local disk. */
+  diskBytes: number;
+  /** While a drain of this node runs: what it has left to move, of what it held when it began. */
+  draining: { objectsLeft: number; objectsTotal: number } | null;
+  /** Its S3 tier, or null without one. */
+  s3: { backlogBytes: number; backlogOldestMs: number; backlogSegments: number; generation: number; fenced: boolean } | null;
+}
+
+export interface NodeUnreachable extends BackendInfo {
+  reachable: false;
+  /** Why: the error of the Status call (the node is down, hung past the timeout, joining ...). */
+  error: string;
+}
+
 /**
  * Connects to a Loam DataStore. `url` is `loam://host:port/dataset`, or several of them (seed
  * nodes of one cluster, as an array or comma-separated): all are probed at once, the first that
@@ -529,6 +552,35 @@ export class Client {
     const nodes = await this.backends();
     const results = await Promise.all(nodes.map((b) => this.router.withNode(b.number, (c) => c.flush(options.timeoutMs ?? 120_000), false)));
     return { nodes: nodes.length, s3: results.filter((r) => r.s3).length };
+  }
+
+  /**
+   * Every live node's own report (`loam status`): the member list from ListBackends, then a
+   * Status call to each node at once, each bounded by `timeoutMs` (default 5 s). A node that
+   * does not answer is in the list as unreachable, with the error; only a member list that no
+   * node gives makes this reject.
+   */
+  async status(options: { timeoutMs?: number } = {}): Promise<NodeStatus[]> {
+    this.assertOpen();
+    const nodes = await this.backends();
+    const timeoutMs = options.timeoutMs ?? 5_000;
+    return Promise.all(nodes.map(async (b): Promise<NodeStatus> => {
+      try {
+        const r = await this.router.conn(b.address).status(timeoutMs);
+        const me = r.backend ?? b;
+        return {
+          id: me.id, number: me.number, address: b.address, state: me.state, reachable: true,
+          objects: r.objects, diskBytes: r.diskBytes,
+          draining: r.draining ? { objectsLeft: r.draining.objectsLeft, objectsTotal: r.draining.objectsTotal } : null,
+          s3: r.s3 ? {
+            backlogBytes: r.s3.backlogBytes, backlogOldestMs: r.s3.backlogOldestMs, backlogSegments: r.s3.backlogSegments,
+            generation: r.s3.generation, fenced: r.s3.fenced,
+          } : null,
+        };
+      } catch (e) {
+        return { ...b, reachable: false, error: (e as Error).message };
+      }
+    }));
   }
 
   /** A serializable reference to a persisted object: `loam://host:port/dataset/oid`. */

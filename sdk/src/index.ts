@@ -1,5 +1,6 @@
 /** @loam/sdk: keep graphs of ordinary class instances in a Loam DataStore. */
-export { connect, Client, type ConnectOptions, type TransactionOptions, type BackendInfo, type Location } from './client.js';
+export { connect, Client, type ConnectOptions, type TransactionOptions, type BackendInfo, type Location,
+  type NodeStatus, type NodeStatusAnswer, type NodeUnreachable } from './client.js';
 export { Transaction } from './transaction.js';
 export { Persistent, GenericObject, model, registerModel } from './model.js';
 export { Ref, parseUrl, DEFAULT_URL } from './ref.js';

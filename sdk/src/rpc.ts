@@ -4,7 +4,7 @@ import {
   type GetAliasRequest, type GetAliasResponse, type GetRequest, type GetResponse, type HelloRequest, type HelloResponse,
   type ListAliasesRequest, type ListAliasesResponse, type ListBackendsRequest, type ListBackendsResponse,
   type ListDatasetsRequest, type ListDatasetsResponse, type LocateRequest, type LocateResponse,
-  type MoveRequest, type MoveResponse, type DrainRequest, type DrainResponse, type FlushResponse, type CommitMultiRequest, type CommitMultiResponse,
+  type MoveRequest, type MoveResponse, type DrainRequest, type DrainResponse, type FlushResponse, type StatusResponse, type CommitMultiRequest, type CommitMultiResponse,
   type ReplicateRequest, type ReplicateResponse,
 } from './gen/loam/v1/store.js';
 import { callUnary, fromErrorDetail, type UnaryMethod } from './wire.js';
@@ -132,6 +132,9 @@ export class NodeConnection {
   }
   flush(deadlineMs?: number): Promise<FlushResponse> {
     return this.unary(this.client.flush, {}, deadlineMs);
+  }
+  status(deadlineMs?: number): Promise<StatusResponse> {
+    return this.unary(this.client.status, {}, deadlineMs);
   }
 
   /** Waits until the channel is connected, or fails with UnavailableError at the deadline. */

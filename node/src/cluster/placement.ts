@@ -34,6 +34,8 @@ export class Placement {
   private drained: boolean;
   /** A drain is running: new objects would be left behind, so none are taken already. */
   private draining = false;
+  /** Objects this node mastered when the running drain began (for drainProgress). */
+  private drainTotal = 0;
   private running?: Promise<DrainResponse>;
   private recording?: Promise<void>;
   /** The node a running drain hands the home directory to (recorded with the drained state). */
@@ -85,6 +87,21 @@ export class Placement {
   /** True while this node takes no new objects: drained, being drained, or its home directory handed over. */
   get isDrained(): boolean {
     return this.drained || this.draining || this.membership.homeHandedOver;
+  }
+
+  /**
+   * While a drain runs: the objects it has left to move (those this node still masters) and
+   * how many it mastered when the drain began; undefined otherwise. Counts only, no scan.
+   */
+  get drainProgress(): { left: number; total: number } | undefined {
+    if (!this.draining) return undefined;
+    const left = this.masteredCount();
+    return { left, total: Math.max(this.drainTotal, left) };
+  }
+
+  private masteredCount(): number {
+    const s = this.engine.state;
+    return Math.max(0, s.index.size - s.replicaOf.size - s.installing.size);
   }
 
   /**
@@ -659,6 +676,7 @@ export class Placement {
     const others = (await this.membership.members(true)).filter((m) => m.id !== this.me.id && m.state !== 'drained');
     if (others.length === 0) throw new InvalidArgumentError('cannot drain the only node of the cluster that is not drained');
     this.draining = true;
+    this.drainTotal = this.masteredCount();
     try {
       let moved = 0;
       let next = 0;

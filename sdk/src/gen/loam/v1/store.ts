@@ -294,6 +294,45 @@ export interface FlushResponse {
   generation: number;
 }
 
+export interface StatusRequest {
+}
+
+export interface StatusResponse {
+  /** Id, number, client address and state: "ready", "drained" or "stopping". */
+  backend:
+    | Backend
+    | undefined;
+  /** Objects stored here, replica copies and copies of an unfinished move included. */
+  objects: number;
+  /** Bytes of this node's log segments on local disk. */
+  diskBytes: number;
+  /** Set while a drain of this node runs (the state stays "ready" until it ends as "drained"). */
+  draining:
+    | DrainProgress
+    | undefined;
+  /** Set when this node has an S3 tier. */
+  s3: TierStatus | undefined;
+}
+
+export interface DrainProgress {
+  /** Objects this node still masters: what the drain has left to move. */
+  objectsLeft: number;
+  /** Objects it mastered when the drain began (at least objects_left). */
+  objectsTotal: number;
+}
+
+export interface TierStatus {
+  /** Bytes acknowledged here and not yet named by a manifest in S3. */
+  backlogBytes: number;
+  /** How long the oldest of them has waited, ms; 0 with no backlog. */
+  backlogOldestMs: number;
+  backlogSegments: number;
+  /** The generation this node's uploads carry; 0 before it has one (waiting for etcd). */
+  generation: number;
+  /** A later start of this node identity took over: nothing more is uploaded or acknowledged. */
+  fenced: boolean;
+}
+
 export interface DrainRequest {
   /**
    * As in MoveRequest: a retried drain joins the one running (a drain goes on to the end even
@@ -3403,6 +3442,326 @@ export const FlushResponse: MessageFns<FlushResponse> = {
   },
 };
 
+function createBaseStatusRequest(): StatusRequest {
+  return {};
+}
+
+export const StatusRequest: MessageFns<StatusRequest> = {
+  encode(_: StatusRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StatusRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStatusRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<StatusRequest>): StatusRequest {
+    return StatusRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<StatusRequest>): StatusRequest {
+    const message = createBaseStatusRequest();
+    return message;
+  },
+};
+
+function createBaseStatusResponse(): StatusResponse {
+  return { backend: undefined, objects: 0, diskBytes: 0, draining: undefined, s3: undefined };
+}
+
+export const StatusResponse: MessageFns<StatusResponse> = {
+  encode(message: StatusResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.backend !== undefined) {
+      Backend.encode(message.backend, writer.uint32(10).fork()).join();
+    }
+    if (message.objects !== 0) {
+      writer.uint32(16).uint64(message.objects);
+    }
+    if (message.diskBytes !== 0) {
+      writer.uint32(24).uint64(message.diskBytes);
+    }
+    if (message.draining !== undefined) {
+      DrainProgress.encode(message.draining, writer.uint32(34).fork()).join();
+    }
+    if (message.s3 !== undefined) {
+      TierStatus.encode(message.s3, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StatusResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStatusResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.backend = Backend.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.objects = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.diskBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.draining = DrainProgress.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.s3 = TierStatus.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<StatusResponse>): StatusResponse {
+    return StatusResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<StatusResponse>): StatusResponse {
+    const message = createBaseStatusResponse();
+    message.backend = (object.backend !== undefined && object.backend !== null)
+      ? Backend.fromPartial(object.backend)
+      : undefined;
+    message.objects = object.objects ?? 0;
+    message.diskBytes = object.diskBytes ?? 0;
+    message.draining = (object.draining !== undefined && object.draining !== null)
+      ? DrainProgress.fromPartial(object.draining)
+      : undefined;
+    message.s3 = (object.s3 !== undefined && object.s3 !== null) ? TierStatus.fromPartial(object.s3) : undefined;
+    return message;
+  },
+};
+
+function createBaseDrainProgress(): DrainProgress {
+  return { objectsLeft: 0, objectsTotal: 0 };
+}
+
+export const DrainProgress: MessageFns<DrainProgress> = {
+  encode(message: DrainProgress, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.objectsLeft !== 0) {
+      writer.uint32(8).uint64(message.objectsLeft);
+    }
+    if (message.objectsTotal !== 0) {
+      writer.uint32(16).uint64(message.objectsTotal);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DrainProgress {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDrainProgress();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.objectsLeft = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.objectsTotal = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<DrainProgress>): DrainProgress {
+    return DrainProgress.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DrainProgress>): DrainProgress {
+    const message = createBaseDrainProgress();
+    message.objectsLeft = object.objectsLeft ?? 0;
+    message.objectsTotal = object.objectsTotal ?? 0;
+    return message;
+  },
+};
+
+function createBaseTierStatus(): TierStatus {
+  return { backlogBytes: 0, backlogOldestMs: 0, backlogSegments: 0, generation: 0, fenced: false };
+}
+
+export const TierStatus: MessageFns<TierStatus> = {
+  encode(message: TierStatus, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.backlogBytes !== 0) {
+      writer.uint32(8).uint64(message.backlogBytes);
+    }
+    if (message.backlogOldestMs !== 0) {
+      writer.uint32(16).uint64(message.backlogOldestMs);
+    }
+    if (message.backlogSegments !== 0) {
+      writer.uint32(24).uint32(message.backlogSegments);
+    }
+    if (message.generation !== 0) {
+      writer.uint32(32).uint64(message.generation);
+    }
+    if (message.fenced !== false) {
+      writer.uint32(40).bool(message.fenced);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TierStatus {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTierStatus();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.backlogBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.backlogOldestMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.backlogSegments = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.generation = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.fenced = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<TierStatus>): TierStatus {
+    return TierStatus.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TierStatus>): TierStatus {
+    const message = createBaseTierStatus();
+    message.backlogBytes = object.backlogBytes ?? 0;
+    message.backlogOldestMs = object.backlogOldestMs ?? 0;
+    message.backlogSegments = object.backlogSegments ?? 0;
+    message.generation = object.generation ?? 0;
+    message.fenced = object.fenced ?? false;
+    return message;
+  },
+};
+
 function createBaseDrainRequest(): DrainRequest {
   return { opId: "" };
 }
@@ -5929,6 +6288,19 @@ export const StoreServiceService = {
     responseSerialize: (value: FlushResponse): Buffer => Buffer.from(FlushResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): FlushResponse => FlushResponse.decode(value),
   },
+  /**
+   * Status reports this node alone (`loam status` asks every node): who it is, what it holds,
+   * a drain in progress, and its S3 tier's upload backlog. Cheap: nothing is scanned.
+   */
+  status: {
+    path: "/loam.v1.StoreService/Status" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: StatusRequest): Buffer => Buffer.from(StatusRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): StatusRequest => StatusRequest.decode(value),
+    responseSerialize: (value: StatusResponse): Buffer => Buffer.from(StatusResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): StatusResponse => StatusResponse.decode(value),
+  },
 } as const;
 
 export interface StoreServiceServer extends UntypedServiceImplementation {
@@ -5975,6 +6347,11 @@ export interface StoreServiceServer extends UntypedServiceImplementation {
    * its manifest); at once on a node without S3, whose local log is all its durability.
    */
   flush: handleUnaryCall<FlushRequest, FlushResponse>;
+  /**
+   * Status reports this node alone (`loam status` asks every node): who it is, what it holds,
+   * a drain in progress, and its S3 tier's upload backlog. Cheap: nothing is scanned.
+   */
+  status: handleUnaryCall<StatusRequest, StatusResponse>;
 }
 
 export interface StoreServiceClient extends Client {
@@ -6224,6 +6601,25 @@ export interface StoreServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: FlushResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Status reports this node alone (`loam status` asks every node): who it is, what it holds,
+   * a drain in progress, and its S3 tier's upload backlog. Cheap: nothing is scanned.
+   */
+  status(
+    request: StatusRequest,
+    callback: (error: ServiceError | null, response: StatusResponse) => void,
+  ): ClientUnaryCall;
+  status(
+    request: StatusRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: StatusResponse) => void,
+  ): ClientUnaryCall;
+  status(
+    request: StatusRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: StatusResponse) => void,
   ): ClientUnaryCall;
 }
 
