@@ -22,9 +22,10 @@ afterAll(async () => {
 
 let seq = 0;
 /** A single node (`loam dev`) with the S3 tier on the test's versitygw, under a prefix of its own. */
-function s3Node(name: string, prefix: string, dataDir = tempDir(), extra: string[] = [], env: Record<string, string> = {}): Promise<NodeProcess> {
+function s3Node(name: string, prefix: string, dataDir = tempDir(), extra: string[] = [], env: Record<string, string> = {}, onLog?: (e: Record<string, unknown>) => void): Promise<NodeProcess> {
   return startNode({
     dataDir,
+    onLog,
     args: ['--s3-endpoint', s3.endpoint, '--s3-bucket', s3.bucket, '--s3-prefix', prefix, '--s3-region', s3.region, '--upload-interval', '1s', '--node-name', name, ...extra],
     env: { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, ...env },
   });
@@ -212,6 +213,32 @@ describe('the S3 tier', () => {
     fs.rmSync(dir, { recursive: true, force: true });
     node = await s3Node('n6', prefix, dir);
     expect(await readAll(await client(node), notes)).toEqual([]);
+    await node.stop();
+  });
+
+  it('a node that restarts while S3 is down waits for its manifest (logged), then starts with everything', async () => {
+    const prefix = `down-at-start-${++seq}`;
+    const dir = tempDir();
+    let node = await s3Node('n7', prefix, dir, ['--disk-cache-size', '0']);
+    let c = await client(node);
+    const notes: Note[] = [];
+    for (let i = 0; i < 50; i++) notes.push(await c.persist(new Note(i, 'kept in S3 only')));
+    await c.flush();
+    await waitFor(async () => (await metric(node, 'loam_s3_cache_bytes')) === 0, 'the segments to be evicted', 15_000, 100);
+    await node.kill();
+    await s3.kill();
+    let waiting = false;
+    const starting = s3Node('n7', prefix, dir, ['--disk-cache-size', '0'], {}, (e) => {
+      if (String(e.msg).startsWith('S3 is unreachable')) waiting = true;
+    });
+    try {
+      await waitFor(() => waiting, 'the node to say it waits for S3', 15_000, 50);
+    } finally {
+      await s3.restart();
+    }
+    node = await starting;
+    c = await client(node);
+    expect(await readAll(c, notes)).toEqual([]);
     await node.stop();
   });
 

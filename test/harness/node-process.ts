@@ -62,9 +62,9 @@ export function clusterSecretFile(): string {
  * Starts `loam dev` as a real child process on free ports and resolves once it logs `ready`
  * (or rejects with its output if it exits or the deadline passes first).
  */
-export async function startNode(opts: { dataDir?: string; args?: string[]; timeoutMs?: number; env?: Record<string, string> } = {}): Promise<NodeProcess> {
+export async function startNode(opts: { dataDir?: string; args?: string[]; timeoutMs?: number; env?: Record<string, string>; onLog?: (entry: Record<string, unknown>) => void } = {}): Promise<NodeProcess> {
   const dataDir = opts.dataDir ?? tempDir();
-  return launch(['dev', '--data', dataDir, '--port', '0', '--metrics-port', '0', '--log-level', 'info', ...(opts.args ?? [])], dataDir, opts.timeoutMs, opts.env);
+  return launch(['dev', '--data', dataDir, '--port', '0', '--metrics-port', '0', '--log-level', 'info', ...(opts.args ?? [])], dataDir, opts.timeoutMs, opts.env, opts.onLog);
 }
 
 /**

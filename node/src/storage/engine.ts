@@ -8,7 +8,7 @@ import {
 import { wordsFromHex } from './oid-index.js';
 import { checkFrame, decodeFrame, encodeBatch, RecordType, type LogRecord } from './record.js';
 import { SegmentLog, parseSegmentName } from './segment-log.js';
-import type { ObjectStore } from './object-store.js';
+import { ObjectStoreUnavailableError, type ObjectStore } from './object-store.js';
 import { ManifestKeys, latestManifest } from './tier/manifest.js';
 import { S3Tier, type TierObserver } from './tier/s3-tier.js';
 import type { RecoveryReport, SegmentStore, WriteBlock } from './segment-store.js';
@@ -90,6 +90,23 @@ export interface CommitOptions {
   deadline?: number;
 }
 
+/**
+ * The current manifest, waiting (with backoff, logged) while S3 is unreachable: without it the
+ * node cannot know which segments are only in S3, and a log opened without them would serve an
+ * old state as the current one.
+ */
+async function manifestWhenReachable(store: ObjectStore, keys: ManifestKeys, info: (msg: string, fields?: Record<string, unknown>) => void) {
+  for (let attempt = 1, delay = 200; ; attempt++, delay = Math.min(delay * 2, 5_000)) {
+    try {
+      return await latestManifest(store, keys);
+    } catch (e) {
+      if (!(e instanceof ObjectStoreUnavailableError)) throw e;
+      if (attempt <= 5 || attempt % 10 === 0) info('S3 is unreachable: the log cannot open without its manifest; retrying', { attempt, retryInMs: delay, err: e.message });
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
+
 function hasSegments(logDir: string): boolean {
   try {
     return fs.readdirSync(logDir).some((f) => parseSegmentName(f) !== undefined);
@@ -168,7 +185,7 @@ export class Engine implements EngineCore {
     const info = opts.tier?.info ?? ((msg: string, fields?: Record<string, unknown>) => opts.observer?.warn?.(msg, fields));
     if (opts.tier) {
       const keys = new ManifestKeys('', opts.tier.node);
-      const found = await latestManifest(opts.tier.store, keys);
+      const found = await manifestWhenReachable(opts.tier.store, keys, info);
       tier = new S3Tier({
         store: opts.tier.store, keys, nodeNumber: opts.tier.nodeNumber, uploadIntervalMs: opts.tier.uploadIntervalMs,
         manifest: found?.manifest, observer: opts.tier.observer, diskCacheBytes: opts.tier.diskCacheBytes,
