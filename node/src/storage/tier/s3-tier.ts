@@ -1,8 +1,8 @@
-import zlib from 'node:zlib';
 import pRetry, { AbortError } from 'p-retry';
 import { ObjectExistsError, ObjectStorePermanentError, type ObjectStore } from '../object-store.js';
 import { encodeManifest, type Manifest, type ManifestKeys, type ManifestSegment } from './manifest.js';
 import { RemoteReader } from './remote-reader.js';
+import { crc32Yielding } from './checked-fetch.js';
 
 /** What the tier needs of the local log (SegmentLog). */
 export interface TierLog {
@@ -295,13 +295,13 @@ export class S3Tier {
       } catch (e) {
         throw new AbortError(`segment ${name} is gone locally: ${(e as Error).message}`); // compacted away meanwhile
       }
-      const crc32 = zlib.crc32(data);
+      const crc32 = await crc32Yielding(data);
       const t0 = process.hrtime.bigint();
       try {
         await this.opts.store.create(key, data, { signal: this.abort.signal });
       } catch (e) {
         // Ours from an attempt whose answer was lost: the same bytes are fine, others are not.
-        if (!(e instanceof ObjectExistsError) || zlib.crc32(await this.opts.store.get(key)) !== crc32) throw e;
+        if (!(e instanceof ObjectExistsError) || (await crc32Yielding(await this.opts.store.get(key))) !== crc32) throw e;
       }
       this.obs.uploaded?.(data.length, Number(process.hrtime.bigint() - t0) / 1e9);
       this.remember({ name, key, size: data.length, crc32, generation: gen });
