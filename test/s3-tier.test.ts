@@ -80,6 +80,8 @@ describe('the S3 tier', () => {
     fs.rmSync(dir, { recursive: true, force: true });
     node = await s3Node('n1', prefix, dir);
     expect(node.logs.some((l) => l.msg === 'restored the log from S3')).toBe(true);
+    expect(await metric(node, 'loam_s3_replay_segments')).toBeGreaterThan(0);
+    expect(await metric(node, 'loam_s3_replay_segments_done')).toBe(await metric(node, 'loam_s3_replay_segments'));
     c = await client(node);
     expect(await readAll(c, notes)).toEqual([]);
     // It goes on as itself: new writes, uploaded under a new generation.

@@ -17,6 +17,9 @@ export class S3Metrics {
   private readonly mismatches: Counter;
   private readonly evictions: Counter;
   private readonly remoteReads: Counter;
+  private readonly replayTotal: Gauge;
+  private readonly replayDone: Gauge;
+  private readonly replayBytes: Gauge;
 
   constructor(registry: Registry, engine: () => Engine | undefined) {
     const registers = [registry];
@@ -49,6 +52,9 @@ export class S3Metrics {
     });
     this.evictions = new Counter({ name: 'loam_s3_cache_evictions_total', help: 'Segments evicted from local disk (S3 holds them)', registers });
     this.remoteReads = new Counter({ name: 'loam_s3_remote_reads_total', help: 'Block reads of evicted segments, from the block cache (hit) or S3 (miss)', labelNames: ['result'], registers });
+    this.replayTotal = new Gauge({ name: 'loam_s3_replay_segments', help: 'Segments the start replays from S3 (a restore, or evicted segments)', registers });
+    this.replayDone = new Gauge({ name: 'loam_s3_replay_segments_done', help: 'Of those, replayed so far', registers });
+    this.replayBytes = new Gauge({ name: 'loam_s3_replay_bytes_done', help: 'Bytes replayed from S3 so far', registers });
     this.mismatches = new Counter({ name: 'loam_s3_checksum_mismatches_total', help: 'Downloads that did not match their checksum (never served)', registers });
   }
 
@@ -76,6 +82,11 @@ export class S3Metrics {
       fenced: () => this.fenced.set(1),
       evicted: () => this.evictions.inc(),
       remoteRead: (hit) => this.remoteReads.inc({ result: hit ? 'hit' : 'miss' }),
+      replayProgress: (done, of, bytes) => {
+        this.replayTotal.set(of);
+        this.replayDone.set(done);
+        this.replayBytes.set(bytes);
+      },
     };
   }
 }

@@ -206,6 +206,7 @@ export class Engine implements EngineCore {
         files: opts.files,
         remote: tier?.remote,
         onRemoteReplay: (done, of, bytes) => {
+          opts.tier?.observer?.replayProgress?.(done, of, bytes);
           if (Date.now() - lastProgress < 1_000 && done < of) return;
           lastProgress = Date.now();
           info('replaying segments from S3', { segments: done, of, bytes });

@@ -32,6 +32,8 @@ export interface TierObserver {
   evicted?(bytes: number): void;
   /** A ranged read of an evicted segment: served from the block cache (hit) or S3. */
   remoteRead?(hit: boolean): void;
+  /** Segments replayed from S3 at open (a restore, or a restart with evicted segments). */
+  replayProgress?(done: number, of: number, bytes: number): void;
 }
 
 export interface S3TierOptions {
