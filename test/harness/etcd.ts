@@ -18,7 +18,8 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { PORTS_DIR, pidAlive, readOr, releasePorts, reservePorts, tryExclusiveFile } from './ports.js';
+import { readOr, releasePorts, reservePorts, tryExclusiveFile } from './ports.js';
+import { Children, reapDeadOwners, writeLeftoverRecord } from './leftovers.js';
 
 export interface EtcdMember {
   name: string;
@@ -225,69 +226,11 @@ export function ensureEtcd(): Promise<string> {
 // ---------------------------------------------------------------------------------------------------------
 // leftovers of workers that died without cleaning up (each live cluster has a record in CLUSTERS_DIR)
 
-interface ClusterRecord {
-  owner: number;
-  dir: string;
-  pids: number[];
-  ports: number[];
-}
-
-function reapDeadOwners(): void {
-  let files: string[];
-  try {
-    files = fs.readdirSync(CLUSTERS_DIR);
-  } catch {
-    return;
-  }
-  for (const f of files) {
-    const file = path.join(CLUSTERS_DIR, f);
-    let rec: ClusterRecord;
-    try {
-      rec = JSON.parse(fs.readFileSync(file, 'utf8')) as ClusterRecord;
-    } catch {
-      continue;
-    }
-    if (pidAlive(rec.owner)) continue;
-    for (const pid of rec.pids) {
-      // Only kill a pid that is still that etcd (pids get reused): its command line names our data dir.
-      if (readOr(`/proc/${pid}/cmdline`, '').includes(rec.dir)) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          /* already gone */
-        }
-      }
-    }
-    fs.rmSync(rec.dir, { recursive: true, force: true });
-    for (const p of rec.ports) {
-      const pf = path.join(PORTS_DIR, String(p));
-      if (readOr(pf, '') === String(rec.owner)) fs.rmSync(pf, { force: true });
-    }
-    fs.rmSync(file, { force: true });
-  }
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // clusters
 
 const liveClusters = new Set<Cluster>();
-const allChildren = new Set<ChildProcess>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  // Last resort if a worker exits without cleanupEtcd(): no etcd outlives it.
-  process.once('exit', () => {
-    for (const c of allChildren) {
-      try {
-        c.kill('SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }
-  });
-}
+const allChildren = new Children();
 
 function connectable(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -391,14 +334,7 @@ class Cluster implements EtcdCluster {
   }
 
   private writeRecord(): void {
-    const rec: ClusterRecord = {
-      owner: process.pid,
-      dir: this.dir,
-      pids: this.members.map((m) => m.child?.pid).filter((p): p is number => p !== undefined),
-      ports: this.ports,
-    };
-    fs.mkdirSync(CLUSTERS_DIR, { recursive: true });
-    fs.writeFileSync(this.recordFile, JSON.stringify(rec));
+    writeLeftoverRecord(this.recordFile, { dir: this.dir, pids: this.members.map((m) => m.child?.pid).filter((p): p is number => p !== undefined), ports: this.ports });
   }
 
   private member(i: number): Member {
@@ -499,8 +435,7 @@ export async function startEtcd(opts: { members?: 1 | 3; timeoutMs?: number } = 
   const n = opts.members ?? 1;
   if (n !== 1 && n !== 3) throw new Error(`members must be 1 or 3, not ${String(n)}`);
   const bin = await ensureEtcd();
-  installExitHook();
-  reapDeadOwners();
+  reapDeadOwners(CLUSTERS_DIR);
   for (let attempt = 1; ; attempt++) {
     const ports = await reservePorts(2 * n);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loam-etcd-'));

@@ -20,7 +20,8 @@ import fs from 'node:fs';
 import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
-import { pidAlive, readOr, releasePorts, reservePorts, PORTS_DIR } from './ports.js';
+import { releasePorts, reservePorts } from './ports.js';
+import { Children, reapDeadOwners, writeLeftoverRecord } from './leftovers.js';
 import { ensureKubeTools, type KubeTools } from './kube-tools.js';
 
 export interface RunResult {
@@ -235,64 +236,7 @@ current-context: loam-test
 // ---------------------------------------------------------------------------------------------------------
 // processes, and leftovers of workers that died without cleaning up
 
-interface ClusterRecord {
-  owner: number;
-  dir: string;
-  pids: number[];
-  ports: number[];
-}
-
-function reapDeadOwners(): void {
-  let files: string[];
-  try {
-    files = fs.readdirSync(REGISTRY);
-  } catch {
-    return;
-  }
-  for (const name of files) {
-    const file = path.join(REGISTRY, name);
-    let rec: ClusterRecord;
-    try {
-      rec = JSON.parse(fs.readFileSync(file, 'utf8')) as ClusterRecord;
-    } catch {
-      continue;
-    }
-    if (pidAlive(rec.owner)) continue;
-    for (const pid of rec.pids) {
-      // Only a pid that is still one of ours (pids get reused): every component's command line names the dir.
-      if (readOr(`/proc/${pid}/cmdline`, '').includes(rec.dir)) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          /* gone */
-        }
-      }
-    }
-    fs.rmSync(rec.dir, { recursive: true, force: true });
-    for (const p of rec.ports) {
-      const pf = path.join(PORTS_DIR, String(p));
-      if (readOr(pf, '') === String(rec.owner)) fs.rmSync(pf, { force: true });
-    }
-    fs.rmSync(file, { force: true });
-  }
-}
-
-const allChildren = new Set<ChildProcess>();
-let exitHookInstalled = false;
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  // Last resort if a worker exits without cleanupKube(): no component outlives it.
-  process.once('exit', () => {
-    for (const c of allChildren) {
-      try {
-        c.kill('SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }
-  });
-}
+const allChildren = new Children();
 
 class Component {
   child: ChildProcess;
@@ -415,14 +359,7 @@ class Cluster implements KubeCluster {
   }
 
   private writeRecord(): void {
-    const rec: ClusterRecord = {
-      owner: process.pid,
-      dir: this.dir,
-      pids: [...this.components.values()].map((c) => c.child.pid).filter((p): p is number => p !== undefined),
-      ports: Object.values(this.ports),
-    };
-    fs.mkdirSync(REGISTRY, { recursive: true });
-    fs.writeFileSync(this.recordFile, JSON.stringify(rec));
+    writeLeftoverRecord(this.recordFile, { dir: this.dir, pids: [...this.components.values()].map((c) => c.child.pid).filter((p): p is number => p !== undefined), ports: Object.values(this.ports) });
   }
 
   detail = (): string => [...this.components.values()].map((c) => c.tail()).join('\n');
@@ -566,8 +503,7 @@ export async function startKube(opts: KubeStartOptions = {}): Promise<KubeCluste
   const nodes = opts.nodes ?? (withKwok ? 1 : 0);
   if (nodes > 0 && !withKwok) throw new Error('fake Nodes need kwok: startKube({ kwok: true, nodes })');
   const tools = await ensureKubeTools();
-  installExitHook();
-  reapDeadOwners();
+  reapDeadOwners(REGISTRY);
   const [apiserver, etcdClient, etcdPeer] = (await reservePorts(3)) as [number, number, number];
   const ports = { apiserver, etcdClient, etcdPeer };
   let dir: string | undefined;

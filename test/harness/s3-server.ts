@@ -19,7 +19,8 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { PORTS_DIR, pidAlive, readOr, releasePorts, reservePorts } from './ports.js';
+import { readOr, releasePorts, reservePorts } from './ports.js';
+import { Children, reapDeadOwners, writeLeftoverRecord } from './leftovers.js';
 import { ensureGoTool, VERSITYGW } from './tools.js';
 
 export interface S3Server {
@@ -108,62 +109,8 @@ function threadStates(pid: number): string[] {
 // ---------------------------------------------------------------------------------------------------------
 // leftovers of workers that died without cleaning up
 
-interface ServerRecord {
-  owner: number;
-  pid: number | undefined;
-  dir: string;
-  port: number;
-}
-
-function reapDeadOwners(): void {
-  let files: string[];
-  try {
-    files = fs.readdirSync(REGISTRY);
-  } catch {
-    return;
-  }
-  for (const f of files) {
-    const file = path.join(REGISTRY, f);
-    let rec: ServerRecord;
-    try {
-      rec = JSON.parse(fs.readFileSync(file, 'utf8')) as ServerRecord;
-    } catch {
-      continue;
-    }
-    if (pidAlive(rec.owner)) continue;
-    // Only a pid that is still that server (pids get reused): its command line names our directory.
-    if (rec.pid && readOr(`/proc/${rec.pid}/cmdline`, '').includes(rec.dir)) {
-      try {
-        process.kill(rec.pid, 'SIGKILL');
-      } catch {
-        /* already gone */
-      }
-    }
-    fs.rmSync(rec.dir, { recursive: true, force: true });
-    const pf = path.join(PORTS_DIR, String(rec.port));
-    if (readOr(pf, '') === String(rec.owner)) fs.rmSync(pf, { force: true });
-    fs.rmSync(file, { force: true });
-  }
-}
-
 const live = new Set<Server>();
-const children = new Set<ChildProcess>();
-let exitHook = false;
-
-function installExitHook(): void {
-  if (exitHook) return;
-  exitHook = true;
-  // Last resort if a worker exits without cleanupS3(): no server outlives it.
-  process.once('exit', () => {
-    for (const c of children) {
-      try {
-        c.kill('SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }
-  });
-}
+const children = new Children();
 
 class Server implements S3Server {
   readonly endpoint: string;
@@ -208,9 +155,7 @@ class Server implements S3Server {
   }
 
   private writeRecord(): void {
-    const rec: ServerRecord = { owner: process.pid, pid: this.child?.pid, dir: this.dir, port: this.port };
-    fs.mkdirSync(REGISTRY, { recursive: true });
-    fs.writeFileSync(this.record, JSON.stringify(rec));
+    writeLeftoverRecord(this.record, { dir: this.dir, pids: this.child?.pid ? [this.child.pid] : [], ports: [this.port] });
   }
 
   /** Spawns the server and resolves once it answers HTTP; rejects with its output if it exits first. */
@@ -346,8 +291,7 @@ export async function startS3(opts: { bucket?: string; accessKeyId?: string; sec
   const bucket = opts.bucket ?? `loam-test-${randomBytes(6).toString('hex')}`;
   if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) throw new Error(`bucket name ${bucket} is not a valid S3 bucket name (3-63 lowercase letters, digits, '.', '-')`);
   const bin = path.join(await ensureGoTool(VERSITYGW), 'versitygw');
-  installExitHook();
-  reapDeadOwners();
+  reapDeadOwners(REGISTRY);
   for (let attempt = 1; ; attempt++) {
     const [port] = await reservePorts(1);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loam-s3-'));
