@@ -6,7 +6,7 @@ export default defineConfig({
     // The Kubernetes control plane (test/harness/kube.ts) takes ~12-18 min to build cold on a
     // 2-core machine; until the operator's own tests use it, its harness test runs on demand
     // (`npm run test:kube`) rather than in every `npm test`.
-    exclude: ['**/node_modules/**', 'test/kube-harness.test.ts'],
+    exclude: ['**/node_modules/**', 'test/kube-harness.test.ts', 'test/kube/**'],
     pool: 'forks',
     // Two cores: more workers than that only makes the node processes under test fight.
     maxWorkers: 2,

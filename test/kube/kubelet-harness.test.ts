@@ -1,0 +1,572 @@
+/**
+ * The kubelet harness (test/harness/kubelet.ts) on the real control plane: kwok keeps fake Nodes
+ * Ready, the scheduler binds Pods to them, the StatefulSet controller makes Pods and PVCs, and the
+ * harness runs each Pod's real program (`loam dev`, Debian's etcd) on a 127.0.0.x address of its own.
+ * `npm run test:kube` runs it (it needs the Kubernetes tools built: kube-tools.ts).
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { connect, Persistent, registerModel, type Client } from '@loam/sdk';
+import { Etcd3 } from 'etcd3';
+import { ensureKubeTools } from '../harness/kube-tools.js';
+import { startKube, type KubeCluster } from '../harness/kube.js';
+import { PV_LABEL, startKubelet, type Kubelet, type PodObject } from '../harness/kubelet.js';
+import { waitFor } from '../harness/node-process.js';
+import { pidAlive, readOr } from '../harness/ports.js';
+
+class Note extends Persistent {
+  text = '';
+  n = 0;
+}
+registerModel(Note, 'KubeletHarness.Note');
+
+let kube: KubeCluster;
+let kubelet: Kubelet;
+// As in kube-harness.test.ts: a component that cannot be built or started fails every test, never skips it.
+let setupError: unknown;
+
+beforeAll(async () => {
+  try {
+    await ensureKubeTools();
+  } catch (e) {
+    setupError = e;
+  }
+}, 60 * 60_000);
+
+beforeAll(async () => {
+  if (setupError) return;
+  try {
+    const t0 = Date.now();
+    kube = await startKube({ kwok: true, nodes: 2 });
+    kubelet = await startKubelet(kube);
+    console.log(`control plane with 2 fake Nodes and the kubelet harness: ${Date.now() - t0} ms`);
+  } catch (e) {
+    setupError = e;
+  }
+}, 180_000);
+
+beforeEach(() => {
+  if (setupError) throw setupError;
+});
+
+afterEach((ctx) => {
+  if (ctx.task.result?.state === 'fail' && kubelet) console.log(`--- kubelet harness log ---\n${kubelet.log().slice(-12_000)}`);
+});
+
+afterAll(async () => {
+  await kubelet?.stop();
+  await kube?.stop();
+});
+
+// ---------------------------------------------------------------------------------------------------------
+
+async function apply(yaml: string): Promise<void> {
+  await kube.kubectl(['apply', '-f', '-'], { input: yaml });
+}
+
+async function getPod(name: string, ns = 'default'): Promise<PodObject | undefined> {
+  const r = await kube.request('GET', `/api/v1/namespaces/${ns}/pods/${name}`);
+  return r.status === 200 ? (r.body as PodObject) : undefined;
+}
+
+function condition(pod: PodObject | undefined, type: string): string | undefined {
+  return pod?.status?.conditions?.find((c) => c.type === type)?.status;
+}
+
+/** waitFor for a Pod: the first one `fn` returns. */
+async function waitPod(fn: () => Promise<PodObject | undefined>, what: string, timeoutMs: number, everyMs: number): Promise<PodObject> {
+  return (await waitFor(fn, what, timeoutMs, everyMs))!;
+}
+
+/** Waits until the Pod (a new one when `notUid` is given) is Ready, and returns it. */
+async function waitReady(name: string, opts: { notUid?: string; timeoutMs?: number } = {}): Promise<PodObject> {
+  return waitPod(
+    async () => {
+      const p = await getPod(name);
+      return p && p.metadata.uid !== opts.notUid && !p.metadata.deletionTimestamp && condition(p, 'Ready') === 'True' ? p : undefined;
+    },
+    `Pod ${name} to be Ready${opts.notUid ? ' (a new one)' : ''}`,
+    opts.timeoutMs ?? 90_000,
+    100,
+  );
+}
+
+async function waitPhase(name: string, phase: string, timeoutMs = 60_000): Promise<PodObject> {
+  return waitPod(
+    async () => {
+      const p = await getPod(name);
+      return p?.status?.phase === phase ? p : undefined;
+    },
+    `Pod ${name} to be ${phase}`,
+    timeoutMs,
+    100,
+  );
+}
+
+const clients: Client[] = [];
+async function client(ip: string): Promise<Client> {
+  const c = await connect(`loam://${ip}:7480/default`);
+  clients.push(c);
+  return c;
+}
+afterAll(async () => {
+  for (const c of clients) await c.close().catch(() => undefined);
+});
+
+const LOAM_STS = `apiVersion: v1
+kind: Service
+metadata: { name: loam, namespace: default }
+spec:
+  clusterIP: None
+  selector: { app: loam }
+  ports: [{ name: grpc, port: 7480 }]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: { name: loam, namespace: default }
+spec:
+  serviceName: loam
+  replicas: 3
+  selector: { matchLabels: { app: loam } }
+  template:
+    metadata: { labels: { app: loam } }
+    spec:
+      terminationGracePeriodSeconds: 10
+      containers:
+      - name: loam
+        image: loam:test
+        args: [dev, --host, $(POD_IP), --port, "7480", --data, /data, --metrics-port, "0"]
+        env:
+        - name: POD_IP
+          valueFrom: { fieldRef: { fieldPath: status.podIP } }
+        ports: [{ name: grpc, containerPort: 7480 }]
+        readinessProbe:
+          grpc: { port: 7480 }
+          periodSeconds: 1
+        volumeMounts: [{ name: data, mountPath: /data }]
+  volumeClaimTemplates:
+  - metadata: { name: data }
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: { requests: { storage: 1Gi } }
+`;
+
+describe('kubelet harness: a StatefulSet of loam dev', () => {
+  it('goes 3/3 Ready, each Pod its own 127.0.0.x address and PVC directory', async () => {
+    const t0 = Date.now();
+    await apply(LOAM_STS);
+    await kube.kubectl(['rollout', 'status', 'statefulset/loam', '--timeout=150s'], { timeoutMs: 160_000 });
+    console.log(`StatefulSet 3/3 Ready: ${Date.now() - t0} ms`);
+
+    const ips = new Set<string>();
+    for (let i = 0; i < 3; i++) {
+      const pod = (await getPod(`loam-${i}`))!;
+      expect(pod.spec.nodeName).toMatch(/^kwok-node-[01]$/);
+      expect(pod.status?.phase).toBe('Running');
+      for (const t of ['PodScheduled', 'Initialized', 'ContainersReady', 'Ready']) expect(condition(pod, t)).toBe('True');
+      const ip = pod.status!.podIP!;
+      expect(ip).toMatch(/^127\.0\.0\.(\d+)$/);
+      expect((pod.status as { hostIP?: string }).hostIP).toBe('127.0.0.1');
+      ips.add(ip);
+      const cs = pod.status!.containerStatuses![0]!;
+      expect(cs).toMatchObject({ name: 'loam', ready: true, started: true, restartCount: 0 });
+      expect(Object.keys(cs.state!)).toEqual(['running']);
+
+      const proc = kubelet.processOf(`loam-${i}`)!;
+      expect(proc.ip).toBe(ip);
+      expect(pidAlive(proc.pid!)).toBe(true);
+      // POD_IP came from status.podIP, and /data was rewritten to the PVC's directory.
+      const dir = kubelet.volumeDir(`data-loam-${i}`)!;
+      expect(dir.startsWith(kubelet.dir)).toBe(true);
+      expect(proc.containers[0]!.argv.slice(1)).toEqual([path.resolve('node/bin/loam.js'), 'dev', '--host', ip, '--port', '7480', '--data', dir, '--metrics-port', '0']);
+      expect(proc.containers[0]!.env.POD_IP).toBe(ip);
+      expect(fs.readdirSync(dir).length).toBeGreaterThan(0); // loam wrote its data there
+      // The harness provisioned the PV the PVC is bound to.
+      const pvc = (await kube.request('GET', `/api/v1/namespaces/default/persistentvolumeclaims/data-loam-${i}`)).body as { spec: { volumeName: string }; status: { phase: string } };
+      expect(pvc.status.phase).toBe('Bound');
+      const pv = (await kube.request('GET', `/api/v1/persistentvolumes/${pvc.spec.volumeName}`)).body as { metadata: { labels: Record<string, string> }; spec: { hostPath: { path: string } } };
+      expect(pv.metadata.labels[PV_LABEL]).toBe('true');
+      expect(pv.spec.hostPath.path).toBe(dir);
+    }
+    expect(ips.size).toBe(3);
+    // The readiness probe is what made them Ready: each answered grpc.health.v1 on its own address.
+    expect(kubelet.log()).toMatch(/default\/loam-0 loam: readiness passed/);
+  }, 200_000);
+
+  it('the SDK persists and reads through one Pod\'s IP', async () => {
+    const ip = (await getPod('loam-1'))!.status!.podIP!;
+    const a = await client(ip);
+    const note = new Note();
+    note.text = 'hello from a Pod';
+    note.n = 1;
+    await a.persist(note, { alias: 'kubelet-note' });
+    const b = await client(ip);
+    const got = await b.getByAlias<Note>('kubelet-note');
+    expect(got).toBeInstanceOf(Note);
+    expect(got.text).toBe('hello from a Pod');
+  });
+
+  it('a crash (SIGKILL) restarts the container with a backoff, counts it, and keeps its data', async () => {
+    const before = kubelet.processOf('loam-1')!;
+    const pid = await kubelet.kill('loam-1', 'SIGKILL');
+    expect(pid).toBe(before.pid);
+    expect(pidAlive(pid)).toBe(false);
+    // The kubelet reports the exit, then the restart.
+    const pod = await waitPod(
+      async () => {
+        const p = await getPod('loam-1');
+        const cs = p?.status?.containerStatuses?.[0];
+        return cs?.restartCount === 1 && cs.ready ? p : undefined;
+      },
+      'loam-1 restarted and Ready again',
+      60_000,
+      100,
+    );
+    expect(pod.metadata.uid).toBe(before.uid); // the same Pod, a new process
+    const cs = pod.status!.containerStatuses![0] as unknown as { lastState: { terminated: { exitCode: number; signal: number; reason: string } } };
+    expect(cs.lastState.terminated).toMatchObject({ exitCode: 137, signal: 9, reason: 'Error' });
+    const after = kubelet.processOf('loam-1')!;
+    expect(after.pid).not.toBe(pid);
+    expect(after.containers[0]!.restarts).toBe(1);
+    const c = await client(pod.status!.podIP!);
+    expect((await c.getByAlias<Note>('kubelet-note')).text).toBe('hello from a Pod');
+    // Recorded as Events of the Pod, by the kubelet of its Node.
+    const events = await kube.kubectl(['get', 'events', '--field-selector', 'involvedObject.name=loam-1', '-o', 'jsonpath={range .items[*]}{.reason}/{.source.component}/{.source.host}{"\\n"}{end}']);
+    expect(events.stdout).toContain(`Started/kubelet/${pod.spec.nodeName}`);
+    expect(events.stdout).toContain(`BackOff/kubelet/${pod.spec.nodeName}`);
+  }, 90_000);
+
+  it('a deleted Pod gets SIGTERM, is deleted, and comes back (StatefulSet controller) with its data on the same PVC', async () => {
+    const old = (await getPod('loam-1'))!;
+    const oldProc = kubelet.processOf('loam-1')!;
+    const dir = kubelet.volumeDir('data-loam-1');
+    await kube.kubectl(['delete', 'pod', 'loam-1', '--wait=false']);
+    const pod = await waitReady('loam-1', { notUid: old.metadata.uid });
+    // The old process stopped on SIGTERM (loam exits 0 after a clean stop), well within its grace period.
+    expect(pidAlive(oldProc.pid!)).toBe(false);
+    expect(kubelet.log()).toMatch(/default\/loam-1 loam: exited code=0 signal=null/);
+    expect(kubelet.log()).toMatch(/default\/loam-1: deleted with grace 0/);
+    const proc = kubelet.processOf('loam-1')!;
+    expect(proc.uid).toBe(pod.metadata.uid);
+    expect(proc.ip).toBe(pod.status!.podIP);
+    expect(kubelet.volumeDir('data-loam-1')).toBe(dir);
+    const c = await client(pod.status!.podIP!);
+    expect((await c.getByAlias<Note>('kubelet-note')).text).toBe('hello from a Pod');
+  }, 120_000);
+
+  it('a Pod deleted with its PVC comes back on a new, empty directory', async () => {
+    const old = (await getPod('loam-2'))!;
+    const oldDir = kubelet.volumeDir('data-loam-2')!;
+    const ip = old.status!.podIP!;
+    const a = await client(ip);
+    await a.persist(Object.assign(new Note(), { text: 'lost with the volume' }), { alias: 'on-loam-2' });
+    // The PVC stays (pvc-protection) until its Pod is gone; the StatefulSet controller then makes a
+    // new PVC for the new Pod, and the harness a new PV and directory for it.
+    await kube.kubectl(['delete', 'pvc', 'data-loam-2', '--wait=false']);
+    await kube.kubectl(['delete', 'pod', 'loam-2', '--wait=false']);
+    const pod = await waitReady('loam-2', { notUid: old.metadata.uid, timeoutMs: 120_000 });
+    const dir = kubelet.volumeDir('data-loam-2')!;
+    expect(dir).not.toBe(oldDir);
+    await waitFor(() => !fs.existsSync(oldDir), 'the old PVC directory to be removed', 30_000, 100);
+    const c = await client(pod.status!.podIP!);
+    await expect(c.getByAlias('on-loam-2')).rejects.toThrow();
+  }, 150_000);
+});
+
+describe('kubelet harness: other Pods', () => {
+  it('a managed-etcd style Pod (image etcd) runs Debian\'s etcd and goes Ready on its /health', async () => {
+    await apply(`apiVersion: apps/v1
+kind: StatefulSet
+metadata: { name: store-etcd, namespace: default }
+spec:
+  serviceName: store-etcd
+  replicas: 1
+  selector: { matchLabels: { app: store-etcd } }
+  template:
+    metadata: { labels: { app: store-etcd } }
+    spec:
+      containers:
+      - name: etcd
+        image: registry.k8s.io/etcd:3.5.21-0
+        command: [etcd]
+        args:
+        - --name=$(POD_NAME)
+        - --data-dir=/var/lib/etcd/data
+        - --listen-client-urls=http://$(POD_IP):2379
+        - --advertise-client-urls=http://$(POD_IP):2379
+        - --listen-peer-urls=http://$(POD_IP):2380
+        - --initial-advertise-peer-urls=http://$(POD_IP):2380
+        - --initial-cluster=$(POD_NAME)=http://$(POD_IP):2380
+        - --initial-cluster-state=new
+        env:
+        - name: POD_NAME
+          valueFrom: { fieldRef: { fieldPath: metadata.name } }
+        - name: POD_IP
+          valueFrom: { fieldRef: { fieldPath: status.podIP } }
+        readinessProbe:
+          httpGet: { path: /health, port: 2379 }
+          periodSeconds: 2
+        volumeMounts: [{ name: data, mountPath: /var/lib/etcd }]
+  volumeClaimTemplates:
+  - metadata: { name: data }
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: { requests: { storage: 1Gi } }
+`);
+    const pod = await waitReady('store-etcd-0');
+    const ip = pod.status!.podIP!;
+    const proc = kubelet.processOf('store-etcd-0')!;
+    expect(proc.containers[0]!.argv[0]).toMatch(/\/etcd$/);
+    expect(proc.containers[0]!.argv).toContain(`--data-dir=${kubelet.volumeDir('data-store-etcd-0')}/data`);
+    expect(proc.containers[0]!.argv).toContain(`--initial-cluster=store-etcd-0=http://${ip}:2380`);
+    const etcd = new Etcd3({ hosts: `http://${ip}:2379` });
+    try {
+      await etcd.put('/kubelet-harness/k').value('v');
+      expect(await etcd.get('/kubelet-harness/k').string()).toBe('v');
+    } finally {
+      etcd.close();
+    }
+  }, 120_000);
+
+  it('resolves env (fieldRef, ConfigMap and Secret keys, envFrom, $(VAR)) and writes Secret/ConfigMap volumes; restartPolicy Never ends Succeeded', async () => {
+    await apply(`apiVersion: v1
+kind: ConfigMap
+metadata: { name: settings, namespace: default }
+data: { greeting: hello, level: debug }
+---
+apiVersion: v1
+kind: Secret
+metadata: { name: creds, namespace: default }
+stringData: { password: s3cret, token: tkn }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: env-check, namespace: default, labels: { tier: test } }
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: example.com/loam:v1
+    command: [/usr/local/bin/loam]
+    args: [--version]
+    workingDir: /work
+    envFrom:
+    - configMapRef: { name: settings }
+      prefix: CM_
+    env:
+    - { name: POD_NAME, valueFrom: { fieldRef: { fieldPath: metadata.name } } }
+    - { name: POD_NS, valueFrom: { fieldRef: { fieldPath: metadata.namespace } } }
+    - { name: TIER, valueFrom: { fieldRef: { fieldPath: "metadata.labels['tier']" } } }
+    - { name: GREETING, valueFrom: { configMapKeyRef: { name: settings, key: greeting } } }
+    - { name: PASSWORD, valueFrom: { secretKeyRef: { name: creds, key: password } } }
+    - { name: MISSING, valueFrom: { secretKeyRef: { name: creds, key: nope, optional: true } } }
+    - { name: COMBINED, value: "$(POD_NAME).$(POD_NS) $$(POD_NAME)" }
+    - { name: TOKEN_FILE, value: /etc/creds/token }
+    - { name: MEM, valueFrom: { resourceFieldRef: { resource: limits.memory, divisor: 1Mi } } }
+    resources: { limits: { memory: 64Mi } }
+    volumeMounts:
+    - { name: creds, mountPath: /etc/creds }
+    - { name: conf, mountPath: /etc/conf }
+    - { name: work, mountPath: /work }
+  volumes:
+  - name: creds
+    secret: { secretName: creds, defaultMode: 0400 }
+  - name: conf
+    configMap:
+      name: settings
+      items: [{ key: greeting, path: sub/greeting.txt }]
+  - name: work
+    emptyDir: {}
+`);
+    const pod = await waitPhase('env-check', 'Succeeded');
+    const cs = pod.status!.containerStatuses![0] as unknown as { state: { terminated: { exitCode: number; reason: string } } };
+    expect(cs.state.terminated).toMatchObject({ exitCode: 0, reason: 'Completed' });
+    expect(condition(pod, 'Ready')).toBe('False');
+    const proc = kubelet.processOf('env-check')!;
+    const c = proc.containers[0]!;
+    expect(c.logs).toMatch(/\d+\.\d+\.\d+/); // loam --version printed its version
+    expect(c.env).toMatchObject({
+      POD_NAME: 'env-check',
+      POD_NS: 'default',
+      TIER: 'test',
+      GREETING: 'hello',
+      CM_greeting: 'hello',
+      CM_level: 'debug',
+      PASSWORD: 's3cret',
+      COMBINED: 'env-check.default $(POD_NAME)',
+      TOKEN_FILE: path.join(proc.volumes.creds!, 'token'),
+      MEM: '64',
+      HOSTNAME: 'env-check',
+    });
+    expect(c.env.MISSING).toBeUndefined();
+    expect(c.env.LOAM_ETCD_BIN).toBeUndefined(); // nothing of the test process's own environment
+    expect(c.cwd).toBe(proc.volumes.work);
+    expect(fs.readFileSync(path.join(proc.volumes.creds!, 'password'), 'utf8')).toBe('s3cret');
+    expect(fs.statSync(path.join(proc.volumes.creds!, 'password')).mode & 0o777).toBe(0o400);
+    expect(fs.readFileSync(path.join(proc.volumes.conf!, 'sub/greeting.txt'), 'utf8')).toBe('hello');
+    expect(fs.existsSync(path.join(proc.volumes.conf!, 'level'))).toBe(false);
+  }, 90_000);
+
+  it('a missing Secret keeps the container waiting (CreateContainerConfigError) until it exists', async () => {
+    await apply(`apiVersion: v1
+kind: Pod
+metadata: { name: waits-for-secret, namespace: default }
+spec:
+  containers:
+  - name: main
+    image: loam:test
+    args: [dev, --host, $(POD_IP), --port, "7480", --data, /data, --metrics-port, "0"]
+    env:
+    - { name: POD_IP, valueFrom: { fieldRef: { fieldPath: status.podIP } } }
+    - { name: LATER, valueFrom: { secretKeyRef: { name: later, key: k } } }
+    volumeMounts: [{ name: data, mountPath: /data }]
+  volumes: [{ name: data, emptyDir: {} }]
+`);
+    await waitFor(
+      async () => {
+        const p = await getPod('waits-for-secret');
+        const w = (p?.status?.containerStatuses?.[0]?.state as { waiting?: { reason: string; message: string } } | undefined)?.waiting;
+        return w?.reason === 'CreateContainerConfigError' && /secret "later" not found/.test(w.message) && p!.status!.phase === 'Pending';
+      },
+      'waits-for-secret to wait for its Secret',
+      30_000,
+      100,
+    );
+    await kube.kubectl(['create', 'secret', 'generic', 'later', '--from-literal=k=v']);
+    // Without a readinessProbe: Ready once the process runs.
+    await waitReady('waits-for-secret');
+    expect(kubelet.processOf('waits-for-secret')!.containers[0]!.env.LATER).toBe('v');
+  }, 60_000);
+
+  it('runs init containers first; a hung process fails its liveness probe and is restarted; one that ignores SIGTERM is SIGKILLed after the grace period', async () => {
+    await apply(`apiVersion: v1
+kind: Pod
+metadata: { name: probed, namespace: default }
+spec:
+  terminationGracePeriodSeconds: 2
+  initContainers:
+  - { name: init, image: loam:test, args: [--version] }
+  containers:
+  - name: main
+    image: loam:test
+    args: [dev, --host, $(POD_IP), --port, "7480", --data, /data, --metrics-port, "0"]
+    env: [{ name: POD_IP, valueFrom: { fieldRef: { fieldPath: status.podIP } } }]
+    ports: [{ name: grpc, containerPort: 7480 }]
+    startupProbe: { tcpSocket: { port: grpc }, periodSeconds: 1, failureThreshold: 30 }
+    readinessProbe: { grpc: { port: 7480 }, periodSeconds: 1 }
+    livenessProbe: { grpc: { port: 7480 }, periodSeconds: 1, failureThreshold: 2, terminationGracePeriodSeconds: 1 }
+    volumeMounts: [{ name: data, mountPath: /data }]
+  volumes: [{ name: data, emptyDir: {} }]
+`);
+    const pod = await waitReady('probed');
+    expect(condition(pod, 'Initialized')).toBe('True');
+    const init = (pod.status as { initContainerStatuses?: { name: string; state: { terminated?: { exitCode: number } } }[] }).initContainerStatuses!;
+    expect(init[0]).toMatchObject({ name: 'init', state: { terminated: { exitCode: 0 } } });
+    const hung = kubelet.processOf('probed')!.pid!;
+    // A hang, not a crash: the liveness probe finds it (it cannot exit on SIGTERM while stopped: SIGKILL after 1 s).
+    await kubelet.kill('probed', 'SIGSTOP');
+    const back = await waitPod(
+      async () => {
+        const p = await getPod('probed');
+        const cs = p?.status?.containerStatuses?.[0];
+        return cs?.restartCount === 1 && cs.ready ? p : undefined;
+      },
+      'probed restarted after failing its liveness probe, and Ready again',
+      60_000,
+      100,
+    );
+    expect(pidAlive(hung)).toBe(false);
+    expect(kubelet.log()).toMatch(/default\/probed main: liveness probe failed, restarting/);
+    const cs = back.status!.containerStatuses![0] as unknown as { lastState: { terminated: { exitCode: number; reason: string } } };
+    expect(cs.lastState.terminated.exitCode).toBe(137);
+
+    // Deleted while hung: SIGTERM does nothing, SIGKILL after terminationGracePeriodSeconds (2 s).
+    const proc = kubelet.processOf('probed')!;
+    await kubelet.kill('probed', 'SIGSTOP');
+    const t0 = Date.now();
+    await kube.kubectl(['delete', 'pod', 'probed', '--wait=false']);
+    await waitFor(async () => (await getPod('probed')) === undefined, 'probed to be deleted', 30_000, 100);
+    const took = Date.now() - t0;
+    expect(took).toBeGreaterThanOrEqual(1900);
+    expect(took).toBeLessThan(15_000);
+    expect(pidAlive(proc.pid!)).toBe(false);
+    expect(proc.logs).not.toMatch(/"msg":"stopping"/);
+  }, 90_000);
+
+  it('an image it cannot run, or a shell command, fails the Pod with a clear reason', async () => {
+    await apply(`apiVersion: v1
+kind: Pod
+metadata: { name: nginx, namespace: default }
+spec:
+  containers: [{ name: web, image: nginx:1.27 }]
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: shell, namespace: default }
+spec:
+  containers: [{ name: sh, image: loam:test, command: [sh, -c, "loam dev"] }]
+`);
+    const pod = await waitPhase('nginx', 'Failed');
+    expect(pod.status!.reason).toBe('UnsupportedImage');
+    expect((pod.status as { message?: string }).message).toMatch(/nginx:1\.27: the kubelet harness runs only images whose name contains "loam".*or "etcd"/);
+    const cs = pod.status!.containerStatuses![0] as unknown as { state: { terminated: { reason: string } } };
+    expect(cs.state.terminated.reason).toBe('UnsupportedImage');
+    expect(kubelet.processOf('nginx')!.containers[0]!.pid).toBeUndefined();
+    const shell = await waitPhase('shell', 'Failed');
+    expect((shell.status as { message?: string }).message).toMatch(/is a shell command, which the kubelet harness does not run/);
+  }, 60_000);
+});
+
+describe('kubelet harness: stop', () => {
+  it('ends every process, releases the addresses and removes its temp dir', async () => {
+    const pods = kubelet.pods();
+    const pids = pods.flatMap((p) => p.containers.map((c) => c.pid)).filter((p): p is number => p !== undefined);
+    const ips = pods.map((p) => p.ip);
+    expect(pids.length).toBeGreaterThanOrEqual(4); // 3 loam, 1 etcd, waits-for-secret
+    for (const pid of pids) expect(pidAlive(pid)).toBe(true);
+    const dir = kubelet.dir;
+    const t0 = Date.now();
+    await kubelet.stop();
+    console.log(`kubelet stop: ${Date.now() - t0} ms`);
+    for (const pid of pids) expect(pidAlive(pid)).toBe(false);
+    const ours = fs
+      .readdirSync('/proc')
+      .filter((p) => /^\d+$/.test(p))
+      .filter((p) => readOr(`/proc/${p}/environ`, '').includes(`KUBELET_HARNESS_DIR=${dir}`));
+    expect(ours).toEqual([]);
+    expect(fs.existsSync(dir)).toBe(false);
+    for (const ip of ips) expect(readOr(path.join(os.tmpdir(), 'loam-kubelet', 'ips', ip), '')).not.toBe(String(process.pid));
+    await kubelet.stop(); // twice is fine
+  }, 60_000);
+
+  it('a start reaps the processes of a harness whose worker died without stopping it', async () => {
+    // What a killed worker leaves: its record (owner: a pid that is gone), its dir, a Pod process.
+    const gone = spawn('true');
+    const deadPid = gone.pid!;
+    await new Promise((r) => gone.once('exit', r));
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loam-kubelet-'));
+    const orphan = spawn('sleep', ['600'], { env: { ...process.env, KUBELET_HARNESS_DIR: dir }, stdio: 'ignore' });
+    const exited = new Promise((r) => orphan.once('exit', r));
+    const record = path.join(os.tmpdir(), 'loam-kubelet', 'harnesses', `${path.basename(dir)}.json`);
+    fs.writeFileSync(record, JSON.stringify({ owner: deadPid, dir, pids: [orphan.pid] }));
+    // And a process whose pid is listed but that is not one of its own (pids get reused): left alone.
+    const bystander = spawn('sleep', ['600'], { stdio: 'ignore' });
+    fs.writeFileSync(record, JSON.stringify({ owner: deadPid, dir, pids: [orphan.pid, bystander.pid] }));
+    try {
+      const k = await startKubelet(kube, { nodes: [] });
+      await k.stop();
+      await exited;
+      expect(orphan.signalCode).toBe('SIGKILL');
+      expect(fs.existsSync(dir)).toBe(false);
+      expect(fs.existsSync(record)).toBe(false);
+      expect(pidAlive(bystander.pid!)).toBe(true);
+    } finally {
+      orphan.kill('SIGKILL');
+      bystander.kill('SIGKILL');
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
