@@ -1,11 +1,11 @@
 /**
  * The DataStore CustomResourceDefinition: the one source of truth for the resource. The YAML in
  * crds/ is generated from it (`npm run gen:crds`; test/crd-drift.test.ts fails when the two
- * differ), the controller imports it, and the TypeScript types beside it (types.ts) are kept in
- * sync with it by test.
+ * differ), the controller is to import it, and the TypeScript types beside it (types.ts) are kept
+ * in sync with it by test.
  *
  * Defaults (filled in by the API server, so what a controller reads has them):
- * - nodes: 3, the smallest cluster that keeps serving with one node down.
+ * - nodes: 3, the issue's minimal DataStore (`nodes: 3`), so leaving it out gives the same.
  * - imagePullPolicy: IfNotPresent, as Kubernetes itself defaults a tagged image.
  * - storage.size: 10Gi per node (its log and segment cache).
  * - cacheSize: 64Mi, the same as `loam node --cache-size`'s default.
