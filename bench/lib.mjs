@@ -165,10 +165,11 @@ function nodeFlags() {
 /**
  * Starts `loam dev` as a child process on free ports; resolves once it logs `ready`, with its
  * url, port and `readyMs` (spawn to ready line, which the CLI prints after log recovery).
+ * `env` adds variables to the child's environment (e.g. AWS credentials for the S3 tier).
  */
-export async function startNode({ dataDir, args = [], timeoutMs = 60_000, execArgv = [] } = {}) {
+export async function startNode({ dataDir, args = [], timeoutMs = 60_000, execArgv = [], env } = {}) {
   const dir = dataDir ?? tempDir('loam-bench-node-');
-  const h = await spawnReady([...nodeFlags(), ...execArgv, CLI, 'dev', '--data', dir, '--port', '0', '--metrics-port', '0', '--log-level', 'info', ...args], { timeoutMs });
+  const h = await spawnReady([...nodeFlags(), ...execArgv, CLI, 'dev', '--data', dir, '--port', '0', '--metrics-port', '0', '--log-level', 'info', ...args], { timeoutMs, env });
   const url = String(h.readyEntry.endpoint);
   const port = Number(/:(\d+)\//.exec(url)[1]);
   return { ...h, url, port, metricsPort: Number(h.readyEntry.metricsPort), dataDir: dir };

@@ -14,14 +14,15 @@ import { newOid } from '../sdk/dist/oid.js';
 import { tempDir, startNode, runChildJson, now, median, gc, fmt, ratio, bytes, verdict, note } from './lib.mjs';
 
 export const name = 'restart-1m';
-const OBJECTS = 1_000_000;
+export const OBJECTS = 1_000_000;
 const PER_COMMIT = 10_000;
 const STATE_BYTES = 200;
 const READY_TARGET_S = 10;
 const INDEX_TARGET = 150; // bytes per object, at most
 const STARTS = 3;
 
-async function fill(dir) {
+/** Fills `dir` with OBJECTS objects through the engine (also used by s3-restore.mjs); returns engine.stats(). */
+export async function fill(dir) {
   const engine = await Engine.open({ dir, compactionIntervalMs: 0, cacheBytes: 1024 * 1024 });
   try {
     const state = Buffer.alloc(STATE_BYTES, 0x61);

@@ -157,7 +157,7 @@ export async function startVersitygw({ timeoutMs = 15_000 } = {}) {
   } finally {
     client.destroy();
   }
-  return { ...s3, stop };
+  return { ...s3, pid: child.pid, stop };
 }
 
 // ------------------------------------------------------------------ raw operations
@@ -219,4 +219,41 @@ export async function rangedGetMs(get, { objectSize, length, count }) {
     if (b.length !== length) throw new Error(`ranged get returned ${b.length} of ${length} bytes`);
   }
   return (now() - t0) / count;
+}
+
+// ------------------------------------------------------------------ nodes with the S3 tier
+
+/**
+ * What `startNode` needs for a node with the S3 tier on `s3`'s bucket: the CLI flags
+ * (`--s3-endpoint --s3-bucket --s3-prefix --s3-region --upload-interval --node-name`) and the
+ * credentials in the child's environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, as the SDK
+ * resolves them). Spread into startNode: `startNode({ dataDir, ...s3Node(s3, { prefix, nodeName }) })`.
+ */
+export function s3Node(s3, { prefix, nodeName, uploadInterval = '5s', args = [] }) {
+  return {
+    args: [
+      '--s3-endpoint', s3.endpoint, '--s3-bucket', s3.bucket, '--s3-prefix', prefix, '--s3-region', s3.region,
+      '--upload-interval', uploadInterval, ...(nodeName ? ['--node-name', nodeName] : []), ...args,
+    ],
+    env: { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
+  };
+}
+
+/**
+ * MiB/s of PUTs of one body per entry of `sizes` (bytes), `concurrency` in flight (a pool: the
+ * next starts as soon as one ends), through `put(key, body)`; keys `${prefix}${i}`. Bodies are
+ * slices of a few random buffers made before the clock starts.
+ */
+export async function putSizesThroughput(put, { sizes, concurrency, prefix }) {
+  const max = Math.max(...sizes);
+  const pool = Array.from({ length: Math.min(concurrency, sizes.length) }, () => randomBytes(max));
+  let next = 0;
+  const t0 = now();
+  await Promise.all(
+    pool.map(async (buf) => {
+      for (let i = next++; i < sizes.length; i = next++) await put(`${prefix}${i}`, buf.subarray(0, sizes[i]));
+    }),
+  );
+  const s = (now() - t0) / 1000;
+  return sizes.reduce((a, b) => a + b, 0) / (1024 * 1024) / s;
 }
