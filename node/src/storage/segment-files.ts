@@ -71,8 +71,22 @@ export class LocalFiles implements SegmentFiles {
     return fs.readdirSync(this.dir);
   }
 
-  readWhole(name: string): Promise<Buffer> {
-    return fsp.readFile(this.file(name));
+  /** One read into a buffer of the file's size (readFile reads 512 KiB a turn: slow for 64 MiB). */
+  async readWhole(name: string): Promise<Buffer> {
+    const fh = await fsp.open(this.file(name), 'r');
+    try {
+      const { size } = await fh.stat();
+      const buf = Buffer.allocUnsafe(size);
+      let off = 0;
+      while (off < size) {
+        const { bytesRead } = await fh.read(buf, off, size - off, off);
+        if (bytesRead === 0) break;
+        off += bytesRead;
+      }
+      return off === size ? buf : buf.subarray(0, off);
+    } finally {
+      await fh.close();
+    }
   }
 
   async create(name: string): Promise<void> {

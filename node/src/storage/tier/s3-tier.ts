@@ -83,6 +83,9 @@ export class S3Tier {
   private readonly concurrency: number;
   private readonly obs: TierObserver;
   private sweptAtStart = false;
+  private gcWanted = false;
+  private index: { sizes: Map<string, number>; revs: Map<number, number> } = { sizes: new Map(), revs: new Map() };
+  private indexOf?: Manifest;
 
   private gen?: TierGeneration;
 
@@ -172,8 +175,25 @@ export class S3Tier {
   /** Whether the current manifest holds segment `h` as it is now (or an earlier revision of it). */
   private inManifest(h: number): boolean {
     const name = this.log.fileName(h);
-    const id = segmentId(name);
-    return this.current?.segments.some((s) => (s.name === name && s.size === this.log.segmentSize(h)) || (segmentId(s.name) === id && segmentRev(s.name) < segmentRev(name))) ?? false;
+    const idx = this.manifestIndex();
+    if (idx.sizes.get(name) === this.log.segmentSize(h)) return true;
+    const rev = idx.revs.get(segmentId(name));
+    return rev !== undefined && rev < segmentRev(name);
+  }
+
+  /** The current manifest by segment name (sizes) and id (revision), built once per manifest. */
+  private manifestIndex(): { sizes: Map<string, number>; revs: Map<number, number> } {
+    if (this.indexOf !== this.current) {
+      const sizes = new Map<string, number>();
+      const revs = new Map<number, number>();
+      for (const s of this.current?.segments ?? []) {
+        sizes.set(s.name, s.size);
+        revs.set(segmentId(s.name), segmentRev(s.name));
+      }
+      this.index = { sizes, revs };
+      this.indexOf = this.current;
+    }
+    return this.index;
   }
 
   /**
@@ -210,16 +230,28 @@ export class S3Tier {
     const active = this.log.activeSegment;
     const since = this.firstSeen.get(active);
     if (since !== undefined && now - since >= this.opts.uploadIntervalMs / 2) await this.log.seal();
-    this.startUploads();
-    await Promise.allSettled([...this.uploading.values()]);
+    // A pool: the next upload starts as soon as one lands, and the manifest moves on with each.
+    for (;;) {
+      this.startUploads();
+      if (this.uploading.size === 0 || this.stopped) break;
+      await Promise.race(this.uploading.values());
+      if (this.stopped) return;
+      await this.advanceManifest();
+    }
     if (this.stopped) return;
-    const next = this.nextManifest();
-    if (next && !sameSegments(next.segments, this.current?.segments)) await this.writeManifest(next);
+    await this.advanceManifest();
     await this.evictOverBound();
-    if (!this.sweptAtStart && this.current) {
+    if (this.gcWanted || (!this.sweptAtStart && this.current)) {
       this.sweptAtStart = true;
+      this.gcWanted = false;
       await this.collectGarbage();
     }
+  }
+
+  /** Writes a manifest if the uploaded prefix of the log changed. */
+  private async advanceManifest(): Promise<void> {
+    const next = this.nextManifest();
+    if (next && !sameSegments(next.segments, this.current?.segments)) await this.writeManifest(next);
   }
 
   /**
@@ -372,7 +404,7 @@ export class S3Tier {
     if (this.current) this.previous = [this.current, ...this.previous].slice(0, KEEP_MANIFESTS);
     this.current = m;
     this.remote.setManifest(m);
-    await this.collectGarbage();
+    this.gcWanted = true; // once the pass's uploads are done: a listing per manifest would cost more than the uploads
   }
 
   /**
