@@ -20,6 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { readOr, releasePorts, reservePorts, tryExclusiveFile } from './ports.js';
 import { Children, reapDeadOwners, writeLeftoverRecord } from './leftovers.js';
+import { pollUntil } from './wait.js';
 
 export interface EtcdMember {
   name: string;
@@ -59,36 +60,6 @@ const CLUSTERS_DIR = path.join(REGISTRY, 'clusters');
 const INSTALL_LOCK = path.join(REGISTRY, 'install.lock');
 const OUTPUT_LIMIT = 64 * 1024;
 const ERROR_TAIL = 6 * 1024;
-
-// ---------------------------------------------------------------------------------------------------------
-// small utilities
-
-/** Polls `fn` until it returns a truthy value or the deadline passes (never a fixed sleep as synchronization). */
-async function until<T>(
-  fn: () => T | Promise<T>,
-  what: string,
-  timeoutMs: number,
-  everyMs = 50,
-  detail?: () => string,
-  abandoned?: () => boolean,
-): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    if (abandoned?.()) throw new Error(`gave up waiting for ${what}`);
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > end) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}${detail ? `\n${detail()}` : ''}`);
-    }
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
-
 
 // ---------------------------------------------------------------------------------------------------------
 // the binary
@@ -209,7 +180,7 @@ export function ensureEtcd(): Promise<string> {
   const p = (async () => {
     const found = findEtcd();
     if (found) return checkBinary(found);
-    await until(() => findEtcd() !== undefined || tryExclusiveFile(INSTALL_LOCK), 'the etcd install lock (another worker is installing)', 600_000, 200);
+    await pollUntil(() => findEtcd() !== undefined || tryExclusiveFile(INSTALL_LOCK), 'the etcd install lock (another worker is installing)', 600_000, { everyMs: 200 });
     try {
       // Another worker may have installed it while we waited for the lock.
       return checkBinary(findEtcd() ?? (await aptInstallEtcd()));
@@ -377,7 +348,7 @@ class Cluster implements EtcdCluster {
     });
     try {
       // The poll stops as soon as the race is over, whoever won it.
-      await Promise.race([until(cond, `etcd member ${m.name} ${what}`, timeoutMs, 50, detail, () => settled), died]);
+      await Promise.race([pollUntil(cond, `etcd member ${m.name} ${what}`, timeoutMs, { detail, gaveUp: () => (settled ? 'settled' : undefined) }), died]);
     } finally {
       settled = true;
     }

@@ -22,6 +22,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { releasePorts, reservePorts } from './ports.js';
 import { Children, reapDeadOwners, writeLeftoverRecord } from './leftovers.js';
+import { pollUntil } from './wait.js';
 import { ensureKubeTools, type KubeTools } from './kube-tools.js';
 
 export interface RunResult {
@@ -95,21 +96,6 @@ const ERROR_TAIL = 4 * 1024;
 
 // ---------------------------------------------------------------------------------------------------------
 // small utilities
-
-async function until<T>(fn: () => T | Promise<T>, what: string, timeoutMs: number, detail: () => string, everyMs = 100): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}\n${detail()}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
 
 function run(cmd: string, args: string[], opts: RunOptions & { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<RunResult> {
   const timeoutMs = opts.timeoutMs ?? 60_000;
@@ -366,14 +352,14 @@ class Cluster implements KubeCluster {
 
   /** Waits for `cond`, rejecting early when any component has exited. */
   async wait<T>(cond: () => T | Promise<T>, what: string, timeoutMs: number): Promise<T> {
-    return until(
+    return pollUntil(
       async () => {
         for (const c of this.components.values()) if (!c.running()) throw new Error(`${c.name} exited`);
         return cond();
       },
       what,
       timeoutMs,
-      this.detail,
+      { detail: this.detail, everyMs: 100 },
     ).catch((e: unknown) => {
       const dead = [...this.components.values()].find((c) => !c.running());
       if (dead) throw new Error(`${dead.name} exited while waiting for ${what}\n${this.detail()}`);

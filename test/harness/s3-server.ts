@@ -21,6 +21,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { readOr, releasePorts, reservePorts } from './ports.js';
 import { Children, reapDeadOwners, writeLeftoverRecord } from './leftovers.js';
+import { pollUntil } from './wait.js';
 import { ensureGoTool, VERSITYGW } from './tools.js';
 
 export interface S3Server {
@@ -64,18 +65,6 @@ const REGISTRY = path.join(os.tmpdir(), 'loam-s3', 'servers');
 const OUTPUT_LIMIT = 64 * 1024;
 const ERROR_TAIL = 6 * 1024;
 const READY_TIMEOUT_MS = 15_000;
-
-/** Polls `fn` until it returns true, the deadline passes, or `gaveUp()` (never a fixed sleep as synchronization). */
-async function until(fn: () => Promise<boolean>, what: string, timeoutMs: number, gaveUp: () => string | undefined): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const why = gaveUp();
-    if (why) throw new Error(`${what}: ${why}`);
-    if (await fn()) return;
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 async function answersHttp(endpoint: string): Promise<boolean> {
   try {
@@ -186,7 +175,7 @@ class Server implements S3Server {
     });
     this.writeRecord();
     try {
-      await until(() => answersHttp(this.endpoint), `versitygw on ${this.endpoint} to answer`, READY_TIMEOUT_MS, () => (this.child === child ? exitNote : 'killed meanwhile'));
+      await pollUntil(() => answersHttp(this.endpoint), `versitygw on ${this.endpoint} to answer`, READY_TIMEOUT_MS, { everyMs: 25, gaveUp: () => (this.child === child ? exitNote : 'killed meanwhile') });
     } catch (e) {
       throw new Error(`${(e as Error).message}\n${this.tail()}`);
     }
@@ -229,14 +218,14 @@ class Server implements S3Server {
     const child = this.child;
     if (!child || !this.running()) throw new Error(`versitygw on ${this.port} is not running`);
     child.kill('SIGSTOP');
-    await until(async () => threadStates(child.pid!).every((s) => s === 'T'), `versitygw (pid ${child.pid}) to stop`, 5_000, () => (this.running() ? undefined : 'it exited'));
+    await pollUntil(async () => threadStates(child.pid!).every((s) => s === 'T'), `versitygw (pid ${child.pid}) to stop`, 5_000, { everyMs: 25, gaveUp: () => (this.running() ? undefined : 'it exited') });
   }
 
   async thaw(): Promise<void> {
     const child = this.child;
     if (!child || !this.running()) return;
     child.kill('SIGCONT');
-    await until(async () => !threadStates(child.pid!).includes('T'), `versitygw (pid ${child.pid}) to go on`, 5_000, () => (this.running() ? undefined : 'it exited'));
+    await pollUntil(async () => !threadStates(child.pid!).includes('T'), `versitygw (pid ${child.pid}) to go on`, 5_000, { everyMs: 25, gaveUp: () => (this.running() ? undefined : 'it exited') });
   }
 
   async restart(): Promise<void> {
