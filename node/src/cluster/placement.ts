@@ -11,6 +11,7 @@ import type { Peers } from './peers.js';
 import { failpointAsync } from '../failpoints.js';
 import { writeDrained } from '../data-dir.js';
 import { ReplicaLeases } from './replica-leases.js';
+import { groupBy } from './group-by.js';
 
 /** Objects sent to the target per Install call: bounded so one call stays well under message limits. */
 const MOVE_CHUNK_OBJECTS = 5_000;
@@ -743,18 +744,6 @@ function checkDeadline(deadline: number | undefined, step: string): void {
   }
 }
 
-/** Groups items under each of their keys (an item with several keys is in several groups). */
-function groupBy<T, K>(items: Iterable<T>, keys: (item: T) => Iterable<K>): Map<K, T[]> {
-  const out = new Map<K, T[]>();
-  for (const item of items) {
-    for (const k of keys(item)) {
-      let list = out.get(k);
-      if (!list) out.set(k, (list = []));
-      list.push(item);
-    }
-  }
-  return out;
-}
 
 /**
  * The oids an object's state references (decoded with the SDK codec; no model classes needed).

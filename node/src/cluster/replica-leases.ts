@@ -3,6 +3,7 @@ import type { Engine, StoredObject } from '../storage/engine.js';
 import type { Logger } from '../logger.js';
 import type { Member, Membership } from './membership.js';
 import type { Peers } from './peers.js';
+import { groupBy } from './group-by.js';
 
 /** Copies asked about per ConfirmReplicas call. */
 const CONFIRM_CHUNK = 5_000;
@@ -123,7 +124,7 @@ export class ReplicaLeases {
       let pending = engine.replicaCopiesIn(dataset).filter((c) => this.confirmed.get(c.oid) !== inc);
       for (let hop = 0; pending.length > 0 && hop < 4; hop++) {
         const next: { oid: string; master: number }[] = [];
-        for (const [master, copies] of groupBy(pending, (c) => c.master)) {
+        for (const [master, copies] of groupBy(pending, (c) => [c.master])) {
           const m = await membership.byNumber(master);
           if (!m || m.id === membership.self.id) {
             complete = false; // a master that is not a member now: ask again later
@@ -197,15 +198,4 @@ export class ReplicaLeases {
     }
     return res;
   }
-}
-
-function groupBy<T, K>(items: T[], key: (item: T) => K): Map<K, T[]> {
-  const out = new Map<K, T[]>();
-  for (const item of items) {
-    const k = key(item);
-    let list = out.get(k);
-    if (!list) out.set(k, (list = []));
-    list.push(item);
-  }
-  return out;
 }
