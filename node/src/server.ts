@@ -22,6 +22,7 @@ import type { ObjectStore } from './storage/object-store.js';
 import { S3ObjectStore, type S3ObjectStoreOptions } from './storage/s3-object-store.js';
 import type { S3Tier } from './storage/tier/s3-tier.js';
 import { Generation } from './cluster/generation.js';
+import pRetry from 'p-retry';
 import type { ServiceDefinition } from '@grpc/grpc-js';
 
 export interface NodeOptions {
@@ -276,6 +277,8 @@ export class LoamNode {
   }
 
   private generation?: Generation;
+  /** Aborted when the node stops: ends waits that only a running node needs. */
+  private readonly stopSignal = new AbortController();
   /** Called once the node stopped itself (fenced). */
   onFatal?: (err: Error) => void;
 
@@ -293,22 +296,21 @@ export class LoamNode {
       return;
     }
     void (async () => {
-      for (let delay = 200; !this.stopping; delay = Math.min(delay * 2, 5_000)) {
-        try {
-          this.generation = await Generation.acquire(meta, this.identity.id, this.log, atLeast);
-          break;
-        } catch (e) {
-          if (!(e instanceof UnavailableError)) throw e;
-          this.log.warn({ err: e.message, retryInMs: delay }, 'no generation yet (the metadata store is unreachable): uploads to S3 wait');
-          await new Promise((r) => setTimeout(r, delay));
-        }
-      }
+      this.generation = await pRetry(() => Generation.acquire(meta, this.identity.id, this.log, atLeast), {
+        retries: Number.POSITIVE_INFINITY, minTimeout: 200, maxTimeout: 5_000, randomize: true, signal: this.stopSignal.signal,
+        shouldRetry: ({ error }) => error instanceof UnavailableError,
+        onFailedAttempt: ({ error }) => {
+          if (error instanceof UnavailableError) this.log.warn({ err: error.message }, 'no generation yet (the metadata store is unreachable): uploads to S3 wait');
+        },
+      });
       const gen = this.generation;
-      if (!gen || this.stopping) return;
+      if (this.stopping) return;
       this.metrics.s3.generation.set(gen.value);
       tier.start(gen);
       gen.watch(() => this.fenced());
-    })().catch((e: Error) => this.log.error({ err: e.message }, 'the S3 tier did not start'));
+    })().catch((e: Error) => {
+      if (!this.stopping) this.log.error({ err: e.message }, 'the S3 tier did not start');
+    });
   }
 
   private fenced(): void {
@@ -363,6 +365,7 @@ export class LoamNode {
   /** Stops accepting calls, lets running ones finish (bounded), flushes and closes the log. */
   stop(graceMs = 5000, opts: { flush?: boolean } = {}): Promise<void> {
     this.stopping ??= (async () => {
+      this.stopSignal.abort(new Error('the node is stopping'));
       this.generation?.stop();
       this.health.setStatus('', 'NOT_SERVING');
       this.health.setStatus(STORE_HEALTH, 'NOT_SERVING');

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import pRetry from 'p-retry';
 import path from 'node:path';
 import {
   CommitUnknownError, DEFAULT_LIMITS, DeadlineExceededError, InternalError, InvalidArgumentError, LimitExceededError, NotFoundError,
@@ -96,15 +97,15 @@ export interface CommitOptions {
  * old state as the current one.
  */
 async function manifestWhenReachable(store: ObjectStore, keys: ManifestKeys, info: (msg: string, fields?: Record<string, unknown>) => void) {
-  for (let attempt = 1, delay = 200; ; attempt++, delay = Math.min(delay * 2, 5_000)) {
-    try {
-      return await latestManifest(store, keys);
-    } catch (e) {
-      if (!(e instanceof ObjectStoreUnavailableError)) throw e;
-      if (attempt <= 5 || attempt % 10 === 0) info('S3 is unreachable: the log cannot open without its manifest; retrying', { attempt, retryInMs: delay, err: e.message });
-      await new Promise((r) => setTimeout(r, delay));
-    }
-  }
+  return pRetry(() => latestManifest(store, keys), {
+    retries: Number.POSITIVE_INFINITY, minTimeout: 200, maxTimeout: 5_000, randomize: true,
+    shouldRetry: ({ error }) => error instanceof ObjectStoreUnavailableError,
+    onFailedAttempt: ({ error, attemptNumber }) => {
+      if (error instanceof ObjectStoreUnavailableError && (attemptNumber <= 5 || attemptNumber % 10 === 0)) {
+        info('S3 is unreachable: the log cannot open without its manifest; retrying', { attempt: attemptNumber, err: error.message });
+      }
+    },
+  });
 }
 
 function hasSegments(logDir: string): boolean {
