@@ -14,6 +14,8 @@ export const MANAGED_BY = 'loam-operator';
 
 /** The annotation holding the hash of what the operator last applied to a child (see reconcile.ts). */
 export const SPEC_HASH_ANNOTATION = 'loam.dev/spec-hash';
+/** On the node StatefulSet: the hash of its Pod template as last applied (a change starts a rollout). */
+export const TEMPLATE_HASH_ANNOTATION = 'loam.dev/template-hash';
 /** On the node Pod template: the hash of the node configuration, so a config change rolls the Pods. */
 export const CONFIG_HASH_ANNOTATION = 'loam.dev/config-hash';
 
@@ -32,6 +34,7 @@ export interface ChildMeta {
   labels: Record<string, string>;
   annotations?: Record<string, string>;
   ownerReferences: OwnerReference[];
+  [field: string]: unknown;
 }
 
 /** The labels that select a component's Pods (never changed after creation: a StatefulSet's selector is immutable). */
