@@ -67,6 +67,10 @@ describe('planRollout', () => {
     expect(planRollout(roll({ pods: pods([1, 2]), live: { templateHash: 'h2', partition: 1, updateRevision: 'r2', statusCurrent: true } }))).toMatchObject({ partition: 0 });
     expect(planRollout(roll({ pods: pods([0, 1, 2]), live: { templateHash: 'h2', partition: 0, updateRevision: 'r2', statusCurrent: true } }))).toEqual({ partition: 0, rolling: false, updated: 3 });
   });
+  it('does not gate on Pods when none is Ready (nothing serves)', () => {
+    const down = [0, 1, 2].map((o) => ({ name: `s-${o}`, ordinal: o, ready: false, revision: 'r1' }));
+    expect(planRollout(roll({ pods: down, live: { templateHash: 'h1', partition: 0, updateRevision: 'r1', statusCurrent: true } }))).toEqual({ partition: 0, rolling: false, updated: 0 });
+  });
   it('keeps the partition while the StatefulSet controller has not seen the template', () => {
     expect(planRollout(roll({ live: { templateHash: 'h2', partition: 2, updateRevision: 'r2', statusCurrent: false } }))).toMatchObject({ partition: 2, rolling: true });
   });

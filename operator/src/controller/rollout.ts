@@ -4,7 +4,7 @@
  * new revision and its node back as `ready` in the nodes' own Status (a Ready Pod alone says the
  * process serves; the Status says it rejoined the cluster).
  *
- * - No StatefulSet yet: partition 0 (the first Pods start on the template as it is).
+ * - No StatefulSet yet, or no Pod Ready: partition 0 (nothing serves that a gradual roll would protect).
  * - The template changes in this pass: partition = replicas - 1 (only the highest ordinal moves).
  * - A rollout in progress (some Pod not on the update revision): when every Pod at or above the
  *   partition is updated, Ready and its node ready, the partition moves down by one; else it stays.
@@ -40,6 +40,9 @@ export interface RolloutPlan {
 
 export function planRollout(i: RolloutInput): RolloutPlan {
   if (!i.live) return { partition: 0, rolling: false, updated: 0 };
+  // No node serves: there is nothing a one-at-a-time roll protects, and gating on Pods that never
+  // became Ready (a bad image being fixed) would hold the fix back. Every Pod takes the new template.
+  if (!i.pods.some((p) => p.ordinal < i.replicas && p.ready)) return { partition: 0, rolling: false, updated: 0 };
   if (i.live.templateHash !== i.desiredTemplateHash) {
     return { partition: Math.max(0, i.replicas - 1), rolling: i.pods.length > 0, updated: 0, waiting: 'the StatefulSet to take the new template' };
   }
