@@ -533,10 +533,12 @@ export class Client {
   }
 
   /** Moves everything a node masters to the others and hands its home directory over (also `loam drain`). */
-  async drain(backend: string | number, options: { timeoutMs?: number } = {}): Promise<{ moved: number; homeSuccessor: number }> {
+  async drain(backend: string | number, options: { timeoutMs?: number; opId?: string } = {}): Promise<{ moved: number; homeSuccessor: number }> {
     this.assertOpen();
     const b = await this.router.resolveBackend(backend);
-    const opId = newTxid(); // the same on a retry: it joins the drain already running
+    // The same on a retry: it joins the drain already running. A caller that asks again later
+    // (an operator after a restart) passes its own.
+    const opId = options.opId ?? newTxid();
     const res = await this.router.withNode(b.number, (c) => c.drain({ opId }, options.timeoutMs ?? 600_000));
     await this.router.refresh(true).catch(() => undefined);
     return { moved: res.moved, homeSuccessor: res.homeSuccessor };
