@@ -545,6 +545,21 @@ export class Client {
   }
 
   /**
+   * Stops a drain of a node (`loam drain` begun) at a safe point between moves and makes the node
+   * a ready member that takes new objects again; objects it already moved stay where they went.
+   * A node whose drain had finished is made ready too (it takes its home directory back). No
+   * drain: nothing to do. FailedPreconditionError when the node cannot be made ready safely.
+   * `stopped`: a drain was running; `undrained`: a drained state was undone.
+   */
+  async cancelDrain(backend: string | number, options: { timeoutMs?: number } = {}): Promise<{ stopped: boolean; undrained: boolean }> {
+    this.assertOpen();
+    const b = await this.router.resolveBackend(backend);
+    const res = await this.router.withNode(b.number, (c) => c.cancelDrain(b.number, options.timeoutMs ?? 120_000));
+    await this.router.refresh(true).catch(() => undefined);
+    return { stopped: res.stopped, undrained: res.undrained };
+  }
+
+  /**
    * Resolves once everything acknowledged before the call is in S3 on every node of the
    * DataStore (dataClay's `flush_all`); at once for nodes without S3, whose local log is all
    * their durability. Rejects (typed) if a node cannot flush before `timeoutMs`.

@@ -98,8 +98,16 @@ export class LoamNodeAdmin implements NodeAdmin {
     }
   }
 
-  async cancelDrain(_via: NodeAddress, number: number): Promise<void> {
-    throw new LoamError('INVALID_ARGUMENT', `cancelDrain of node ${number}: not supported by this version of the node admin yet`);
+  /**
+   * Stops the drain of node `number` at its next safe point and makes it a ready member again;
+   * also the way back for a node that finished draining (a scale-down undone, or a Pod of a
+   * scaled-down ordinal back with its old volume: it comes back drained). Waits for the move in
+   * flight, so its deadline is the longer drain one. Throws FailedPreconditionError (from
+   * @loam/sdk) when the node cannot safely be made ready yet (retry later).
+   */
+  async cancelDrain(via: NodeAddress, number: number): Promise<void> {
+    const c = await this.client(via.address);
+    await c.cancelDrain(number, { timeoutMs: Math.max(this.deadlineMs, this.drainStartTimeoutMs) * 4 });
   }
 
   async close(): Promise<void> {
