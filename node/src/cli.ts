@@ -12,19 +12,12 @@ import { ClusterSecret } from './cluster/peer-auth.js';
 import type { LevelWithSilent } from 'pino';
 import { parseDuration, s3FromOpts, s3Options, type S3CliOpts } from './cli-s3.js';
 import { statusCommand } from './cli-status.js';
+import { parseSize, sizeFromEnv } from './size.js';
 
 function parsePort(v: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new CliArgError(`not a port: ${v}`);
   return n;
-}
-
-function parseSize(v: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*(b|kib|kb|mib|mb|gib|gb)?$/i.exec(v.trim());
-  if (!m) throw new CliArgError(`not a size: ${v} (examples: 65536, 64MiB, 1GiB)`);
-  const unit = (m[2] ?? 'b').toLowerCase();
-  const mult = unit.startsWith('k') ? 1024 : unit.startsWith('m') ? 1024 ** 2 : unit.startsWith('g') ? 1024 ** 3 : 1;
-  return Math.floor(Number(m[1]) * mult);
 }
 
 const program = new Command('loam')
@@ -65,7 +58,7 @@ function common(cmd: Command, defaultMetricsPort: number): Command {
   return s3Options(cmd, parseSize)
     .option('--metrics-port <port>', 'Prometheus /metrics port (0 picks a free one)', parsePort, Number(process.env.LOAM_METRICS_PORT ?? defaultMetricsPort))
     .option('--no-metrics', 'do not serve /metrics')
-    .option('--cache-size <size>', 'object cache memory bound (per node)', parseSize, parseSize(process.env.LOAM_CACHE_SIZE ?? '64MiB'))
+    .option('--cache-size <size>', 'object cache memory bound (per node): bytes, a Kubernetes quantity (64Mi, 1Gi, 500M) or 64MiB [LOAM_CACHE_SIZE]', parseSize, sizeFromEnv('LOAM_CACHE_SIZE', '64MiB'))
     .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default(process.env.LOAM_LOG_LEVEL ?? 'info'));
 }
 
