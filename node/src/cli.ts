@@ -62,13 +62,34 @@ function common(cmd: Command, defaultMetricsPort: number): Command {
     .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default(process.env.LOAM_LOG_LEVEL ?? 'info'));
 }
 
+/**
+ * How a stop on SIGTERM is bounded: calls in flight get STOP_GRACE_MS to finish (new ones are
+ * refused from the signal on), the S3 tier FLUSH_ON_STOP_MS (server.ts) to upload what was
+ * acknowledged; whatever still hangs after STOP_BOUND_MS (etcd or a disk not answering) ends
+ * the process anyway, failed. Below a Pod's terminationGracePeriodSeconds (the operator sets
+ * 60 s; the default 30 s is enough too), so the kubelet's SIGKILL never cuts a flush short.
+ */
+const STOP_GRACE_MS = 5_000;
+const STOP_BOUND_MS = 25_000;
+const STOP_HELP = `
+On SIGTERM (or SIGINT) the node stops taking new calls at once (health NOT_SERVING, its gRPC
+ports refuse new calls), lets calls in flight finish for up to ${STOP_GRACE_MS / 1000} s, leaves the
+cluster, uploads what it acknowledged to S3 for up to 10 s (with an S3 tier), closes its log and
+exits 0. It exits within ${STOP_BOUND_MS / 1000} s whatever happens (exit 1 if something hung): set
+terminationGracePeriodSeconds to ${STOP_BOUND_MS / 1000 + 5} or more (the operator sets 60). A second
+signal exits at once.`;
+
 /** Runs until SIGINT/SIGTERM, then stops every node cleanly (a second signal exits at once). */
 function serveUntilSignal(log: Logger, nodes: LoamNode[], cleanup: () => Promise<void> = async () => undefined): void {
   let signals = 0;
   const shutdown = (sig: string) => {
     if (++signals > 1) process.exit(130);
-    log.info({ signal: sig }, 'stopping');
-    Promise.all(nodes.map((n) => n.stop())).then(cleanup).then(
+    log.info({ signal: sig, boundMs: STOP_BOUND_MS }, 'stopping');
+    setTimeout(() => {
+      log.error({ ms: STOP_BOUND_MS }, 'stop did not finish in time: exiting anyway');
+      process.exit(1);
+    }, STOP_BOUND_MS).unref();
+    Promise.all(nodes.map((n) => n.stop(STOP_GRACE_MS))).then(cleanup).then(
       () => process.exit(0),
       (e) => {
         log.error({ err: e }, 'stop failed');
@@ -181,7 +202,8 @@ common(
     .option('--peer-listen <host:port>', 'address the node-to-node service listens on [LOAM_PEER_LISTEN] (default: the listen host, its port + 1; port 0 when that is 0)', process.env.LOAM_PEER_LISTEN)
     .option('--peer-advertise <host:port>', 'address other nodes use for it [LOAM_PEER_ADVERTISE] (default: the peer port on the peer-listen host, or on the advertise host if that is 0.0.0.0)', process.env.LOAM_PEER_ADVERTISE)
     .option('--cluster-secret-file <path>', 'file holding the secret every node of this cluster shares, at least 16 bytes [LOAM_CLUSTER_SECRET_FILE] (required)', process.env.LOAM_CLUSTER_SECRET_FILE)
-    .option('--data <dir>', 'data directory [LOAM_DATA]', process.env.LOAM_DATA ?? '/var/lib/loam')),
+    .option('--data <dir>', 'data directory [LOAM_DATA]', process.env.LOAM_DATA ?? '/var/lib/loam')
+    .addHelpText('after', STOP_HELP)),
   9464,
 ).action(async (opts: CommonOpts & S3CliOpts & EtcdCliOpts & { etcd?: string; prefix?: string; listen: string; advertise?: string; peerListen?: string; peerAdvertise?: string; clusterSecretFile?: string; data: string }) => {
   const log = createLogger(opts.logLevel);
