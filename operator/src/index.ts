@@ -14,3 +14,4 @@ export { addFinalizer, removeFinalizer, hasFinalizer } from './controller/finali
 export { planScale, type ScaleInput, type ScalePlan } from './controller/scale-down.js';
 export { planRollout, type RolloutInput, type RolloutPlan, type RolloutPod } from './controller/rollout.js';
 export { CleanupError, deleteEtcdPrefix, deleteS3Prefix, deleteVolumes } from './controller/cleanup.js';
+export { LoamNodeAdmin, DrainNotStartedError, type LoamNodeAdminOptions } from './admin/node-admin.js';
