@@ -7,7 +7,7 @@ import { computeStatus, type Observation } from '../src/controller/status.js';
 import type { DataStore } from '../src/crd/types.js';
 
 const node = (i: number, over: Partial<NodeAdminStatus> = {}): NodeAdminStatus => ({ id: `s-${i}`, number: i + 1, state: 'ready', objects: 10, draining: null, s3: null, ...over });
-const scale = (over: Partial<ScaleInput>): ScaleInput => ({ desired: 3, replicas: 3, setName: 's', uid: 'u', generation: 2, nodes: [node(0), node(1), node(2)], rolling: false, ...over });
+const scale = (over: Partial<ScaleInput>): ScaleInput => ({ desired: 3, replicas: 3, setName: 's', uid: 'u', generation: 2, nodes: [node(0), node(1), node(2)], rolling: false, joined: new Set(['s-0', 's-1', 's-2']), ...over });
 
 describe('planScale', () => {
   it('creates and scales up at once', () => {
@@ -28,8 +28,9 @@ describe('planScale', () => {
     expect(drainedNotEmpty.replicas).toBe(3);
     const done = planScale(scale({ desired: 2, nodes: [node(0), node(1), node(2, { state: 'drained', objects: 0 })] }));
     expect(done).toMatchObject({ replicas: 2, shrinking: 's-2' });
-    // A node that is no member (never joined, or left after its drain) holds nothing.
-    expect(planScale(scale({ desired: 2, nodes: [node(0), node(1)] })).replicas).toBe(2);
+    // Missing from the Status: unreachable if it joined once (wait), empty if it never did.
+    expect(planScale(scale({ desired: 2, nodes: [node(0), node(1)] }))).toMatchObject({ replicas: 3, scalingDown: { pod: 's-2' } });
+    expect(planScale(scale({ desired: 2, nodes: [node(0), node(1)], joined: new Set(['s-0', 's-1']) })).replicas).toBe(2);
   });
   it('never shrinks without the nodes\' status, nor during a rollout', () => {
     expect(planScale(scale({ desired: 1, nodes: undefined }))).toMatchObject({ replicas: 3, scalingDown: { pod: 's-2' } });

@@ -88,6 +88,11 @@ async function ensureClusterSecret(api: KubeApi, ds: DataStore): Promise<boolean
   }
 }
 
+/** Pods whose node has joined the cluster: a backend number now or in the last status. */
+function joinedNodes(ds: DataStore, nodes: NodeAdminStatus[] | undefined): Set<string> {
+  return new Set([...(ds.status?.nodes ?? []).filter((n) => n.backend !== undefined).map((n) => n.name), ...(nodes ?? []).map((n) => n.id)]);
+}
+
 /** The nodes' own Status through the first Ready Pod that answers; undefined when none does. */
 async function nodesStatus(ctx: ReconcileContext, pods: ObservedPod[], avoid?: string): Promise<NodeAdminStatus[] | undefined> {
   const candidates = pods.filter((p) => p.ready && p.ip).sort((a, b) => Number(a.name === avoid) - Number(b.name === avoid) || a.ordinal - b.ordinal);
@@ -140,7 +145,7 @@ async function reconcileLive(ctx: ReconcileContext, api: KubeApi, fetched: DataS
   const liveTemplateHash = live?.metadata.annotations?.[TEMPLATE_HASH_ANNOTATION];
   const updateRevision = live?.status?.updateRevision;
   const liveRolling = live !== undefined && (liveTemplateHash !== templateHash || (updateRevision !== undefined && pods.some((p) => p.ordinal < (liveReplicas ?? 0) && p.obj.metadata.labels?.[REVISION_LABEL] !== updateRevision)));
-  const scale = planScale({ desired, replicas: liveReplicas, setName, uid: ds.metadata.uid!, generation: ds.metadata.generation ?? 0, nodes, rolling: liveRolling && pods.length > 0 });
+  const scale = planScale({ desired, replicas: liveReplicas, setName, uid: ds.metadata.uid!, generation: ds.metadata.generation ?? 0, nodes, rolling: liveRolling && pods.length > 0, joined: joinedNodes(ds, nodes) });
   const rollout = planRollout({
     live: live && {
       templateHash: liveTemplateHash,

@@ -7,8 +7,8 @@
  * - Scale-down (spec.nodes < replicas): one node at a time, the highest ordinal. Its drain is
  *   started (op id deterministic per DataStore, Pod and generation: a repeated pass joins the same
  *   drain, a later scale-down after a cancel starts a new one); while it runs replicas stay; once
- *   the node reports `drained` and holds no object (or is no member of the cluster at all: it never
- *   joined, or has left) replicas shrink by one.
+ *   the node reports `drained` and holds no object (or it never joined the cluster) replicas
+ *   shrink by one; a node that joined once and is now unreachable is waited for.
  * - A node being drained whose ordinal is below spec.nodes again (nodes raised during a drain):
  *   its drain is cancelled.
  * - Without the nodes' Status (no node reachable) nothing shrinks: waiting is safe, guessing is not.
@@ -28,6 +28,12 @@ export interface ScaleInput {
   nodes: NodeAdminStatus[] | undefined;
   /** A rollout is in progress: a scale-down waits for it (one disruption at a time). */
   rolling: boolean;
+  /**
+   * Pods known to have joined the cluster (a backend number in an earlier status). The nodes'
+   * Status leaves unreachable members out, so a node missing from it is empty only if it never
+   * joined; one that did may just be down, with its objects on its volume.
+   */
+  joined: ReadonlySet<string>;
 }
 
 export interface ScalePlan {
@@ -60,6 +66,7 @@ export function planScale(i: ScaleInput): ScalePlan {
   if (i.rolling) return { replicas: i.replicas, cancel, scalingDown: { pod, waiting: 'the rollout in progress to finish' } };
   if (!i.nodes) return { replicas: i.replicas, cancel, scalingDown: { pod, waiting: 'the nodes\' status (no node answered)' } };
   const node = i.nodes.find((n) => n.id === pod);
+  if (!node && i.joined.has(pod)) return { replicas: i.replicas, cancel, scalingDown: { pod, waiting: 'it to be reachable (it joined the cluster, its objects may be on its volume)' } };
   if (!node || (node.state === 'drained' && node.objects === 0 && node.draining === null)) {
     return { replicas: i.replicas - 1, cancel, shrinking: pod };
   }

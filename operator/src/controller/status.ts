@@ -30,7 +30,7 @@ export interface Observation {
 }
 
 /** Per-node state: each Pod, with what its node says about itself. */
-export function nodeStatuses(o: Observation): DataStoreNodeStatus[] {
+export function nodeStatuses(o: Observation, prev: DataStoreNodeStatus[] = []): DataStoreNodeStatus[] {
   return [...o.pods]
     .sort((a, b) => a.ordinal - b.ordinal)
     .map((p) => {
@@ -41,6 +41,10 @@ export function nodeStatuses(o: Observation): DataStoreNodeStatus[] {
         s.draining = n.draining !== null;
         s.objects = n.objects;
         s.uploadBacklogBytes = n.s3?.backlogBytes ?? 0;
+      } else {
+        // Out of sight (down, restarting): it keeps its number, which also says it joined once.
+        const old = prev.find((x) => x.name === p.name)?.backend;
+        if (old !== undefined) s.backend = old;
       }
       if (p.ip) s.endpoint = `loam://${p.ip}:${CLIENT_PORT}`;
       return s;
@@ -61,7 +65,7 @@ function condition(prev: Condition[] | undefined, type: string, status: Conditio
 
 export function computeStatus(ds: DataStore, o: Observation): DataStoreStatus {
   const prev = ds.status;
-  const nodes = nodeStatuses(o);
+  const nodes = nodeStatuses(o, prev?.nodes);
   const readyNodes = nodes.filter((n) => n.ready).length;
   const everReady = new Set((prev?.nodes ?? []).filter((n) => n.ready).map((n) => n.name));
   const wasRunning = prev?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') || everReady.size > 0;
