@@ -67,6 +67,9 @@ describe('planRollout', () => {
     expect(planRollout(roll({ pods: pods([2]) }))).toMatchObject({ partition: 1, rolling: true, updated: 1 });
     expect(planRollout(roll({ pods: pods([1, 2]), live: { templateHash: 'h2', partition: 1, updateRevision: 'r2', statusCurrent: true } }))).toMatchObject({ partition: 0 });
     expect(planRollout(roll({ pods: pods([0, 1, 2]), live: { templateHash: 'h2', partition: 0, updateRevision: 'r2', statusCurrent: true } }))).toEqual({ partition: 0, rolling: false, updated: 3 });
+    expect(planRollout(roll({ pods: pods([0, 1, 2], [0]), live: { templateHash: 'h2', partition: 0, updateRevision: 'r2', statusCurrent: true } }))).toMatchObject({ partition: 0, rolling: true, waiting: 's-0 to be Ready and rejoin the cluster' });
+    // Complete by the StatefulSet's word: a Pod down afterwards is no roll.
+    expect(planRollout(roll({ pods: pods([0, 1, 2], [0]), live: { templateHash: 'h2', partition: 0, updateRevision: 'r2', currentRevision: 'r2', statusCurrent: true } }))).toEqual({ partition: 0, rolling: false, updated: 3 });
   });
   it('does not gate on Pods when none is Ready (nothing serves)', () => {
     const down = [0, 1, 2].map((o) => ({ name: `s-${o}`, ordinal: o, ready: false, revision: 'r1' }));

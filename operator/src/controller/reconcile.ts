@@ -151,6 +151,7 @@ async function reconcileLive(ctx: ReconcileContext, api: KubeApi, fetched: DataS
       templateHash: liveTemplateHash,
       partition: live.spec.updateStrategy?.rollingUpdate?.partition ?? 0,
       updateRevision,
+      ...(live.status?.currentRevision ? { currentRevision: live.status.currentRevision } : {}),
       statusCurrent: live.status?.observedGeneration !== undefined && live.status.observedGeneration >= (live.metadata.generation ?? 0),
     },
     desiredTemplateHash: templateHash,
@@ -187,7 +188,7 @@ async function reconcileLive(ctx: ReconcileContext, api: KubeApi, fetched: DataS
   // Status.
   const status = computeStatus(ds, {
     desired,
-    pods: observed.filter((p) => p.ordinal < Math.max(scale.replicas, liveReplicas ?? 0)),
+    pods: observed.filter((p) => p.ordinal < scale.replicas),
     nodes,
     ...(rollout.rolling ? { rolling: { updated: rollout.updated, replicas: scale.replicas, ...(rollout.waiting ? { waiting: rollout.waiting } : {}) } } : {}),
     ...(scale.scalingDown ? { scalingDown: scale.scalingDown } : {}),

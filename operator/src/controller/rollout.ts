@@ -8,7 +8,7 @@
  * - The template changes in this pass: partition = replicas - 1 (only the highest ordinal moves).
  * - A rollout in progress (some Pod not on the update revision): when every Pod at or above the
  *   partition is updated, Ready and its node ready, the partition moves down by one; else it stays.
- * - Every Pod updated: partition 0.
+ * - Every Pod updated: partition 0; the roll is over once each is Ready and its node ready.
  */
 import type { NodeAdminStatus } from './contract.js';
 
@@ -21,7 +21,7 @@ export interface RolloutPod {
 
 export interface RolloutInput {
   /** The live StatefulSet (undefined: none yet). */
-  live: { templateHash: string | undefined; partition: number; updateRevision: string | undefined; statusCurrent: boolean } | undefined;
+  live: { templateHash: string | undefined; partition: number; updateRevision: string | undefined; currentRevision?: string; statusCurrent: boolean } | undefined;
   desiredTemplateHash: string;
   /** The replicas this pass applies. */
   replicas: number;
@@ -51,7 +51,14 @@ export function planRollout(i: RolloutInput): RolloutPlan {
   const rev = i.live.updateRevision;
   const inSet = i.pods.filter((p) => p.ordinal < i.replicas);
   const updated = inSet.filter((p) => p.revision === rev).length;
-  if (inSet.length === i.replicas && updated === i.replicas) return { partition: 0, rolling: false, updated };
+  if (inSet.length === i.replicas && updated === i.replicas) {
+    // Every Pod on the new template: the roll ends when the last one is back, Ready and in the
+    // cluster, or once the StatefulSet has called it complete (its currentRevision moves to the
+    // update revision when every Pod is updated and Ready): a later crash is no roll.
+    if (i.live.currentRevision === rev) return { partition: 0, rolling: false, updated };
+    const last = inSet.find((p) => !p.ready || i.nodes?.find((n) => n.id === p.name)?.state !== 'ready');
+    return last ? { partition: 0, rolling: true, updated, waiting: `${last.name} to be Ready and rejoin the cluster` } : { partition: 0, rolling: false, updated };
+  }
   const partition = Math.min(i.live.partition, Math.max(0, i.replicas - 1));
   for (let o = partition; o < i.replicas; o++) {
     const name = inSet.find((p) => p.ordinal === o);

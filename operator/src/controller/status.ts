@@ -67,11 +67,14 @@ export function computeStatus(ds: DataStore, o: Observation): DataStoreStatus {
   const prev = ds.status;
   const nodes = nodeStatuses(o, prev?.nodes);
   const readyNodes = nodes.filter((n) => n.ready).length;
-  const everReady = new Set((prev?.nodes ?? []).filter((n) => n.ready).map((n) => n.name));
-  const wasRunning = prev?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') || everReady.size > 0;
+  // A node with a backend number has joined the cluster once (status.nodes keeps the number while
+  // the node is out of sight): not Ready, it is recovering; without one, it is joining.
+  const joined = new Set(nodes.filter((n) => n.backend !== undefined).map((n) => n.name));
+  // Pending lasts until the DataStore first runs; after that, missing nodes are joining or down.
+  const wasRunning = (prev?.phase !== undefined && prev.phase !== 'Pending') || prev?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
   const notReady = nodes.filter((n) => !n.ready);
   const missing = Math.max(0, o.desired - nodes.length);
-  const joining = notReady.filter((n) => !everReady.has(n.name)).length + missing;
+  const joining = notReady.filter((n) => !joined.has(n.name)).length + missing;
 
   let phase: DataStorePhase;
   let progress: { reason: string; message: string } | undefined;
