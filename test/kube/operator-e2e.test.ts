@@ -45,6 +45,7 @@ const phases: string[] = [];
 /** The fewest Ready nodes the watcher saw since `minReady.reset()`. */
 const minReady = { value: Infinity, reset() { this.value = Infinity; } };
 let watching = true;
+let lastSnap = '';
 let watcher: Promise<void> | undefined;
 const clients: Client[] = [];
 /** alias → text and oid of every write the SDK acknowledged, and when. */
@@ -123,8 +124,9 @@ async function sdk(ds: DataStore): Promise<Client> {
 }
 
 async function write(c: Client, alias: string, text: string, withPhase = false): Promise<void> {
+  const t0 = Date.now();
   const item = await c.persist(Object.assign(new Item(), { text }), { alias });
-  acked.set(alias, { text, oid: item.$oid!, at: `${new Date().toISOString()}${withPhase ? ` during ${phases[phases.length - 1]}` : ''}` });
+  acked.set(alias, { text, oid: item.$oid!, at: `${new Date().toISOString()} after ${Date.now() - t0} ms${withPhase ? `, phase ${phases[phases.length - 1]}` : ''}` });
 }
 
 /** Every acknowledged write reads back; a lost alias says whether its object is there (by oid). */
@@ -164,6 +166,8 @@ describe('the operator end to end', () => {
         const st = (await getDs().catch(() => undefined))?.status;
         const p = st?.phase;
         if (p && phases[phases.length - 1] !== p) phases.push(p);
+        const snap = JSON.stringify({ p, prog: st?.conditions?.find((c) => c.type === 'Progressing')?.message, ready: st?.conditions?.find((c) => c.type === 'Ready')?.reason, nodes: st?.nodes?.map((n) => `${n.name}:${n.backend}:${n.ready}`) });
+        if (snap !== lastSnap) { lastSnap = snap; if (process.env.E2E_DEBUG) console.log(new Date().toISOString(), snap); }
         if (st?.readyNodes !== undefined) minReady.value = Math.min(minReady.value, st.readyNodes);
         await new Promise((res) => setTimeout(res, 100));
       }
