@@ -113,6 +113,11 @@ describe('computeStatus', () => {
   });
   it('Pending before any node was Ready, Scaling while new nodes join or one drains, Upgrading while rolling', () => {
     expect(computeStatus(ds(), obs({ pods: [], nodes: undefined })).phase).toBe('Pending');
+    // A scale-down gated before any node ran, then undone: still Pending.
+    const notRunning = obs({ pods: [0, 1, 2].map((o) => ({ name: `s-${o}`, ordinal: o, ready: false, ip: undefined })), nodes: undefined });
+    const gated = computeStatus(ds(), { ...notRunning, scalingDown: { pod: 's-2', waiting: 'x' } });
+    expect(gated.phase).toBe('Scaling');
+    expect(computeStatus(ds(gated), notRunning).phase).toBe('Pending');
     const running = computeStatus(ds(), obs({}));
     const grown = { ...ds(running), spec: { nodes: 5 } };
     expect(computeStatus(grown, obs({ desired: 5 })).phase).toBe('Scaling');
@@ -120,6 +125,9 @@ describe('computeStatus', () => {
     expect(draining.phase).toBe('Scaling');
     expect(draining.conditions!.find((c) => c.type === 'Progressing')).toMatchObject({ status: 'True', reason: 'Draining' });
     expect(computeStatus(ds(running), obs({ rolling: { updated: 1, replicas: 3 } })).phase).toBe('Upgrading');
+    const blind = computeStatus(ds(running), obs({ nodes: undefined }));
+    expect(blind.phase).toBe('Degraded');
+    expect(blind.conditions!.map((c) => [c.type, c.status, c.reason])).toEqual([['Ready', 'False', 'NodeStatusUnavailable'], ['Progressing', 'False', 'Stable'], ['Degraded', 'True', 'NodeStatusUnavailable']]);
     expect(computeStatus(ds(running), obs({ error: 'boom' })).conditions!.find((c) => c.type === 'Degraded')).toMatchObject({ status: 'True', reason: 'ReconcileError', message: 'boom' });
   });
 });

@@ -82,6 +82,7 @@ beforeEach(() => {
 afterEach((t) => {
   if (t.task.result?.state === 'fail') {
     console.log(`--- reconcile errors ---\n${loop?.errors().join('\n')}\n--- reconcile log ---\n${ctx?.logs.slice(-30).join('\n')}\n--- phases ---\n${phases.join(' → ')}\n--- kubelet ---\n${kubelet?.log().slice(-8000)}`);
+    for (const p of kubelet?.pods() ?? []) console.log(`--- ${p.name} (${p.ip}) ---\n${p.logs.split('\n').filter((l) => /restor|drain|fatal|error|stop/i.test(l)).slice(-15).join('\n')}`);
   }
 });
 

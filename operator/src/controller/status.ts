@@ -71,13 +71,17 @@ export function computeStatus(ds: DataStore, o: Observation): DataStoreStatus {
   // the node is out of sight): not Ready, it is recovering; without one, it is joining.
   const joined = new Set(nodes.filter((n) => n.backend !== undefined).map((n) => n.name));
   // Pending lasts until the DataStore first runs; after that, missing nodes are joining or down.
-  const wasRunning = (prev?.phase !== undefined && prev.phase !== 'Pending') || prev?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
+  // (A scale-down waiting before any node ever ran, Scaling, does not count as having run.)
+  const wasRunning = ['Running', 'Upgrading', 'Degraded', 'Restoring'].includes(prev?.phase ?? '')
+    || (prev?.phase === 'Scaling' && (prev.nodes ?? []).some((n) => n.backend !== undefined))
+    || prev?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
   const notReady = nodes.filter((n) => !n.ready);
   const missing = Math.max(0, o.desired - nodes.length);
   const joining = notReady.filter((n) => !joined.has(n.name)).length + missing;
 
   let phase: DataStorePhase;
   let progress: { reason: string; message: string } | undefined;
+  let blind: string | undefined;
   if (o.deleting) {
     phase = 'Deleting';
     progress = { reason: 'Deleting', message: o.deleting };
@@ -88,6 +92,10 @@ export function computeStatus(ds: DataStore, o: Observation): DataStoreStatus {
     const s = o.scalingDown;
     phase = 'Scaling';
     progress = { reason: 'Draining', message: `scaling down to ${o.desired}: ${s.pod}${s.objectsLeft !== undefined ? ` has ${s.objectsLeft}${s.objectsTotal ? ` of ${s.objectsTotal}` : ''} objects left` : ''}; waiting for ${s.waiting}` };
+  } else if (o.nodes === undefined && readyNodes > 0) {
+    // Pods Ready, yet no node answers the status call: what the cluster thinks is unknown.
+    phase = 'Degraded';
+    blind = `${readyNodes} of ${o.desired} node Pods Ready, but none answered the status call`;
   } else if (readyNodes >= o.desired && notReady.length === 0) {
     phase = 'Running';
   } else if (!wasRunning) {
@@ -112,7 +120,9 @@ export function computeStatus(ds: DataStore, o: Observation): DataStoreStatus {
       : condition(prev?.conditions, 'Progressing', 'False', 'Stable', 'nothing in progress', gen, o.now),
     o.error
       ? condition(prev?.conditions, 'Degraded', 'True', 'ReconcileError', o.error.slice(0, 1000), gen, o.now)
-      : phase === 'Degraded'
+      : blind
+        ? condition(prev?.conditions, 'Degraded', 'True', 'NodeStatusUnavailable', blind, gen, o.now)
+        : phase === 'Degraded'
         ? condition(prev?.conditions, 'Degraded', 'True', 'NodesNotReady', progress!.message, gen, o.now)
         : condition(prev?.conditions, 'Degraded', 'False', 'AsExpected', 'no error', gen, o.now),
   ];
