@@ -35,8 +35,8 @@ describe('CancelDrain', () => {
   it('stops a running drain between moves: the node is ready again, takes new objects, and drains fully later', async () => {
     const prefix = fx.prefix();
     const nodes = [await fx.node(prefix), await fx.node(prefix)];
-    // Every chunk node 3 moves waits 2 s after its copy: the drain is held open at a known step.
-    nodes.push(await fx.node(prefix, { env: { LOAM_FAILPOINTS: 'move-after-install:pause=2000' } }));
+    // Every chunk node 3 moves waits 4 s after its copy: the drain is held open at a known step.
+    nodes.push(await fx.node(prefix, { env: { LOAM_FAILPOINTS: 'move-after-install:pause=4000' } }));
     const c = await fx.client(nodes[0], 20_000);
     const direct = await Promise.all(nodes.map((n) => fx.client(n)));
     const items: Item[] = [];
@@ -57,7 +57,7 @@ describe('CancelDrain', () => {
       const s3 = (await admin.status(via)).find((s) => s.number === 3)!;
       expect(s3.state).toBe('ready');
       expect(s3.draining).toBeNull();
-      // Stopped part way (40 objects in two chunks of 20, the first held 2 s), never half moved.
+      // Stopped part way (40 objects in two chunks of 20, the first held 4 s), never half moved.
       const onThree = [];
       for (const it of items) {
         const m = await masters(direct, it.$oid!);

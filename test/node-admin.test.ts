@@ -20,7 +20,7 @@ describe('the operator node admin', () => {
     const one = await fx.node(prefix);
     const two = await fx.node(prefix);
     // Each chunk the drain of node 3 moves waits here: the drain runs for seconds.
-    const three = await fx.node(prefix, { env: { LOAM_FAILPOINTS: 'move-after-install:pause=1500' } });
+    const three = await fx.node(prefix, { env: { LOAM_FAILPOINTS: 'move-after-install:pause=2500' } });
     const c = await fx.client(one);
     const items: Item[] = [];
     for (let i = 0; i < 20; i++) items.push(await c.persist(new Item(i), { backend: 3 }));
