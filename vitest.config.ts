@@ -2,7 +2,7 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
-    include: ['sdk/test/**/*.test.ts', 'node/test/**/*.test.ts', 'test/**/*.test.ts'],
+    include: ['sdk/test/**/*.test.ts', 'node/test/**/*.test.ts', 'operator/test/**/*.test.ts', 'test/**/*.test.ts'],
     // The Kubernetes control plane (test/harness/kube.ts) takes ~12-18 min to build cold on a
     // 2-core machine: its harness test and the tests against the API server (test/kube/) run on
     // demand (`npm run test:kube`, vitest.kube.config.ts) rather than in every `npm test`.
