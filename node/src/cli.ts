@@ -11,6 +11,7 @@ import { ClusterSecret } from './cluster/peer-auth.js';
 import type { LevelWithSilent } from 'pino';
 import { parseDuration, s3FromOpts, s3Options, type S3CliOpts } from './cli-s3.js';
 import { statusCommand } from './cli-status.js';
+import { operatorCommand } from './cli-operator.js';
 
 function parsePort(v: string): number {
   const n = Number(v);
@@ -280,6 +281,7 @@ program
   });
 
 statusCommand(program);
+operatorCommand(program);
 
 program
   .command('repair')
