@@ -6,7 +6,10 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { KubeConfig } from '@kubernetes/client-node';
+import { AppsV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
+import { DATASTORE_GROUP, DATASTORE_PLURAL, DATASTORE_VERSION } from './crd/datastore.js';
+import type { DataStore } from './crd/types.js';
+import { apiErrorCode, describeError } from './runtime/errors.js';
 import { KubeEventRecorder } from './runtime/events.js';
 import { defaultIdentity } from './runtime/leader.js';
 import type { RuntimeLog } from './runtime/log.js';
@@ -127,4 +130,58 @@ export async function runOperator(opts: OperatorCliOptions, log: RuntimeLog): Pr
       await wiring.admin.close();
     },
   };
+}
+
+/** What `loam status --datastore` shows of a DataStore's StatefulSet: the progress of a rolling upgrade. */
+export interface StatefulSetRollView {
+  name: string;
+  /** spec.replicas */
+  replicas: number;
+  readyReplicas: number;
+  updatedReplicas: number;
+  currentRevision?: string;
+  updateRevision?: string;
+  /** spec.updateStrategy.rollingUpdate.partition: ordinals below it are not updated yet. */
+  partition?: number;
+}
+
+export class DataStoreNotFoundError extends Error {
+  constructor(readonly namespace: string, readonly datastore: string, context: string) {
+    super(`DataStore ${namespace}/${datastore} not found (Kubernetes context: ${context}); kubectl get lds -A lists them`);
+    this.name = 'DataStoreNotFoundError';
+  }
+}
+
+/**
+ * `loam status --datastore NAME`'s lookup: the DataStore (with its status) and the StatefulSet of
+ * its nodes (named after it), through the same credentials as `loam operator`. `namespace`
+ * defaults to the context's, else `default`.
+ */
+export async function lookupDataStore(name: string, namespace?: string, env: NodeJS.ProcessEnv = process.env): Promise<{ ds: DataStore; statefulSet?: StatefulSetRollView; namespace: string; context: string }> {
+  const { kc, source } = loadKubeConfig(undefined, env);
+  const ns = namespace ?? kc.getContextObject(kc.getCurrentContext())?.namespace ?? 'default';
+  let ds: DataStore;
+  try {
+    ds = (await kc.makeApiClient(CustomObjectsApi).getNamespacedCustomObject({ group: DATASTORE_GROUP, version: DATASTORE_VERSION, namespace: ns, plural: DATASTORE_PLURAL, name })) as DataStore;
+  } catch (e) {
+    if (apiErrorCode(e) === 404) throw new DataStoreNotFoundError(ns, name, source);
+    throw new Error(`looking up DataStore ${ns}/${name} (Kubernetes context: ${source}): ${describeError(e).message}`, { cause: e });
+  }
+  let statefulSet: StatefulSetRollView | undefined;
+  try {
+    const sts = await kc.makeApiClient(AppsV1Api).readNamespacedStatefulSet({ namespace: ns, name });
+    statefulSet = {
+      name,
+      replicas: sts.spec?.replicas ?? 0,
+      readyReplicas: sts.status?.readyReplicas ?? 0,
+      updatedReplicas: sts.status?.updatedReplicas ?? 0,
+      currentRevision: sts.status?.currentRevision,
+      updateRevision: sts.status?.updateRevision,
+      partition: sts.spec?.updateStrategy?.rollingUpdate?.partition,
+    };
+  } catch (e) {
+    // No StatefulSet yet (a new DataStore), or no right to read it: the DataStore's own status still shows.
+    if (apiErrorCode(e) !== 404 && apiErrorCode(e) !== 403) throw new Error(`reading StatefulSet ${ns}/${name}: ${describeError(e).message}`, { cause: e });
+  }
+  return { ds, statefulSet, namespace: ns, context: source };
 }

@@ -14,4 +14,4 @@ export { startOperator, parseListen, parseKey, InvalidListenAddressError, type O
 export { loadWiring, NotBuiltError, type Wiring } from './runtime/wiring.js';
 export { apiErrorCode, describeError } from './runtime/errors.js';
 export type { RuntimeLog } from './runtime/log.js';
-export { runOperator, loadKubeConfig, KubeConfigError, DEFAULT_OPERATOR_IMAGE, DEFAULT_SERVICEACCOUNT_DIR, type OperatorCliOptions } from './cli.js';
+export { runOperator, loadKubeConfig, lookupDataStore, KubeConfigError, DataStoreNotFoundError, DEFAULT_OPERATOR_IMAGE, DEFAULT_SERVICEACCOUNT_DIR, type OperatorCliOptions, type StatefulSetRollView } from './cli.js';

@@ -503,3 +503,74 @@ describe('loam operator (the process)', () => {
     }
   }, 90_000);
 });
+
+// ---------------------------------------------------------------------------------------------------------
+
+describe('loam status --datastore (looked up through Kubernetes)', () => {
+  async function loamStatus(args: string[]): Promise<{ code: number | null; out: string; err: string }> {
+    const p = spawn(process.execPath, [LOAM, 'status', ...args], { env: cleanEnv({ KUBECONFIG: kube.kubeconfig }), stdio: ['ignore', 'pipe', 'pipe'] });
+    procs.push(p);
+    let out = '';
+    let err = '';
+    p.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    const code = await Promise.race([new Promise<number | null>((r) => p.once('exit', (c) => r(c))), new Promise<'late'>((r) => setTimeout(() => r('late'), 20_000))]);
+    if (code === 'late') throw new Error(`loam status did not exit within 20 s\n${out}\n${err}`);
+    return { code, out, err };
+  }
+
+  it('prints the phase, conditions and nodes from the DataStore\'s status and a rolling upgrade from its StatefulSet', async () => {
+    await ensureCrd();
+    await ensureNamespace('st');
+    const ds = await createDataStore('st', 'shop');
+    const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    await ok('PUT', `${DS_API('st')}/shop/status`, {
+      ...ds,
+      status: {
+        phase: 'Upgrading',
+        observedGeneration: ds.metadata.generation,
+        readyNodes: 3,
+        endpoint: 'loam://shop.st.svc:7480',
+        conditions: [{ type: 'Progressing', status: 'True', reason: 'RollingUpgrade', message: 'rolling the nodes to a new image', lastTransitionTime: now, observedGeneration: ds.metadata.generation }],
+        nodes: [
+          { name: 'shop-0', backend: 1, ready: true, objects: 10, uploadBacklogBytes: 0 },
+          { name: 'shop-1', backend: 2, ready: true, objects: 12, uploadBacklogBytes: 2048 },
+          { name: 'shop-2', backend: 3, ready: true, objects: 11, uploadBacklogBytes: 0 },
+        ],
+      },
+    });
+    const labels = { 'app.kubernetes.io/name': 'loam', 'app.kubernetes.io/instance': 'shop' };
+    const sts = await ok('POST', '/apis/apps/v1/namespaces/st/statefulsets', {
+      apiVersion: 'apps/v1',
+      kind: 'StatefulSet',
+      metadata: { name: 'shop', labels },
+      spec: {
+        replicas: 3,
+        serviceName: 'shop-nodes',
+        selector: { matchLabels: labels },
+        updateStrategy: { type: 'RollingUpdate', rollingUpdate: { partition: 1 } },
+        template: { metadata: { labels }, spec: { containers: [{ name: 'loam', image: 'example.test/loam:2' }] } },
+      },
+    });
+    // No controller-manager here: the test writes the status a StatefulSet controller would.
+    await ok('PUT', '/apis/apps/v1/namespaces/st/statefulsets/shop/status', { ...sts, status: { replicas: 3, readyReplicas: 3, updatedReplicas: 2, currentRevision: 'shop-aaa', updateRevision: 'shop-bbb', observedGeneration: 1 } });
+
+    const r = await loamStatus(['--datastore', 'shop', '--namespace', 'st']);
+    expect(r.code, r.err).toBe(0);
+    const lines = r.out.split('\n');
+    expect(lines[0]).toBe('DataStore shop in st: Upgrading, 3 of 3 nodes ready  (endpoint loam://shop.st.svc:7480)');
+    expect(r.out).toMatch(/Progressing +True +RollingUpgrade +\S+ +rolling the nodes to a new image/);
+    expect(r.out).toMatch(/shop-1 +2 +yes +12 +2\.0 KiB/);
+    expect(r.out).toContain('rolling upgrade  [####################----------]  66%  2 of 3 pods updated (revision shop-aaa -> shop-bbb; pods from ordinal 1 up are being updated)');
+
+    const j = await loamStatus(['--datastore', 'shop', '--namespace', 'st', '--json']);
+    expect(j.code, j.err).toBe(0);
+    const parsed = JSON.parse(j.out) as { phase: string; nodes: unknown[]; roll: unknown; drains: unknown[] };
+    expect(parsed).toMatchObject({ phase: 'Upgrading', drains: [], roll: { updated: 2, replicas: 3, currentRevision: 'shop-aaa', updateRevision: 'shop-bbb', partition: 1 } });
+    expect(parsed.nodes).toHaveLength(3);
+
+    const missing = await loamStatus(['--datastore', 'nope', '--namespace', 'st']);
+    expect(missing.code).toBe(1);
+    expect(missing.err).toContain('loam: DataStore st/nope not found');
+  }, 90_000);
+});
