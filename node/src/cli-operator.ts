@@ -78,6 +78,10 @@ export function operatorCommand(program: Command): Command {
         process.exit(1);
       }
       process.stderr.write(`loam operator: /metrics, /healthz and /readyz on http://${running.handle.metricsAddress}\n`);
+      // A long-running controller logs a stray rejection (client-node's ListWatch drops the promise
+      // of its own restart, e.g. when a rotated token file cannot be read) instead of crashing into a
+      // restart loop: watches are restarted and every DataStore is listed again each resync anyway.
+      process.on('unhandledRejection', (e: unknown) => log.error({ err: e }, 'unhandled rejection (continuing)'));
       let signals = 0;
       const shutdown = (signal: string) => {
         if (++signals > 1) process.exit(130);
