@@ -4,7 +4,7 @@ export * from './crd/datastore.js';
 export { CRDS, crdYaml, crdFiles } from './crd/render.js';
 export { completeDataStore } from './crd/complete-sample.js';
 export * from './controller/contract.js';
-export { WorkQueue, backoffDelay, QueueStoppedError, DEFAULT_BACKOFF, type QueueBackoff, type QueueResult, type RunOutcome, type WorkQueueOptions } from './runtime/queue.js';
+export { WorkQueue, backoffDelay, DEFAULT_BACKOFF, type QueueBackoff, type QueueResult, type RunOutcome, type WorkQueueOptions } from './runtime/queue.js';
 export { Watches, ownerKey, MANAGED_BY_SELECTOR, INSTANCE_LABEL, type WatchOptions } from './runtime/watch.js';
 export { LeaderElector, defaultIdentity, type LeaderElectionOptions, type LeaderCallbacks } from './runtime/leader.js';
 export { OperatorMetrics } from './runtime/metrics.js';

@@ -90,10 +90,9 @@ export class LeaderElector {
     this.stopped = true;
     clearTimeout(this.timer);
     await this.tick;
-    if (this.leading) {
-      this.stepDown('stopping');
-      await this.release();
-    }
+    this.stepDown('stopping');
+    // Even when not leading: a round that was acquiring as stop() began may have won the lease.
+    await this.release();
   }
 
   private schedule(ms: number): void {

@@ -49,13 +49,6 @@ export interface WorkQueueOptions {
   random?: () => number;
 }
 
-export class QueueStoppedError extends Error {
-  constructor() {
-    super('the work queue is stopped');
-    this.name = 'QueueStoppedError';
-  }
-}
-
 export const DEFAULT_BACKOFF: QueueBackoff = { baseMs: 500, maxMs: 60_000 };
 
 /** The delay before retry number `failures` (1-based): base·2^(failures-1), capped, then "equal jitter" (between half and all of it). */
