@@ -24,14 +24,20 @@ interface OperatorFlags {
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 
+// An empty value (a chart that renders `value: ""` for "unset") means the default, not an error.
 function dnsName(what: string, re: RegExp) {
   return (v: string) => {
+    if (v === '') return undefined;
     if (!re.test(v)) throw new CliArgError(`not a ${what}: ${JSON.stringify(v)}`);
     return v;
   };
 }
 
+const DEFAULT_METRICS_LISTEN = '0.0.0.0:8080';
+const DEFAULT_IMAGE = 'ghcr.io/loam-dev/loam:0.1.0';
+
 function hostPort(v: string): string {
+  if (v === '') return DEFAULT_METRICS_LISTEN;
   if (!/^(\[[0-9a-fA-F:]+\]|[^:\s[\]]+):(\d{1,5})$/.test(v.trim()) || Number(v.trim().split(':').pop()) > 65535) throw new CliArgError(`not HOST:PORT: ${v} (example: 0.0.0.0:8080)`);
   return v.trim();
 }
@@ -42,7 +48,7 @@ export function operatorCommand(program: Command): Command {
     .command('operator')
     .description('run the Kubernetes operator: reconciles DataStore resources (loam.dev/v1alpha1) into storage node StatefulSets')
     .addOption(new Option('--namespace <ns>', 'watch only this namespace (default: all namespaces)').env('LOAM_OPERATOR_NAMESPACE').argParser(dnsName('namespace', DNS_LABEL)))
-    .addOption(new Option('--metrics-listen <host:port>', 'address of /metrics, /healthz and /readyz').env('LOAM_OPERATOR_METRICS_LISTEN').default('0.0.0.0:8080').argParser(hostPort))
+    .addOption(new Option('--metrics-listen <host:port>', 'address of /metrics, /healthz and /readyz').env('LOAM_OPERATOR_METRICS_LISTEN').default(DEFAULT_METRICS_LISTEN).argParser(hostPort))
     .option('--no-leader-elect', 'do not elect a leader through a Lease: run as the only replica')
     .addOption(new Option('--leader-election-namespace <ns>', 'namespace of the leader election Lease').default(process.env.POD_NAMESPACE || 'default', 'env POD_NAMESPACE, else default').argParser(dnsName('namespace', DNS_LABEL)))
     .option('--leader-election-id <name>', 'name of the leader election Lease', dnsName('Lease name', DNS_SUBDOMAIN), 'loam-operator')
@@ -52,12 +58,15 @@ export function operatorCommand(program: Command): Command {
       if (!Number.isInteger(n) || n < 1 || n > 64) throw new CliArgError(`--workers takes 1 to 64, got ${v}`);
       return n;
     }, 4)
-    .addOption(new Option('--image <image>', 'the node image a DataStore without spec.image runs (the operator\'s own)').env('LOAM_OPERATOR_IMAGE').default('ghcr.io/loam-dev/loam:0.1.0'))
+    .addOption(new Option('--image <image>', 'the node image a DataStore without spec.image runs (the operator\'s own)').env('LOAM_OPERATOR_IMAGE').default(DEFAULT_IMAGE).argParser((v) => v.trim() || DEFAULT_IMAGE))
     .option('--kubeconfig <path>', 'kubeconfig file (default: KUBECONFIG, ~/.kube/config, else the pod\'s service account; LOAM_SERVICEACCOUNT_DIR names its directory)')
     .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default(process.env.LOAM_LOG_LEVEL ?? 'info'))
     .action(async (flags: OperatorFlags) => {
       // One logger for the whole `loam` binary (its base names the component, so no child with another).
       const log = createLogger(flags.logLevel);
+      // An empty --leader-election-namespace or --leader-election-id (see dnsName) falls back to its default.
+      flags.leaderElectionNamespace ||= process.env.POD_NAMESPACE || 'default';
+      flags.leaderElectionId ||= 'loam-operator';
       const { runOperator } = await import('@loam/operator');
       let running: Awaited<ReturnType<typeof runOperator>>;
       try {
