@@ -313,6 +313,7 @@ describe('operator runtime on kube-apiserver', () => {
     expect(lm.status).toBe(200);
     expect(sample(lm.text, 'loam_operator_leader')).toBe(1);
     expect(sample(fm.text, 'loam_operator_leader')).toBe(0);
+    expect(sample(fm.text, 'loam_operator_queue_depth')).toBe(0); // a follower holds no keys
     expect(sample(lm.text, 'loam_operator_reconciles_total{result="success"}')).toBeGreaterThanOrEqual(4);
     expect(sample(lm.text, 'loam_operator_reconcile_duration_seconds_count')).toBeGreaterThanOrEqual(4);
     expect(lm.text).toContain('loam_operator_reconcile_duration_seconds_bucket{le="0.005"}');

@@ -99,12 +99,17 @@ export async function startOperator(opts: OperatorOptions): Promise<OperatorHand
     log,
     backoff: opts.watchBackoff,
     enqueue: (k, why) => {
+      // A replica that does not lead drops keys rather than hoarding them: the resync on becoming
+      // the leader enqueues every DataStore anyway, and its queue depth stays a true 0.
+      if (!leading) return;
       log.debug?.({ datastore: keyString(k), why }, 'enqueued');
       queue.add(keyString(k));
     },
   });
 
+  let leading = false;
   const lead = () => {
+    leading = true;
     metrics.leader.set(1);
     queue.resume();
     // Whatever changed while another replica led (or nobody did): every DataStore gets a pass.
@@ -115,6 +120,7 @@ export async function startOperator(opts: OperatorOptions): Promise<OperatorHand
     elector = new LeaderElector(opts.kc, opts.leaderElection, {
       onStartedLeading: lead,
       onStoppedLeading: () => {
+        leading = false;
         metrics.leader.set(0);
         queue.pause();
       },
