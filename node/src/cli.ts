@@ -13,6 +13,7 @@ import type { LevelWithSilent } from 'pino';
 import { parseDuration, s3FromOpts, s3Options, type S3CliOpts } from './cli-s3.js';
 import { statusCommand } from './cli-status.js';
 import { parseSize, sizeFromEnv } from './size.js';
+import { operatorCommand } from './cli-operator.js';
 
 function parsePort(v: string): number {
   const n = Number(v);
@@ -314,6 +315,7 @@ program
   });
 
 statusCommand(program);
+operatorCommand(program);
 
 program
   .command('repair')
