@@ -69,7 +69,14 @@ beforeAll(async () => {
   try {
     const t0 = Date.now();
     kube = await startKube({ kwok: true, nodes: 2 });
-    kubelet = await startKubelet(kube, { runImage: ({ image }) => (image.startsWith('resolver') ? { file: process.execPath, args: ['-e', RESOLVER] } : undefined) });
+    kubelet = await startKubelet(kube, {
+      runImage: ({ image, command }) => {
+        if (!image.startsWith('resolver')) return undefined;
+        // `resolve NAME` (an exec probe): exit 0 once NAME resolves in the Pod.
+        if (command?.[0] === 'resolve') return { file: process.execPath, args: ['-e', "require('node:dns').lookup(process.argv[1], (e) => process.exit(e ? 1 : 0))", command[1] ?? ''] };
+        return { file: process.execPath, args: ['-e', RESOLVER] };
+      },
+    });
     console.log(`control plane with 2 fake Nodes and the kubelet harness: ${Date.now() - t0} ms`);
   } catch (e) {
     setupError = e;
@@ -617,7 +624,7 @@ describe('kubelet harness: cluster DNS (a hosts file per Pod)', () => {
       expect(fs.readFileSync(f, 'utf8')).toBe('short\n');
       const m2 = rewriteInPlace(f, 'same!\n', m); // same size, within the same millisecond or not
       expect(m2).toBeGreaterThan(m);
-      expect(fs.statSync(f).mtimeMs).toBe(m2);
+      expect(Math.round(fs.statSync(f).mtimeMs)).toBe(m2);
       expect(fs.statSync(f).ino).toBe(ino);
       expect(fs.readFileSync(f, 'utf8')).toBe('same!\n');
     } finally {
@@ -772,9 +779,12 @@ spec:
   - name: main
     image: resolver:test
     env: [{ name: POD_IP, valueFrom: { fieldRef: { fieldPath: status.podIP } } }]
-    readinessProbe: { httpGet: { path: /healthz, port: 8080 }, periodSeconds: 1 }
+    # An exec probe runs in the Pod's namespace too: Ready once etcd's Service name resolves there.
+    readinessProbe: { exec: { command: [resolve, dns-etcd.default.svc] }, periodSeconds: 1 }
+    livenessProbe: { httpGet: { path: /healthz, port: 8080 }, periodSeconds: 1 }
 `);
     const r = (await waitReady('resolver')).status!.podIP!;
+    expect(kubelet.log()).toMatch(/default\/resolver main: readiness passed/);
     const ips = await Promise.all([0, 1, 2].map(async (i) => (await getPod(`dns-etcd-${i}`))!.status!.podIP!));
     for (const name of ['dns-etcd.default.svc', 'dns-etcd.default.svc.cluster.local', 'dns-etcd.default', 'dns-etcd', 'dns-etcd-peers.default.svc']) await resolvesTo(r, name, ips);
     await resolvesTo(r, 'dns-etcd-2.dns-etcd-peers.default.svc', [ips[2]!]);
