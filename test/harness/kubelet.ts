@@ -47,8 +47,8 @@
  * - gives it cluster DNS (option `dns`, default on) as a hosts file: every process (exec probes too)
  *   runs in a mount namespace of its own (`unshare --mount`, `sh -c 'mount --bind <file> /etc/hosts;
  *   exec "$@"'`: unshare and sh exec, so the pid, signals and exit code are the program's own), and
- *   glibc (Node's dns.lookup) and Go's resolver (etcd) read /etc/hosts before DNS; names it lacks
- *   fall through to the machine's /etc/resolv.conf. The Pod's file (rules in cluster-dns.ts) holds
+ *   glibc (Node's dns.lookup) and Go's resolver (etcd) read /etc/hosts before DNS; names the file
+ *   lacks fall through to the machine's /etc/resolv.conf. The Pod's file (rules in cluster-dns.ts) holds
  *   the machine's lines, what a kubelet writes for the Pod itself (its hostname, hostAliases), and
  *   per Service `<svc>.<ns>.svc(.cluster.local)` (plus the search-path short forms) → its endpoints,
  *   and for a headless Service `<hostname>.<svc>.<ns>.svc(.cluster.local)` → that StatefulSet Pod.
@@ -163,7 +163,7 @@ export interface ContainerProcess {
   /** The last exit, if any. */
   exitCode: number | undefined;
   signal: string | undefined;
-  /** The program and its arguments as run (argv[0] is the executable). */
+  /** The program and its arguments as run (argv[0] is the executable; the cluster-DNS wrapper execs into it and is not listed). */
   argv: string[];
   env: Record<string, string>;
   cwd: string;
@@ -1280,6 +1280,7 @@ class PodRun {
   wrap(argv: string[], env: Record<string, string>): [string, string[]] {
     if (!this.hostsFile || !dnsTools) return [argv[0]!, argv.slice(1)];
     // sh exports a PWD of its own; the program gets only the container's environment.
+    // A failed mount exits 125 (its message in the container's log) rather than run without cluster names.
     const script = `${dnsTools.mount} --bind "$0" /etc/hosts || exit 125; ${'PWD' in env ? '' : 'unset PWD; '}exec "$@"`;
     return [dnsTools.unshare, ['--mount', '--propagation', 'private', '--', dnsTools.sh, '-c', script, this.hostsFile, ...argv]];
   }
