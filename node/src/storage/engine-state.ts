@@ -70,6 +70,11 @@ export class OutcomeTable {
     return this.map.get(id);
   }
 
+  /** Oldest first (log order): a checkpoint keeps that order, so forgetting goes on as before. */
+  entries(): IterableIterator<[string, Outcome]> {
+    return this.map.entries();
+  }
+
   put(id: string, o: Outcome, now = Date.now()): void {
     const prev = this.map.get(id);
     if (prev) {

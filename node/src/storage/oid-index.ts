@@ -43,6 +43,16 @@ export class OidIndex {
     return this.keys.byteLength + this.seg.byteLength + this.off.byteLength + this.len.byteLength + this.ver.byteLength + this.ds.byteLength;
   }
 
+  /** Grows once to hold `count` entries (a checkpoint load knows its count: no rehash per doubling). */
+  reserve(count: number): void {
+    let cap = this.cap;
+    while (count > cap * MAX_LOAD) cap *= 2;
+    if (cap === this.cap) return;
+    const old = { keys: this.keys, seg: this.seg, off: this.off, len: this.len, ver: this.ver, ds: this.ds, cap: this.cap };
+    this.alloc(cap);
+    this.rehash(old);
+  }
+
   private alloc(cap: number): void {
     if (cap > MAX_CAPACITY) throw new Error(`oid index is full: ${this.count} objects (limit ${MAX_CAPACITY * MAX_LOAD})`);
     this.cap = cap;
@@ -148,8 +158,12 @@ export class OidIndex {
   }
 
   private grow(): void {
-    const { keys, seg, off, len, ver, ds, cap } = this;
-    this.alloc(cap * 2);
+    const old = { keys: this.keys, seg: this.seg, off: this.off, len: this.len, ver: this.ver, ds: this.ds, cap: this.cap };
+    this.alloc(this.cap * 2);
+    this.rehash(old);
+  }
+
+  private rehash({ keys, seg, off, len, ver, ds, cap }: { keys: Uint32Array; seg: Uint32Array; off: Uint32Array; len: Uint32Array; ver: Float64Array; ds: Uint16Array; cap: number }): void {
     for (let i = 0; i < cap; i++) {
       if (seg[i] === 0) continue;
       const k = i * 4;
@@ -163,6 +177,19 @@ export class OidIndex {
       this.len[j] = len[i];
       this.ver[j] = ver[i];
       this.ds[j] = ds[i];
+    }
+  }
+
+  /**
+   * Visits every entry without allocating (order unspecified): the checkpoint walks millions of
+   * entries in one synchronous step, where an array and an object per entry would cost more.
+   */
+  forEachRaw(fn: (a: number, b: number, c: number, d: number, segment: number, offset: number, length: number, version: number, dataset: number) => void): void {
+    const { keys, seg, off, len, ver, ds } = this;
+    for (let i = 0; i < this.cap; i++) {
+      if (seg[i] === 0) continue;
+      const k = i * 4;
+      fn(keys[k], keys[k + 1], keys[k + 2], keys[k + 3], seg[i], off[i], len[i], ver[i], ds[i]);
     }
   }
 

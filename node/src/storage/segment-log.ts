@@ -30,6 +30,12 @@ export interface SegmentLogOptions {
   remote?: RemoteSegments;
   /** Progress of replaying remote segments at open (a restore from S3 can take a while). */
   onRemoteReplay?: (done: number, of: number, bytes: number) => void;
+  /**
+   * An index checkpoint that covers the first remote segments (`names`, log order; a restore
+   * onto an empty directory): they are opened without being read, `load` gets their handles
+   * (in the order of `names`) before the first later segment replays, and only later ones replay.
+   */
+  checkpoint?: { names: string[]; load: (handles: number[]) => void };
 }
 
 /** Where sealed segments that are not on local disk are read from (the S3 tier). */
@@ -150,7 +156,8 @@ export class SegmentLog implements SegmentStore {
     }
     // Remote segments that have no local file of the same or a later revision.
     const remoteNames = new Map<number, string>();
-    for (const [name] of opts.remote?.list() ?? []) {
+    const remoteSizes = opts.remote?.list() ?? new Map<string, number>();
+    for (const [name] of remoteSizes) {
       const p = parseSegmentName(name);
       if (!p) continue;
       const local = names.get(p.id);
@@ -167,8 +174,21 @@ export class SegmentLog implements SegmentStore {
     }
     const ids = [...new Set([...names.keys(), ...remoteNames.keys()])].sort((a, b) => a - b);
     const report: RecoveryReport = { segments: ids.length, records: 0, bytes: 0, truncatedBytes: 0 };
-    // Remote segments are fetched a few ahead of the replay.
-    const remoteIds = ids.filter((id) => remoteNames.has(id));
+    const covered = new Map((opts.checkpoint?.names ?? []).map((n, i) => [n, i]));
+    if (opts.checkpoint) {
+      // A prefix of the log, all remote (nothing local to prefer): otherwise replay order breaks.
+      const first = ids.slice(0, covered.size).map((id) => remoteNames.get(id));
+      if (names.size > 0 || first.some((n, i) => n !== opts.checkpoint!.names[i])) throw new Error('invariant: a checkpoint covers a prefix of remote segments');
+    }
+    const coveredHandles: number[] = [];
+    const loadCheckpoint = () => {
+      if (!opts.checkpoint || coveredHandles.length === 0) return;
+      opts.checkpoint.load(coveredHandles);
+      report.checkpointSegments = coveredHandles.length;
+      coveredHandles.length = 0;
+    };
+    // Remote segments are fetched a few ahead of the replay (not the ones the checkpoint covers).
+    const remoteIds = ids.filter((id) => remoteNames.has(id) && !covered.has(remoteNames.get(id)!));
     const fetches = new Map<number, Promise<Buffer>>();
     const fetchAhead = (from: number) => {
       for (const id of remoteIds.slice(from, from + REMOTE_PREFETCH)) {
@@ -184,6 +204,20 @@ export class SegmentLog implements SegmentStore {
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i];
       const remoteName = remoteNames.get(id);
+      if (remoteName !== undefined && covered.has(remoteName)) {
+        const p = parseSegmentName(remoteName)!;
+        const handle = p.rev === 0 ? id : log.nextHandle++;
+        const size = remoteSizes.get(remoteName)!;
+        log.segs.set(handle, { id, rev: p.rev, size, lastRead: 0 });
+        coveredHandles[covered.get(remoteName)!] = handle;
+        report.bytes += size;
+        if (i === ids.length - 1) {
+          loadCheckpoint();
+          await log.createSegment(id + 1);
+        }
+        continue;
+      }
+      loadCheckpoint(); // before the first segment after the checkpoint replays
       if (remoteName) {
         fetchAhead(remoteDone);
         const data = await fetches.get(id)!;
