@@ -24,10 +24,10 @@ let seq = 0;
 /** Small segments, so a few hundred notes make several; checkpoints only when asked (a graceful stop) unless `env` says otherwise. */
 const SMALL = { LOAM_SEGMENT_SIZE: '64KiB', LOAM_COMPACTION_INTERVAL: '0' };
 
-function s3Node(name: string, prefix: string, dataDir: string, env: Record<string, string> = SMALL): Promise<NodeProcess> {
+function s3Node(name: string, prefix: string, dataDir: string, env: Record<string, string> = SMALL, extra: string[] = []): Promise<NodeProcess> {
   return startNode({
     dataDir,
-    args: ['--s3-endpoint', s3.endpoint, '--s3-bucket', s3.bucket, '--s3-prefix', prefix, '--s3-region', s3.region, '--upload-interval', '1s', '--node-name', name],
+    args: ['--s3-endpoint', s3.endpoint, '--s3-bucket', s3.bucket, '--s3-prefix', prefix, '--s3-region', s3.region, '--upload-interval', '1s', '--node-name', name, ...extra],
     env: { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, ...env },
   });
 }
@@ -145,6 +145,34 @@ describe('index checkpoints in S3', () => {
     const third = restoredLine(node)!;
     expect(third.replayed).toBe(0); // the stop's checkpoint covers everything
     expect(third.checkpoint).toBe(latest(prefix).segments.length);
+    c = await client(node);
+    expect(await readAll(c, notes)).toEqual([]);
+    await node.stop();
+  });
+
+  it('a restart whose checkpointed segments were evicted loads the checkpoint instead of fetching them; local ones stay local', async () => {
+    const prefix = `ckpt-evicted-${++seq}`;
+    const dir = tempDir();
+    const evictAll = ['--disk-cache-size', '0', '--cache-size', '0'];
+    let node = await s3Node('c4', prefix, dir, SMALL, evictAll);
+    let c = await client(node);
+    const notes: Note[] = [];
+    for (let i = 0; i < 300; i++) notes.push(await c.persist(new Note(i, text(i, 'evicted'))));
+    await c.flush();
+    await waitFor(async () => (await metric(node, 'loam_s3_cache_bytes')) === 0 && (await metric(node, 'loam_s3_cache_evictions_total')) > 0, 'the segments to be evicted', 15_000, 100);
+    await node.stop(); // the checkpoint covers them all
+    const covered = latest(prefix).checkpoint!.segments.length;
+    // A restart that keeps every segment local writes more; those stay local.
+    node = await s3Node('c4', prefix, dir);
+    c = await client(node);
+    for (let i = 300; i < 360; i++) notes.push(await c.persist(new Note(i, text(i, 'local'))));
+    await c.flush();
+    await node.kill();
+    node = await s3Node('c4', prefix, dir);
+    const rec = node.logs.find((l) => l.msg === 'recovered log') as { checkpointSegments?: number; segments: number };
+    expect(rec.checkpointSegments).toBe(covered);
+    expect(await metric(node, 'loam_s3_replay_segments')).toBe(0); // nothing fetched to replay: the later segments are local
+    expect(node.logs.some((l) => l.msg === 'restoring the log from S3')).toBe(false);
     c = await client(node);
     expect(await readAll(c, notes)).toEqual([]);
     await node.stop();

@@ -408,7 +408,7 @@ export class LoamNode {
         );
         // An index checkpoint of everything: a restore of this node then replays nothing.
         if (flushed) {
-          await this.engine.checkpoint(abort).then(
+          await this.engine.checkpoint(AbortSignal.timeout(FLUSH_ON_STOP_MS)).then(
             () => this.log.info('index checkpoint written to S3'),
             (e: Error) => this.log.warn({ err: e.message }, 'no index checkpoint at the stop; a restore replays the segments after the last one'),
           );

@@ -10,7 +10,7 @@ import { wordsFromHex } from './oid-index.js';
 import { checkFrame, decodeFrame, encodeBatch, RecordType, type LogRecord } from './record.js';
 import { SegmentLog, parseSegmentName } from './segment-log.js';
 import { ObjectStoreError, ObjectStoreUnavailableError, type ObjectStore } from './object-store.js';
-import { ManifestKeys, latestManifest } from './tier/manifest.js';
+import { ManifestKeys, latestManifest, type Manifest } from './tier/manifest.js';
 import { S3Tier, type TierObserver } from './tier/s3-tier.js';
 import { CheckpointError, encodeCheckpoint, loadCheckpoint, readCheckpoint, type DecodedCheckpoint, type EncodedCheckpoint } from './tier/checkpoint.js';
 import { ChecksumMismatchError } from './tier/checked-fetch.js';
@@ -115,6 +115,17 @@ async function manifestWhenReachable(store: ObjectStore, keys: ManifestKeys, inf
   });
 }
 
+/** Whether some segment the manifest's checkpoint covers has no local file (evicted, or never local). */
+function coversEvicted(logDir: string, m: Manifest): boolean {
+  let local: Set<number>;
+  try {
+    local = new Set(fs.readdirSync(logDir).map((f) => parseSegmentName(f)?.id).filter((id): id is number => id !== undefined));
+  } catch {
+    return true;
+  }
+  return m.segments.slice(0, m.checkpoint?.segments.length ?? 0).some((s) => !local.has(parseSegmentName(s.name)?.id ?? -1));
+}
+
 function hasSegments(logDir: string): boolean {
   try {
     return fs.readdirSync(logDir).some((f) => parseSegmentName(f) !== undefined);
@@ -207,21 +218,21 @@ export class Engine implements EngineCore {
       // An empty log directory and a manifest in S3: this node lost its volume, and its log is
       // replayed from S3 (segments stay there, read on demand, until the cache holds them).
       restoring = !!found && !hasSegments(logDir);
-      if (restoring) {
-        const m = found!.manifest;
-        info('restoring the log from S3', { manifest: found!.key, segments: m.segments.length, bytes: m.segments.reduce((n, x) => n + x.size, 0), checkpoint: m.checkpoint?.key });
-        if (m.checkpoint) {
-          // The checkpoint stands in for the segments it covers; if it cannot be used, every segment replays.
-          const t = Date.now();
-          try {
-            checkpoint = await readCheckpoint(opts.tier.store, m, opts.tier.onChecksumMismatch);
-            info('loading the index checkpoint', { key: m.checkpoint.key, bytes: m.checkpoint.size, objects: checkpoint.header.objects, covers: checkpoint.header.segments.length, of: m.segments.length, fetchMs: Date.now() - t });
-          } catch (e) {
-            const reason = e instanceof ChecksumMismatchError ? 'checksum' : e instanceof CheckpointError ? 'invalid' : e instanceof ObjectStoreError ? 'unreadable' : 'error';
-            opts.observer?.warn?.('the index checkpoint cannot be used: replaying every segment instead', { key: m.checkpoint.key, err: (e as Error).message });
-            opts.tier.observer?.checkpointFallback?.(reason);
-            tier.dropCheckpoint();
-          }
+      const m = found?.manifest;
+      if (restoring) info('restoring the log from S3', { manifest: found!.key, segments: m!.segments.length, bytes: m!.segments.reduce((n, x) => n + x.size, 0), checkpoint: m!.checkpoint?.key });
+      // A restore, or a restart whose checkpointed segments are not all on local disk (evicted):
+      // the checkpoint saves fetching and replaying them. A restart with all of them local replays locally.
+      if (m?.checkpoint && (restoring || coversEvicted(logDir, m))) {
+        // The checkpoint stands in for the segments it covers; if it cannot be used, every segment replays.
+        const t = Date.now();
+        try {
+          checkpoint = await readCheckpoint(opts.tier.store, m, opts.tier.onChecksumMismatch);
+          info('loading the index checkpoint', { key: m.checkpoint.key, bytes: m.checkpoint.size, objects: checkpoint.header.objects, covers: checkpoint.header.segments.length, of: m.segments.length, fetchMs: Date.now() - t });
+        } catch (e) {
+          const reason = e instanceof ChecksumMismatchError ? 'checksum' : e instanceof CheckpointError ? 'invalid' : e instanceof ObjectStoreError ? 'unreadable' : 'error';
+          opts.observer?.warn?.('the index checkpoint cannot be used: replaying every segment instead', { key: m.checkpoint.key, err: (e as Error).message });
+          opts.tier.observer?.checkpointFallback?.(reason);
+          tier.dropCheckpoint();
         }
       }
     }
@@ -248,6 +259,11 @@ export class Engine implements EngineCore {
     );
     engine.log = log;
     engine.tierStore = opts.tier?.store;
+    if (checkpoint && report.checkpointSegments === undefined) {
+      // The local log does not start with the segments it covers (compacted further locally).
+      opts.observer?.warn?.('the index checkpoint does not match the local log: every segment was replayed', { key: tier?.checkpointKey });
+      opts.tier?.observer?.checkpointFallback?.('mismatch');
+    }
     if (tier) {
       tier.attach(log);
       engine.tier = tier;

@@ -31,9 +31,12 @@ export interface SegmentLogOptions {
   /** Progress of replaying remote segments at open (a restore from S3 can take a while). */
   onRemoteReplay?: (done: number, of: number, bytes: number) => void;
   /**
-   * An index checkpoint that covers the first remote segments (`names`, log order; a restore
-   * onto an empty directory): they are opened without being read, `load` gets their handles
-   * (in the order of `names`) before the first later segment replays, and only later ones replay.
+   * An index checkpoint of the first segments of the log (`names`, log order, as the remote
+   * store names them): they are opened without being read, `load` gets their handles (in the
+   * order of `names`) before the first later segment replays, and only later ones replay. Used
+   * only if the log's first segments are exactly those (a local file of the same name is the same
+   * content; a later local revision is not) and the last of them is not the log's last;
+   * otherwise every segment replays and the report's `checkpointSegments` stays unset.
    */
   checkpoint?: { names: string[]; load: (handles: number[]) => void };
 }
@@ -174,12 +177,12 @@ export class SegmentLog implements SegmentStore {
     }
     const ids = [...new Set([...names.keys(), ...remoteNames.keys()])].sort((a, b) => a - b);
     const report: RecoveryReport = { segments: ids.length, records: 0, bytes: 0, truncatedBytes: 0 };
-    const covered = new Map((opts.checkpoint?.names ?? []).map((n, i) => [n, i]));
-    if (opts.checkpoint) {
-      // A prefix of the log, all remote (nothing local to prefer): otherwise replay order breaks.
-      const first = ids.slice(0, covered.size).map((id) => remoteNames.get(id));
-      if (names.size > 0 || first.some((n, i) => n !== opts.checkpoint!.names[i])) throw new Error('invariant: a checkpoint covers a prefix of remote segments');
-    }
+    const chosen = (id: number) => remoteNames.get(id) ?? names.get(id);
+    const ck = opts.checkpoint;
+    const usable = !!ck && ck.names.length > 0 && ck.names.length < ids.length + 1
+      && ids.slice(0, ck.names.length).every((id, i) => chosen(id) === ck.names[i] && remoteSizes.has(ck.names[i]))
+      && (remoteNames.has(ids[ck.names.length - 1]) || ck.names.length < ids.length);
+    const covered = new Map(usable ? ck!.names.map((n, i) => [n, i]) : []);
     const coveredHandles: number[] = [];
     const loadCheckpoint = () => {
       if (!opts.checkpoint || coveredHandles.length === 0) return;
@@ -204,12 +207,15 @@ export class SegmentLog implements SegmentStore {
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i];
       const remoteName = remoteNames.get(id);
-      if (remoteName !== undefined && covered.has(remoteName)) {
-        const p = parseSegmentName(remoteName)!;
+      const coveredName = chosen(id)!;
+      if (covered.has(coveredName)) {
+        const p = parseSegmentName(coveredName)!;
         const handle = p.rev === 0 ? id : log.nextHandle++;
-        const size = remoteSizes.get(remoteName)!;
-        log.segs.set(handle, { id, rev: p.rev, size, lastRead: 0 });
-        coveredHandles[covered.get(remoteName)!] = handle;
+        const size = remoteSizes.get(coveredName)!;
+        // A local copy (the same content as the upload of this name) is read locally, never replayed.
+        const reader = remoteName === undefined ? files.openRead(coveredName) : undefined;
+        log.segs.set(handle, { id, rev: p.rev, size, reader, lastRead: 0 });
+        coveredHandles[covered.get(coveredName)!] = handle;
         report.bytes += size;
         if (i === ids.length - 1) {
           loadCheckpoint();

@@ -112,7 +112,7 @@ export class S3Tier {
   /** Bytes uploaded since the last checkpoint was captured (rewrites count: they make checkpoints stale). */
   private bytesSinceCheckpoint = 0;
   /** Captured, waiting for its segments to be in S3 before it is uploaded. */
-  private pendingCheckpoint?: EncodedCheckpoint & { capture: number };
+  private pendingCheckpoint?: EncodedCheckpoint & { capture: number; captureMs: number };
   /** The latest checkpoint in S3 that may still fit the log (the manifest names it while it does). */
   private checkpoint?: ManifestCheckpoint;
   private checkpointCapture = 0;
@@ -139,6 +139,11 @@ export class S3Tier {
       this.checkpoint = m.checkpoint;
     }
     this.remote.setManifest(m);
+  }
+
+  /** The key of the latest checkpoint that may still fit the log. */
+  get checkpointKey(): string | undefined {
+    return this.checkpoint?.key;
   }
 
   /** A restore could not use the manifest's checkpoint: later manifests do not name it (GC deletes it). */
@@ -464,6 +469,7 @@ export class S3Tier {
         || (!this.current?.checkpoint && this.bytesSinceCheckpoint >= taker.everyBytes / 4);
       if (!due) return;
       let c: EncodedCheckpoint | 'nothing' | undefined;
+      const t0 = performance.now();
       try {
         c = await taker.capture();
       } catch (e) {
@@ -478,7 +484,7 @@ export class S3Tier {
         this.emptyCapture = capture;
         return;
       }
-      this.pendingCheckpoint = { ...c, capture };
+      this.pendingCheckpoint = { ...c, capture, captureMs: Math.round(performance.now() - t0) };
     }
     const pending = this.pendingCheckpoint;
     const keys = pending.names.map((n) => this.uploaded.get(n)?.key);
@@ -506,7 +512,7 @@ export class S3Tier {
     this.checkpointCapture = pending.capture;
     this.pendingCheckpoint = undefined;
     this.obs.checkpointWritten?.(pending.body.length, pending.objects);
-    this.obs.info?.('index checkpoint in S3', { key, bytes: pending.body.length, objects: pending.objects, segments: keys.length });
+    this.obs.info?.('index checkpoint in S3', { key, bytes: pending.body.length, objects: pending.objects, segments: keys.length, captureMs: pending.captureMs });
     await this.advanceManifest();
   }
 
