@@ -66,12 +66,38 @@ export interface EncodedCheckpoint {
   records: number;
 }
 
-interface Placed {
-  seg: number;
-  offset: number;
-  length: number;
-  record: LogRecord;
+/**
+ * Frames written into 1 MiB chunks as they are made: the records rebuilt from the tables (up
+ * to 500,000 outcomes) are never all alive at once, only their bytes.
+ */
+class ChunkWriter {
+  readonly chunks: Buffer[] = [];
+  private buf = Buffer.allocUnsafe(0);
+  private pos = 0;
+  count = 0;
+
+  add(seg: number, offset: number, length: number, record: LogRecord): void {
+    const size = PLACE + frameSize(record);
+    if (this.pos + size > this.buf.length) {
+      if (this.pos > 0) this.chunks.push(this.buf.subarray(0, this.pos));
+      this.buf = Buffer.allocUnsafe(Math.max(CHUNK, size));
+      this.pos = 0;
+    }
+    let p = this.buf.writeUInt32LE(seg, this.pos);
+    p = this.buf.writeUInt32LE(offset, p);
+    p = this.buf.writeUInt32LE(length, p);
+    this.pos = writeFrame(this.buf, p, record, 0);
+    this.count++;
+  }
+
+  done(): Buffer[] {
+    if (this.pos > 0) this.chunks.push(this.buf.subarray(0, this.pos));
+    this.pos = 0;
+    return this.chunks;
+  }
 }
+
+const CHUNK = 1024 * 1024;
 
 const oidBuf = (hex: string) => Buffer.from(hex, 'hex');
 
@@ -86,13 +112,13 @@ export function encodeCheckpoint(src: CheckpointSource, node: string, takenAt = 
     if (i === undefined) throw new Error(`invariant: the state points into segment ${handle}, which the checkpoint does not cover`);
     return i;
   };
-  const records: Placed[] = [];
+  const records = new ChunkWriter();
   const placed = (e: { segment: number; offset: number; length: number }, record: LogRecord) => {
     const seg = slotOf(e.segment);
     accounted[seg] += e.length;
-    records.push({ seg, offset: e.offset, length: e.length, record });
+    records.add(seg, e.offset, e.length, record);
   };
-  for (const [name, dataset] of state.datasetIds) records.push({ seg: NONE, offset: 0, length: 0, record: { type: RecordType.Dataset, dataset, name } });
+  for (const [name, dataset] of state.datasetIds) records.add(NONE, 0, 0, { type: RecordType.Dataset, dataset, name });
   for (const [key, e] of state.aliases) {
     const cut = key.indexOf('\0');
     const dataset = Number(key.slice(0, cut));
@@ -111,13 +137,11 @@ export function encodeCheckpoint(src: CheckpointSource, node: string, takenAt = 
   }
   for (const [id, o] of state.outcomes.entries()) placed(o, { type: RecordType.Outcome, dataset: 0, id: oidBuf(id), at: o.at, ok: o.ok, versions: o.versions });
 
+  const recordChunks = records.done();
   const objects = state.index.size;
-  let recordBytes = 0;
-  for (const r of records) recordBytes += PLACE + frameSize(r.record);
   // Index entries account for their bytes too; what is left per segment goes in `live`.
-  const indexAt = 0;
   const index = Buffer.allocUnsafe(objects * INDEX_ENTRY);
-  let p = indexAt;
+  let p = 0;
   let lastHandle = -1;
   let lastSlot = 0;
   state.index.forEachRaw((a, b, c, d, segment, offset, length, version, dataset) => {
@@ -144,25 +168,19 @@ export function encodeCheckpoint(src: CheckpointSource, node: string, takenAt = 
     if (other !== 0) live.push([i, other]);
   }
   const header: CheckpointHeader = {
-    format: 1, node, takenAt, segments: names, objects, records: records.length, live: live.length, forgottenUpTo: state.outcomes.forgottenUpTo,
+    format: 1, node, takenAt, segments: names, objects, records: records.count, live: live.length, forgottenUpTo: state.outcomes.forgottenUpTo,
   };
   const head = Buffer.from(JSON.stringify(header));
-  const rest = Buffer.allocUnsafe(recordBytes + live.length * LIVE_ENTRY);
+  const tail = Buffer.allocUnsafe(live.length * LIVE_ENTRY);
   let q = 0;
-  for (const r of records) {
-    q = rest.writeUInt32LE(r.seg, q);
-    q = rest.writeUInt32LE(r.offset, q);
-    q = rest.writeUInt32LE(r.length, q);
-    q = writeFrame(rest, q, r.record, 0);
-  }
   for (const [seg, bytes] of live) {
-    q = rest.writeUInt32LE(seg, q);
-    q = rest.writeDoubleLE(bytes, q);
+    q = tail.writeUInt32LE(seg, q);
+    q = tail.writeDoubleLE(bytes, q);
   }
   const lead = Buffer.allocUnsafe(MAGIC.length + 4);
   MAGIC.copy(lead, 0);
   lead.writeUInt32LE(head.length, MAGIC.length);
-  return { names, body: Buffer.concat([lead, head, index, rest]), objects, records: records.length };
+  return { names, body: Buffer.concat([lead, head, index, ...recordChunks, tail]), objects, records: records.count };
 }
 
 export interface DecodedCheckpoint {
