@@ -100,6 +100,27 @@ describe('index checkpoints under S3 faults', () => {
     expect(await wrong(restored, want)).toEqual([]);
   });
 
+  it('a checkpoint upload whose answer was lost is found as ours: one object, named, and a restore uses it', async () => {
+    const prefix = `faults-${++n}/`;
+    const store = failing(prefix);
+    const s = seen();
+    const e = await tiered(fx.tmp(), store, s);
+    const want = await fill(e, 100, 'lost');
+    store.inject({ op: 'create', key: /checkpoints\//, action: 'fail-after', times: 1 });
+    await e.checkpoint();
+    expect(store.injected['fail-after']).toBe(1);
+    expect(s.written).toBe(1);
+    const objects = (await store.inner.list('nodes/n/checkpoints/')).map((o) => o.key);
+    expect(objects.length).toBe(1);
+    await e.close();
+    const s2 = seen();
+    const restored = await tiered(fx.tmp(), failing(prefix), s2, false);
+    expect(s2.fallbacks).toEqual([]);
+    expect(restored.restored).toMatchObject({ replayed: 0 });
+    expect(restored.restored!.checkpoint).toBeGreaterThan(0);
+    expect(await wrong(restored, want)).toEqual([]);
+  });
+
   it('a checkpoint that cannot be read falls back to a full replay (counted by reason); one that reads damaged bytes too', async () => {
     const prefix = `faults-${++n}/`;
     const e = await tiered(fx.tmp(), failing(prefix), seen());

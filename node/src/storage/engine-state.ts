@@ -117,6 +117,8 @@ export class EngineState {
   /** Writes waiting for their append: validation sees them, readers do not. */
   readonly pendingObjects = new Map<string, PendingObject>();
   readonly pendingAliases = new Map<string, string | null>();
+  /** Datasets reserved in `datasetIds` whose record is not durable yet (a checkpoint leaves them out). */
+  readonly pendingDatasets = new Set<string>();
   readonly liveBytes = new Map<number, number>();
   readonly outcomes = new OutcomeTable((o) => this.liveDelta(o.segment, -o.length));
 

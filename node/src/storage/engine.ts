@@ -415,6 +415,7 @@ export class Engine implements EngineCore {
     if (this.state.datasetIds.size >= MAX_DATASETS) throw new LimitExceededError(`at most ${MAX_DATASETS} datasets`, { limit: 'datasets' });
     const id = this.state.datasetIds.size + 1;
     this.state.datasetIds.set(name, id); // reserve now so a concurrent create does not take the id
+    this.state.pendingDatasets.add(name);
     try {
       const record: LogRecord = { type: RecordType.Dataset, dataset: id, name };
       const at = await this.append([record]);
@@ -422,6 +423,8 @@ export class Engine implements EngineCore {
     } catch (e) {
       this.state.datasetIds.delete(name);
       throw e;
+    } finally {
+      this.state.pendingDatasets.delete(name);
     }
     return true;
   }

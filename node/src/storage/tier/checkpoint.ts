@@ -118,7 +118,8 @@ export function encodeCheckpoint(src: CheckpointSource, node: string, takenAt = 
     accounted[seg] += e.length;
     records.add(seg, e.offset, e.length, record);
   };
-  for (const [name, dataset] of state.datasetIds) records.add(NONE, 0, 0, { type: RecordType.Dataset, dataset, name });
+  // A dataset still being created is only reserved: its record lands after the boundary, if at all.
+  for (const [name, dataset] of state.datasetIds) if (!state.pendingDatasets.has(name)) records.add(NONE, 0, 0, { type: RecordType.Dataset, dataset, name });
   for (const [key, e] of state.aliases) {
     const cut = key.indexOf('\0');
     const dataset = Number(key.slice(0, cut));

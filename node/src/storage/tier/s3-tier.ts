@@ -112,7 +112,7 @@ export class S3Tier {
   /** Bytes uploaded since the last checkpoint was captured (rewrites count: they make checkpoints stale). */
   private bytesSinceCheckpoint = 0;
   /** Captured, waiting for its segments to be in S3 before it is uploaded. */
-  private pendingCheckpoint?: EncodedCheckpoint & { capture: number; captureMs: number };
+  private pendingCheckpoint?: EncodedCheckpoint & { capture: number; captureMs: number; key?: string; crc32?: number; failures: number };
   /** The latest checkpoint in S3 that may still fit the log (the manifest names it while it does). */
   private checkpoint?: ManifestCheckpoint;
   private checkpointCapture = 0;
@@ -277,12 +277,12 @@ export class S3Tier {
     };
     if (covers()) return;
     const want = this.captures + 1;
-    this.checkpointWanted = true;
     for (;;) {
       if (this.fencedFlag) throw new Error('fenced: a later start of this node took over; nothing more is uploaded');
       if (this.stopped) throw new Error('the S3 tier stopped before the checkpoint was written');
       signal?.throwIfAborted();
       if (this.namedCapture >= want || this.emptyCapture >= want || covers()) return;
+      if (!this.pendingCheckpoint) this.checkpointWanted = true; // again after a capture that failed or was dropped
       await this.kick();
       if (this.namedCapture >= want || this.emptyCapture >= want || covers()) return;
       await new Promise((r) => setTimeout(r, 50));
@@ -473,7 +473,10 @@ export class S3Tier {
       try {
         c = await taker.capture();
       } catch (e) {
-        this.obs.warn?.('index checkpoint not taken; retrying with the next pass', { err: (e as Error).message });
+        // Not every pass: the next try waits for the next `everyBytes` (or a `checkpointNow` asking again).
+        this.bytesSinceCheckpoint = 0;
+        this.checkpointWanted = false;
+        this.obs.warn?.('index checkpoint not taken', { err: (e as Error).message });
         return;
       }
       if (c === undefined) return; // not now: the next pass tries again
@@ -484,7 +487,7 @@ export class S3Tier {
         this.emptyCapture = capture;
         return;
       }
-      this.pendingCheckpoint = { ...c, capture, captureMs: Math.round(performance.now() - t0) };
+      this.pendingCheckpoint = { ...c, capture, captureMs: Math.round(performance.now() - t0), failures: 0 };
     }
     const pending = this.pendingCheckpoint;
     const keys = pending.names.map((n) => this.uploaded.get(n)?.key);
@@ -496,15 +499,19 @@ export class S3Tier {
     }
     if (!(await this.checkGeneration())) return;
     const gen = this.generationValue;
-    const key = this.opts.keys.checkpoint(gen, ++this.checkpointSeq);
-    const crc32 = await crc32Yielding(pending.body);
+    // One key for every attempt: a create that landed but whose answer was lost is found as ours.
+    const key = (pending.key ??= this.opts.keys.checkpoint(gen, ++this.checkpointSeq));
+    const crc32 = (pending.crc32 ??= await crc32Yielding(pending.body));
     try {
       await this.opts.store.create(key, pending.body, { signal: this.abort.signal });
     } catch (e) {
       // Ours from an attempt whose answer was lost (no one else writes this generation's keys).
       const ours = e instanceof ObjectExistsError && (await crc32Yielding(await this.opts.store.get(key).catch(() => Buffer.alloc(0)))) === crc32;
       if (!ours) {
-        if (!this.stopped) this.obs.warn?.('index checkpoint not uploaded; retrying with the next pass', { key, err: (e as Error).message });
+        pending.failures++;
+        if (!this.stopped && (pending.failures <= 3 || pending.failures % 20 === 0)) {
+          this.obs.warn?.('index checkpoint not uploaded; retrying with the next pass', { key, attempt: pending.failures, err: (e as Error).message });
+        }
         return;
       }
     }
