@@ -1,4 +1,6 @@
+import os from 'node:os';
 import { aliasKey, type EngineState, KINDS, type RecordKind } from '../engine-state.js';
+import type { IndexColumns } from '../oid-index.js';
 import { checkFrame, decodeFrame, encodeBatch, frameSize, RecordType, writeFrame, type LogRecord } from '../record.js';
 import type { ObjectStore } from '../object-store.js';
 import { checkpointFits, type Manifest } from './manifest.js';
@@ -14,7 +16,9 @@ import { fetchSegment } from './checked-fetch.js';
  *
  * Format (little-endian):
  *   "LOAMCKP1" | u32 header length | header JSON (CheckpointHeader)
- *   index:   `objects` entries of 38 bytes: oid (16) | u32 segment | u32 offset | u32 length | f64 version | u16 dataset
+ *   index:   `objects` rows as columns, each whole before the next: oid (4 u32 words) | u32 segment |
+ *            u32 offset | u32 length | f64 version | u16 dataset (38 bytes a row, in the platform's
+ *            byte order, `endian` in the header: a column is one copy of a typed array)
  *   records: `records` entries: u32 segment | u32 offset | u32 length | a log record frame
  *   live:    `live` entries: u32 segment | f64 bytes
  * `segment` indexes the header's `segments` (NONE: no place). The index is written as raw
@@ -36,6 +40,7 @@ export interface CheckpointHeader {
   live: number;
   /** OutcomeTable.forgottenUpTo. */
   forgottenUpTo: number;
+  endian: 'LE' | 'BE';
 }
 
 /** A checkpoint object that does not decode or breaks its invariants: never loaded. */
@@ -141,35 +146,26 @@ export function encodeCheckpoint(src: CheckpointSource, node: string, takenAt = 
   const recordChunks = records.done();
   const objects = state.index.size;
   // Index entries account for their bytes too; what is left per segment goes in `live`.
-  const index = Buffer.allocUnsafe(objects * INDEX_ENTRY);
-  let p = 0;
+  const cols = state.index.columns();
   let lastHandle = -1;
   let lastSlot = 0;
-  state.index.forEachRaw((a, b, c, d, segment, offset, length, version, dataset) => {
-    if (segment !== lastHandle) {
-      lastSlot = slotOf(segment);
-      lastHandle = segment;
+  for (let j = 0; j < objects; j++) {
+    const h = cols.seg[j];
+    if (h !== lastHandle) {
+      lastSlot = slotOf(h);
+      lastHandle = h;
     }
-    accounted[lastSlot] += length;
-    index.writeUInt32BE(a, p);
-    index.writeUInt32BE(b, p + 4);
-    index.writeUInt32BE(c, p + 8);
-    index.writeUInt32BE(d, p + 12);
-    index.writeUInt32LE(lastSlot, p + 16);
-    index.writeUInt32LE(offset, p + 20);
-    index.writeUInt32LE(length, p + 24);
-    index.writeDoubleLE(version, p + 28);
-    index.writeUInt16LE(dataset, p + 36);
-    p += INDEX_ENTRY;
-  });
-  if (p !== index.length) throw new Error(`invariant: the index held ${p / INDEX_ENTRY} entries, not ${objects}`);
+    cols.seg[j] = lastSlot;
+    accounted[lastSlot] += cols.len[j];
+  }
+  const index = COLUMNS.map((k) => bytesOf(cols[k]));
   const live: [number, number][] = [];
   for (let i = 0; i < names.length; i++) {
     const other = (state.liveBytes.get(src.segments[i]) ?? 0) - accounted[i];
     if (other !== 0) live.push([i, other]);
   }
   const header: CheckpointHeader = {
-    format: 1, node, takenAt, segments: names, objects, records: records.count, live: live.length, forgottenUpTo: state.outcomes.forgottenUpTo,
+    format: 1, node, takenAt, segments: names, objects, records: records.count, live: live.length, forgottenUpTo: state.outcomes.forgottenUpTo, endian: os.endianness(),
   };
   const head = Buffer.from(JSON.stringify(header));
   const tail = Buffer.allocUnsafe(live.length * LIVE_ENTRY);
@@ -181,13 +177,35 @@ export function encodeCheckpoint(src: CheckpointSource, node: string, takenAt = 
   const lead = Buffer.allocUnsafe(MAGIC.length + 4);
   MAGIC.copy(lead, 0);
   lead.writeUInt32LE(head.length, MAGIC.length);
-  return { names, body: Buffer.concat([lead, head, index, ...recordChunks, tail]), objects, records: records.count };
+  return { names, body: Buffer.concat([lead, head, ...index, ...recordChunks, tail]), objects, records: records.count };
+}
+
+/** The index columns in the order they are written. */
+const COLUMNS = ['keys', 'seg', 'off', 'len', 'ver', 'ds'] as const;
+const ROW_BYTES: Record<(typeof COLUMNS)[number], number> = { keys: 16, seg: 4, off: 4, len: 4, ver: 8, ds: 2 };
+
+function bytesOf(a: Uint32Array | Float64Array | Uint16Array): Buffer {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+}
+
+/** Copies the index columns out of `buf` into aligned typed arrays (one memcpy each). */
+function readColumns(buf: Buffer, at: number, n: number): IndexColumns {
+  const out = {} as Record<(typeof COLUMNS)[number], Uint32Array | Float64Array | Uint16Array>;
+  let p = at;
+  for (const k of COLUMNS) {
+    const bytes = n * ROW_BYTES[k];
+    const arr = k === 'ver' ? new Float64Array(n) : k === 'ds' ? new Uint16Array(n) : new Uint32Array(k === 'keys' ? n * 4 : n);
+    new Uint8Array(arr.buffer).set(buf.subarray(p, p + bytes));
+    out[k] = arr;
+    p += bytes;
+  }
+  return out as unknown as IndexColumns;
 }
 
 export interface DecodedCheckpoint {
   header: CheckpointHeader;
   buf: Buffer;
-  indexAt: number;
+  index: IndexColumns;
   recordsAt: number;
   liveAt: number;
 }
@@ -209,10 +227,12 @@ export function decodeCheckpoint(buf: Buffer, key: string): DecodedCheckpoint {
     || ![header.objects, header.records, header.live].every((n) => Number.isSafeInteger(n) && n >= 0) || typeof header.forgottenUpTo !== 'number') {
     throw bad('malformed header');
   }
+  if (header.endian !== os.endianness()) throw bad(`written on a ${header.endian} machine, this one is ${os.endianness()}`);
   const nseg = header.segments.length;
   const recordsAt = indexAt + header.objects * INDEX_ENTRY;
   if (recordsAt > buf.length) throw bad('index past the end');
-  for (let p = indexAt; p < recordsAt; p += INDEX_ENTRY) if (buf.readUInt32LE(p + 16) >= nseg) throw bad(`index entry at ${p} names segment ${buf.readUInt32LE(p + 16)} of ${nseg}`);
+  const index = readColumns(buf, indexAt, header.objects);
+  for (let j = 0; j < index.seg.length; j++) if (index.seg[j] >= nseg) throw bad(`index entry ${j} names segment ${index.seg[j]} of ${nseg}`);
   let p = recordsAt;
   for (let i = 0; i < header.records; i++) {
     if (p + PLACE > buf.length) throw bad(`record ${i} past the end`);
@@ -230,7 +250,7 @@ export function decodeCheckpoint(buf: Buffer, key: string): DecodedCheckpoint {
   const liveAt = p;
   if (liveAt + header.live * LIVE_ENTRY !== buf.length) throw bad(`${buf.length - liveAt} bytes after the records, expected ${header.live * LIVE_ENTRY}`);
   for (let i = 0; i < header.live; i++) if (buf.readUInt32LE(liveAt + i * LIVE_ENTRY) >= nseg) throw bad(`live entry ${i} names a segment out of range`);
-  return { header, buf, indexAt, recordsAt, liveAt };
+  return { header, buf, index, recordsAt, liveAt };
 }
 
 /**
@@ -241,16 +261,10 @@ export function loadCheckpoint(state: EngineState, d: DecodedCheckpoint, handles
   const { header, buf } = d;
   if (state.index.size !== 0) throw new Error('invariant: a checkpoint loads into an empty state');
   if (handles.length !== header.segments.length) throw new Error('invariant: one handle per checkpoint segment');
-  state.index.reserve(header.objects);
   const live = new Float64Array(handles.length);
-  for (let p = d.indexAt; p < d.recordsAt; p += INDEX_ENTRY) {
-    const seg = buf.readUInt32LE(p + 16);
-    const length = buf.readUInt32LE(p + 24);
-    live[seg] += length;
-    state.index.set([buf.readUInt32BE(p), buf.readUInt32BE(p + 4), buf.readUInt32BE(p + 8), buf.readUInt32BE(p + 12)], {
-      segment: handles[seg], offset: buf.readUInt32LE(p + 20), length, version: buf.readDoubleLE(p + 28), dataset: buf.readUInt16LE(p + 36),
-    });
-  }
+  const { seg, len } = d.index;
+  for (let j = 0; j < seg.length; j++) live[seg[j]] += len[j];
+  state.index.setColumns(d.index, (s) => handles[s]);
   for (let i = 0; i < handles.length; i++) if (live[i] !== 0) state.liveDelta(handles[i], live[i]);
   let p = d.recordsAt;
   for (let i = 0; i < header.records; i++) {
