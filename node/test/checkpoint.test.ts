@@ -145,6 +145,20 @@ describe('index checkpoints', () => {
     expect(other.index.size).toBe(30_000);
   });
 
+  it('leaves out a dataset whose creation is still in flight (reserved, its record not durable)', async () => {
+    const e = await fx.open(fx.tmp());
+    await e.commit({ dataset: 'default', writes: [put(newOid(1), 'x')] });
+    const creating = e.createDataset('late');
+    expect(e.state.datasetIds.has('late')).toBe(true); // reserved at once
+    const segments = e.state.index.size > 0 ? [...new Set([...e.state.liveBytes.keys()])] : [];
+    const c = encodeCheckpoint({ state: e.state, segments, fileName: (h) => `${String(h).padStart(10, '0')}.seg` }, 'unit');
+    const loaded = new EngineState(1024 * 1024);
+    loadCheckpoint(loaded, decodeCheckpoint(c.body, 'k'), segments);
+    expect([...loaded.datasetIds.keys()]).toEqual(['default']);
+    await creating;
+    expect(e.state.pendingDatasets.size).toBe(0);
+  });
+
   it('says "nothing" for an empty log', async () => {
     const e = await fx.open(fx.tmp());
     // Only the default dataset's record, in the active segment: the capture seals it.
