@@ -1,0 +1,200 @@
+/**
+ * The Dockerfile, checked without docker (none on these machines): its stages use the Node 20
+ * base the packages' engines allow, every file it copies from the build context exists and is not
+ * left out by .dockerignore, the build stage gets every file `npm run build` reads, what the runtime
+ * stage copies from the build stage was put there, the entrypoint is the committed `loam` launcher,
+ * and the image runs as a numeric non-root user (the uid the Helm chart's securityContext expects)
+ * with HOME and TMPDIR on a volume, for a read-only root filesystem.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { ROOT } from './harness/node-process.js';
+
+interface Instruction {
+  cmd: string;
+  args: string;
+  line: number;
+}
+interface Stage {
+  from: string;
+  name?: string;
+  instructions: Instruction[];
+}
+
+/** The instructions of a Dockerfile: comments dropped, `\` continuations joined. */
+function instructions(text: string): Instruction[] {
+  const out: Instruction[] = [];
+  let buf = '';
+  let start = 0;
+  text.split('\n').forEach((raw, i) => {
+    const line = raw.trimEnd();
+    if (!buf && (/^\s*#/.test(line) || !line.trim())) return;
+    if (/^\s*#/.test(line)) return; // a comment inside a continued instruction
+    if (!buf) start = i + 1;
+    buf += `${buf ? ' ' : ''}${line.replace(/\\$/, '').trim()}`;
+    if (!line.endsWith('\\')) {
+      const m = /^(\w+)\s+(.*)$/.exec(buf)!;
+      out.push({ cmd: m[1]!.toUpperCase(), args: m[2]!, line: start });
+      buf = '';
+    }
+  });
+  return out;
+}
+
+function stages(ins: Instruction[]): { args: Map<string, string>; stages: Stage[] } {
+  const args = new Map<string, string>();
+  const out: Stage[] = [];
+  for (const i of ins) {
+    if (i.cmd === 'FROM') {
+      const [image, as, name] = i.args.split(/\s+/);
+      const from = image!.replace(/\$\{(\w+)\}|\$(\w+)/g, (_, a: string, b: string) => args.get(a ?? b) ?? '');
+      out.push({ from, name: as?.toUpperCase() === 'AS' ? name : undefined, instructions: [] });
+    } else if (!out.length && i.cmd === 'ARG') {
+      const [k, v] = i.args.split('=');
+      args.set(k!, v ?? '');
+    } else out.at(-1)?.instructions.push(i);
+  }
+  return { args, stages: out };
+}
+
+/** A COPY's flags, sources and destination (shell form; the JSON form is not used here). */
+function copyOf(i: Instruction): { from?: string; sources: string[]; dest: string } {
+  const words = i.args.split(/\s+/);
+  const flags = words.filter((w) => w.startsWith('--'));
+  const rest = words.filter((w) => !w.startsWith('--'));
+  const from = flags.find((f) => f.startsWith('--from='))?.slice('--from='.length);
+  return { from, sources: rest.slice(0, -1), dest: rest.at(-1)! };
+}
+
+/** Docker's .dockerignore matching: a pattern excludes a path when it matches it or one of its parent directories. */
+function ignored(patterns: string[], file: string): boolean {
+  const toRe = (p: string) =>
+    new RegExp(`^${p.replace(/^\/+/, '').replace(/[.+^${}()|[\]]/g, '\\$&').replace(/\*\*\//g, '\u0000').replace(/\*\*/g, '.*').replace(/\*/g, '[^/]*').replace(/\?/g, '[^/]').replace(/\u0000/g, '(?:.*/)?')}$`);
+  const parts = file.split('/');
+  let out = false;
+  for (const raw of patterns) {
+    const neg = raw.startsWith('!');
+    const re = toRe(neg ? raw.slice(1) : raw);
+    for (let k = 1; k <= parts.length; k++) {
+      if (re.test(parts.slice(0, k).join('/'))) {
+        out = !neg;
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+const text = fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8');
+const dockerignore = fs
+  .readFileSync(path.join(ROOT, '.dockerignore'), 'utf8')
+  .split('\n')
+  .map((l) => l.trim())
+  .filter((l) => l && !l.startsWith('#'));
+const { stages: all } = stages(instructions(text));
+const build = all.find((s) => s.name === 'build')!;
+const runtime = all.at(-1)!;
+const rootPkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { workspaces: string[] };
+
+/** Where in the build stage's /app each context path lands (WORKDIR /app, destinations relative to it). */
+function contextCopies(stage: Stage): { source: string; dest: string }[] {
+  return stage.instructions
+    .filter((i) => i.cmd === 'COPY' && !copyOf(i).from)
+    .flatMap((i) => {
+      const c = copyOf(i);
+      return c.sources.map((s) => ({ source: s, dest: c.dest.endsWith('/') ? path.posix.join(c.dest, path.posix.basename(s)) : c.dest }));
+    });
+}
+
+describe('Dockerfile', () => {
+  it('builds in one stage and runs in another, both on node:20-bookworm-slim (the engines allow Node 20)', () => {
+    expect(all.length).toBeGreaterThanOrEqual(2);
+    expect(build, 'a stage named build').toBeDefined();
+    expect(runtime).not.toBe(build);
+    for (const s of all) expect(s.from).toBe('node:20-bookworm-slim');
+    for (const ws of ['.', ...rootPkg.workspaces]) {
+      const engines = (JSON.parse(fs.readFileSync(path.join(ROOT, ws, 'package.json'), 'utf8')) as { engines?: { node?: string } }).engines?.node;
+      expect(engines, `${ws}/package.json engines.node`).toMatch(/^>=\s*20\./);
+    }
+  });
+
+  it('runs npm ci, then the build, then prunes the dev dependencies', () => {
+    const runs = build.instructions.filter((i) => i.cmd === 'RUN').map((i) => i.args);
+    const at = (re: RegExp) => runs.findIndex((r) => re.test(r));
+    expect(at(/\bnpm ci\b/)).toBeGreaterThanOrEqual(0);
+    expect(at(/\bnpm run build\b/)).toBeGreaterThan(at(/\bnpm ci\b/));
+    expect(runs.join('\n')).toMatch(/npm run build[^]*npm prune --omit=dev/);
+    expect(fs.existsSync(path.join(ROOT, 'package-lock.json')), 'npm ci needs the lock file').toBe(true);
+  });
+
+  it('every file it copies from the build context exists and is not left out by .dockerignore', () => {
+    const copies = all.flatMap((s) => contextCopies(s));
+    expect(copies.length).toBeGreaterThan(5);
+    for (const { source } of copies) {
+      expect(fs.existsSync(path.join(ROOT, source)), `COPY ${source}: no such file in the repository`).toBe(true);
+      expect(ignored(dockerignore, source.replace(/\/$/, '')), `COPY ${source}: .dockerignore leaves it out`).toBe(false);
+    }
+    // ...and the matcher does exclude what it should: host dependencies and build output never enter the context.
+    for (const p of ['node_modules', 'node/node_modules/x', 'sdk/dist/index.js', '.git/HEAD', 'test/kube/helm.test.ts', 'README.md', 'node/test/x.test.ts']) expect(ignored(dockerignore, p), p).toBe(true);
+  });
+
+  it('the build stage gets every file `npm run build` reads: each workspace\'s manifest, tsconfig and sources, and the tsconfig they extend', () => {
+    const landed = new Set(contextCopies(build).map((c) => c.dest.replace(/^\.\//, '').replace(/\/$/, '')));
+    const need = new Set(['package.json', 'package-lock.json']);
+    for (const ws of rootPkg.workspaces) {
+      const tsconfig = JSON.parse(fs.readFileSync(path.join(ROOT, ws, 'tsconfig.json'), 'utf8')) as { extends?: string; include?: string[] };
+      need.add(`${ws}/package.json`).add(`${ws}/tsconfig.json`);
+      for (const inc of tsconfig.include ?? []) need.add(`${ws}/${inc}`);
+      if (tsconfig.extends) need.add(path.posix.normalize(`${ws}/${tsconfig.extends}`));
+      const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, ws, 'package.json'), 'utf8')) as { bin?: Record<string, string> };
+      for (const b of Object.values(pkg.bin ?? {})) need.add(path.posix.dirname(path.posix.normalize(`${ws}/${b}`)));
+    }
+    for (const n of need) expect(landed.has(n), `the build stage does not COPY ${n}`).toBe(true);
+  });
+
+  it('what the runtime stage copies from the build stage is there: the workspaces, node_modules, the manifests', () => {
+    const fromBuild = runtime.instructions.filter((i) => i.cmd === 'COPY' && copyOf(i).from === 'build').flatMap((i) => copyOf(i).sources);
+    const landed = new Set(contextCopies(build).map((c) => path.posix.join('/app', c.dest).replace(/\/$/, '')));
+    for (const src of fromBuild) {
+      if (src === '/app/node_modules') continue; // made by npm ci
+      expect(landed.has(src) || [...landed].some((l) => l.startsWith(`${src}/`)), `COPY --from=build ${src}: the build stage puts nothing there`).toBe(true);
+    }
+    for (const ws of rootPkg.workspaces) expect(fromBuild, `the runtime stage needs /app/${ws} (node_modules/@loam/* link to it)`).toContain(`/app/${ws}`);
+    expect(fromBuild).toContain('/app/node_modules');
+  });
+
+  it('the entrypoint is the committed loam launcher, which loads the built CLI', () => {
+    const entry = runtime.instructions.filter((i) => i.cmd === 'ENTRYPOINT').at(-1)!;
+    const argv = JSON.parse(entry.args) as string[];
+    expect(argv).toEqual(['node', '/app/node/bin/loam.js']);
+    const launcher = path.join(ROOT, argv[1]!.replace(/^\/app\//, ''));
+    expect(fs.existsSync(launcher)).toBe(true);
+    expect(fs.readFileSync(launcher, 'utf8')).toContain("new URL('../dist/cli.js', import.meta.url)");
+    // dist/cli.js is what the build makes of node/src/cli.ts.
+    const tsconfig = JSON.parse(fs.readFileSync(path.join(ROOT, 'node/tsconfig.json'), 'utf8')) as { compilerOptions: { rootDir: string; outDir: string } };
+    expect(tsconfig.compilerOptions).toMatchObject({ rootDir: 'src', outDir: 'dist' });
+    expect(fs.existsSync(path.join(ROOT, 'node/src/cli.ts'))).toBe(true);
+  });
+
+  it('runs as a numeric non-root user, the uid the Helm chart runs it as, with HOME and TMPDIR on a volume', () => {
+    const users = runtime.instructions.filter((i) => i.cmd === 'USER');
+    expect(users.length).toBeGreaterThan(0);
+    const [uid, gid] = users.at(-1)!.args.split(':').map(Number);
+    expect(uid).toBe(65532);
+    expect(gid).toBe(65532);
+    // Nothing after the last USER switches back or runs as root.
+    const last = runtime.instructions.indexOf(users.at(-1)!);
+    expect(runtime.instructions.slice(last + 1).map((i) => i.cmd)).not.toContain('RUN');
+    const values = parse(fs.readFileSync(path.join(ROOT, 'charts/loam/values.yaml'), 'utf8')) as { podSecurityContext: { runAsUser: number; runAsNonRoot: boolean }; securityContext: { readOnlyRootFilesystem: boolean } };
+    expect(values.podSecurityContext).toMatchObject({ runAsUser: uid, runAsNonRoot: true });
+    expect(values.securityContext.readOnlyRootFilesystem).toBe(true);
+    const env = runtime.instructions.filter((i) => i.cmd === 'ENV').map((i) => i.args).join(' ');
+    expect(env).toMatch(/\bHOME=\/tmp\b/);
+    expect(env).toMatch(/\bTMPDIR=\/tmp\b/);
+    const volumes = runtime.instructions.filter((i) => i.cmd === 'VOLUME').flatMap((i) => JSON.parse(i.args) as string[]);
+    expect(volumes).toContain('/tmp');
+    expect(volumes).toContain('/var/lib/loam');
+  });
+});
