@@ -1,16 +1,19 @@
 /**
- * The Dockerfile, checked without docker (none on these machines): its stages use the Node 20
+ * The Dockerfile, checked without docker (none on these machines). Statically: its stages use the Node 20
  * base the packages' engines allow, every file it copies from the build context exists and is not
  * left out by .dockerignore, the build stage gets every file `npm run build` reads, what the runtime
  * stage copies from the build stage was put there, the entrypoint is the committed `loam` launcher,
  * and the image runs as a numeric non-root user (the uid the Helm chart's securityContext expects)
- * with HOME and TMPDIR on a volume, for a read-only root filesystem.
+ * with HOME and TMPDIR on a volume, for a read-only root filesystem. And by following it: the build
+ * stage's own COPY and RUN steps (npm ci, build, prune), run in a temp dir with npm offline, then the
+ * runtime stage's copies from it; `loam` from that tree runs as uid 65532 without devDependencies.
  */
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { ROOT } from './harness/node-process.js';
+import { ROOT, tempDir } from './harness/node-process.js';
 
 interface Instruction {
   cmd: string;
@@ -197,4 +200,93 @@ describe('Dockerfile', () => {
     expect(volumes).toContain('/tmp');
     expect(volumes).toContain('/var/lib/loam');
   });
+});
+
+/** Runs `cmd` (through sh, as a RUN does) and resolves with its exit code and output. */
+function sh(cmd: string, cwd: string, env: NodeJS.ProcessEnv, ids: { uid?: number; gid?: number } = {}, timeoutMs = 300_000): Promise<{ code: number; out: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('/bin/sh', ['-c', cmd], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'], ...ids });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? 1, out });
+    });
+  });
+}
+
+describe('following the Dockerfile without docker', () => {
+  it('the build stage\'s steps build the workspaces in a clean tree; the runtime stage\'s copies of it run `loam` as uid 65532, without dev dependencies', async () => {
+    const work = tempDir('loam-dockerfile-');
+    const app = path.join(work, 'build', 'app'); // the build stage's /app
+    fs.mkdirSync(app, { recursive: true });
+    // npm offline: the packages come from the machine's npm cache (as `npm ci` in the README test does).
+    const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: path.join(work, 'home'), npm_config_offline: 'true', npm_config_cache: process.env.npm_config_cache ?? path.join(process.env.HOME ?? '/root', '.npm') };
+    let cwd = '/';
+    const steps: string[] = [];
+    for (const i of build.instructions) {
+      if (i.cmd === 'WORKDIR') {
+        cwd = i.args;
+        expect(cwd).toBe('/app');
+      } else if (i.cmd === 'ENV') {
+        for (const kv of i.args.split(/\s+/)) {
+          const [k, v] = kv.split('=');
+          env[k!] = v;
+        }
+      } else if (i.cmd === 'COPY') {
+        const c = copyOf(i);
+        expect(c.from, 'the build stage copies only from the context').toBeUndefined();
+        for (const src of c.sources) {
+          const dest = path.join(app, c.dest.endsWith('/') || c.sources.length > 1 ? path.posix.join(c.dest, path.posix.basename(src)) : c.dest);
+          fs.mkdirSync(path.dirname(dest), { recursive: true });
+          fs.cpSync(path.join(ROOT, src), dest, { recursive: true, filter: (f) => !ignored(dockerignore, path.relative(ROOT, f)) });
+        }
+        steps.push(`COPY ${i.args}`);
+      } else if (i.cmd === 'RUN') {
+        const r = await sh(i.args, app, env);
+        expect(r.code, `RUN ${i.args}\n${r.out.slice(-4000)}`).toBe(0);
+        steps.push(`RUN ${i.args}`);
+      } else throw new Error(`the test does not know how to follow ${i.cmd} (Dockerfile line ${i.line})`);
+    }
+    expect(steps.filter((s) => s.startsWith('RUN')).length).toBeGreaterThanOrEqual(2);
+    expect(fs.existsSync(path.join(app, 'node/dist/cli.js'))).toBe(true);
+    expect(fs.existsSync(path.join(app, 'node/src')), 'sources are removed from the image').toBe(false);
+
+    // The runtime stage: only what it copies from the build stage.
+    const rt = path.join(work, 'runtime');
+    let rtCwd = '/';
+    for (const i of runtime.instructions) {
+      if (i.cmd === 'WORKDIR') rtCwd = i.args;
+      if (i.cmd !== 'COPY') continue;
+      const c = copyOf(i);
+      expect(c.from).toBe('build');
+      for (const src of c.sources) {
+        const destIn = path.posix.resolve(rtCwd, c.dest.endsWith('/') || c.sources.length > 1 ? path.posix.join(c.dest, path.posix.basename(src)) : c.dest);
+        const dest = path.join(rt, destIn);
+        fs.mkdirSync(path.dirname(dest), { recursive: true });
+        fs.cpSync(path.join(work, 'build', src), dest, { recursive: true, verbatimSymlinks: true });
+      }
+    }
+    // Readable, not writable, by the image's user: root owns the tree, as `--chown=0:0` says.
+    for (let d = rt; d.startsWith(work); d = path.dirname(d)) fs.chmodSync(d, 0o755);
+    const nm = path.join(rt, 'app/node_modules');
+    for (const dev of ['vitest', 'typescript', '@bufbuild/buf', 'ts-proto']) expect(fs.existsSync(path.join(nm, dev)), `${dev} (a devDependency) in the image`).toBe(false);
+    for (const dep of ['@grpc/grpc-js', 'commander', '@kubernetes/client-node']) expect(fs.existsSync(path.join(nm, dep)), `${dep} missing from the image`).toBe(true);
+    for (const ws of rootPkg.workspaces) expect(fs.realpathSync(path.join(nm, '@loam', path.basename(ws))), `node_modules/@loam/${ws} links into the image`).toBe(path.join(rt, 'app', ws));
+
+    const entry = JSON.parse(runtime.instructions.filter((i) => i.cmd === 'ENTRYPOINT').at(-1)!.args) as string[];
+    const [uid, gid] = runtime.instructions.filter((i) => i.cmd === 'USER').at(-1)!.args.split(':').map(Number);
+    const rtEnv = { PATH: process.env.PATH, HOME: '/tmp', TMPDIR: '/tmp', NODE_ENV: 'production' };
+    const loam = `${entry[0]} ${path.join(rt, entry[1]!)}`;
+    const help = await sh(`${loam} --help`, '/', rtEnv, { uid, gid });
+    expect(help.code, help.out).toBe(0);
+    expect(help.out).toMatch(/^Usage: loam /m);
+    expect(help.out).toMatch(/^\s+node \[options\]/m);
+    const nodeHelp = await sh(`${loam} node --help`, '/', rtEnv, { uid, gid });
+    expect(nodeHelp.code, nodeHelp.out).toBe(0);
+    expect(nodeHelp.out).toContain('--etcd');
+  }, 600_000);
 });
