@@ -55,8 +55,7 @@ beforeAll(async () => {
   }
 }, 60 * 60_000);
 
-afterAll(async () => {
-  await kube?.stop();
+afterAll(() => {
   fs.rmSync(helmHome, { recursive: true, force: true });
 });
 
@@ -516,6 +515,10 @@ describe('on a real API server: kubectl apply -f deploy/loam.yaml, helm install 
   beforeEach(() => {
     if (toolsError) throw toolsError;
     if (kubeError) throw kubeError;
+  });
+
+  afterAll(async () => {
+    await kube?.stop();
   });
 
   const operatorPods = async (ns: string) =>
