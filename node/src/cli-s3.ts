@@ -1,4 +1,5 @@
 import { Command, InvalidArgumentError as CliArgError } from 'commander';
+import { sizeFromEnv } from './size.js';
 import type { S3ObjectStoreOptions } from './storage/s3-object-store.js';
 
 /** `5s`, `500ms`, `2m`, `1h`, or plain milliseconds. */
@@ -32,7 +33,7 @@ export function s3Options(cmd: Command, parseSize: (v: string) => number): Comma
     .option('--s3-prefix <prefix>', 'key prefix of this DataStore in the bucket [LOAM_S3_PREFIX]', env.LOAM_S3_PREFIX ?? '')
     .option('--s3-region <region>', 'S3 region [LOAM_S3_REGION] (default: the AWS configuration\'s, else us-east-1)', env.LOAM_S3_REGION)
     .option('--upload-interval <duration>', 'the longest a durable write exists only on local disk before it is uploaded [LOAM_UPLOAD_INTERVAL]', parseDuration, parseDuration(env.LOAM_UPLOAD_INTERVAL ?? '5s'))
-    .option('--disk-cache-size <size>', 'bound on local bytes of segments already in S3, least recently read evicted first [LOAM_DISK_CACHE_SIZE] (default: no bound)', parseSize, env.LOAM_DISK_CACHE_SIZE ? parseSize(env.LOAM_DISK_CACHE_SIZE) : undefined)
+    .option('--disk-cache-size <size>', 'bound on local bytes of segments already in S3, least recently read evicted first: bytes, a Kubernetes quantity (10Gi) or 10GiB [LOAM_DISK_CACHE_SIZE] (default: no bound)', parseSize, sizeFromEnv('LOAM_DISK_CACHE_SIZE'))
     .option('--node-name <name>', 'a stable identity that does not live in the data directory (in Kubernetes: the pod name) [LOAM_NODE_NAME]', (v) => {
       if (!NODE_NAME.test(v)) throw new CliArgError(`not a node name: ${JSON.stringify(v)} (letters, digits, '.', '_', '-'; at most 253)`);
       return v;

@@ -4,6 +4,7 @@ import { LoamNode } from './server.js';
 import path from 'node:path';
 import { createLogger, LOG_LEVELS, type Logger } from './logger.js';
 import { EtcdMetaStore } from './meta/etcd-meta-store.js';
+import { etcdAuthOptions, etcdCredentials, type EtcdCliOpts } from './cli-etcd.js';
 import { EmbeddedMetaStore } from './meta/embedded-meta-store.js';
 import type { MetaStore } from './meta/meta-store.js';
 import { SERVER_VERSION } from './store-service.js';
@@ -11,19 +12,13 @@ import { ClusterSecret } from './cluster/peer-auth.js';
 import type { LevelWithSilent } from 'pino';
 import { parseDuration, s3FromOpts, s3Options, type S3CliOpts } from './cli-s3.js';
 import { statusCommand } from './cli-status.js';
+import { parseSize, sizeFromEnv } from './size.js';
+import { operatorCommand } from './cli-operator.js';
 
 function parsePort(v: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new CliArgError(`not a port: ${v}`);
   return n;
-}
-
-function parseSize(v: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*(b|kib|kb|mib|mb|gib|gb)?$/i.exec(v.trim());
-  if (!m) throw new CliArgError(`not a size: ${v} (examples: 65536, 64MiB, 1GiB)`);
-  const unit = (m[2] ?? 'b').toLowerCase();
-  const mult = unit.startsWith('k') ? 1024 : unit.startsWith('m') ? 1024 ** 2 : unit.startsWith('g') ? 1024 ** 3 : 1;
-  return Math.floor(Number(m[1]) * mult);
 }
 
 const program = new Command('loam')
@@ -64,17 +59,38 @@ function common(cmd: Command, defaultMetricsPort: number): Command {
   return s3Options(cmd, parseSize)
     .option('--metrics-port <port>', 'Prometheus /metrics port (0 picks a free one)', parsePort, Number(process.env.LOAM_METRICS_PORT ?? defaultMetricsPort))
     .option('--no-metrics', 'do not serve /metrics')
-    .option('--cache-size <size>', 'object cache memory bound (per node)', parseSize, parseSize(process.env.LOAM_CACHE_SIZE ?? '64MiB'))
+    .option('--cache-size <size>', 'object cache memory bound (per node): bytes, a Kubernetes quantity (64Mi, 1Gi, 500M) or 64MiB [LOAM_CACHE_SIZE]', parseSize, sizeFromEnv('LOAM_CACHE_SIZE', '64MiB'))
     .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default(process.env.LOAM_LOG_LEVEL ?? 'info'));
 }
+
+/**
+ * How a stop on SIGTERM is bounded: calls in flight get STOP_GRACE_MS to finish (new ones are
+ * refused from the signal on), the S3 tier FLUSH_ON_STOP_MS (server.ts) to upload what was
+ * acknowledged; whatever still hangs after STOP_BOUND_MS (etcd or a disk not answering) ends
+ * the process anyway, failed. Below a Pod's terminationGracePeriodSeconds (the operator sets
+ * 60 s; the default 30 s is enough too), so the kubelet's SIGKILL never cuts a flush short.
+ */
+const STOP_GRACE_MS = 5_000;
+const STOP_BOUND_MS = 25_000;
+const STOP_HELP = `
+On SIGTERM (or SIGINT) the node stops taking new calls at once (health NOT_SERVING, its gRPC
+ports refuse new calls), lets calls in flight finish for up to ${STOP_GRACE_MS / 1000} s, leaves the
+cluster, uploads what it acknowledged to S3 for up to 10 s (with an S3 tier), closes its log and
+exits 0. It exits within ${STOP_BOUND_MS / 1000} s whatever happens (exit 1 if something hung): set
+terminationGracePeriodSeconds to ${STOP_BOUND_MS / 1000 + 5} or more (the operator sets 60). A second
+signal exits at once.`;
 
 /** Runs until SIGINT/SIGTERM, then stops every node cleanly (a second signal exits at once). */
 function serveUntilSignal(log: Logger, nodes: LoamNode[], cleanup: () => Promise<void> = async () => undefined): void {
   let signals = 0;
   const shutdown = (sig: string) => {
     if (++signals > 1) process.exit(130);
-    log.info({ signal: sig }, 'stopping');
-    Promise.all(nodes.map((n) => n.stop())).then(cleanup).then(
+    log.info({ signal: sig, boundMs: STOP_BOUND_MS }, 'stopping');
+    setTimeout(() => {
+      log.error({ ms: STOP_BOUND_MS }, 'stop did not finish in time: exiting anyway');
+      process.exit(1);
+    }, STOP_BOUND_MS).unref();
+    Promise.all(nodes.map((n) => n.stop(STOP_GRACE_MS))).then(cleanup).then(
       () => process.exit(0),
       (e) => {
         log.error({ err: e }, 'stop failed');
@@ -106,7 +122,7 @@ function fail(log: Logger, e: unknown): never {
 }
 
 common(
-  program
+  etcdAuthOptions(program
     .command('dev')
     .description('run a local DataStore in one process: embedded metadata (or --etcd), data on local disk')
     .option('--data <dir>', 'data directory', process.env.LOAM_DATA ?? './.loam-data')
@@ -119,9 +135,9 @@ common(
     }, 1)
     .option('--etcd <urls>', 'keep cluster metadata in this etcd (comma-separated endpoints) instead of embedded', process.env.LOAM_ETCD)
     .option('--prefix <prefix>', 'etcd key prefix of this DataStore', process.env.LOAM_PREFIX ?? '/loam/dev')
-    .option('--cluster-secret-file <path>', 'secret the nodes prove membership with (default: a random one for this process) [LOAM_CLUSTER_SECRET_FILE]', process.env.LOAM_CLUSTER_SECRET_FILE),
+    .option('--cluster-secret-file <path>', 'secret the nodes prove membership with (default: a random one for this process) [LOAM_CLUSTER_SECRET_FILE]', process.env.LOAM_CLUSTER_SECRET_FILE)),
   7481,
-).action(async (opts: CommonOpts & S3CliOpts & { data: string; host: string; port: number; nodes: number; etcd?: string; prefix: string; clusterSecretFile?: string }) => {
+).action(async (opts: CommonOpts & S3CliOpts & EtcdCliOpts & { data: string; host: string; port: number; nodes: number; etcd?: string; prefix: string; clusterSecretFile?: string }) => {
   const log = createLogger(opts.logLevel);
   const clustered = opts.nodes > 1 || opts.etcd !== undefined;
   let meta: MetaStore | undefined;
@@ -134,7 +150,14 @@ common(
       // Every node of a dev cluster runs in this process, so a random secret suffices; a file is
       // only needed for nodes elsewhere to join the same prefix.
       secret = opts.clusterSecretFile ? ClusterSecret.fromFile(opts.clusterSecretFile) : ClusterSecret.random();
-      meta = opts.etcd ? new EtcdMetaStore(parseEndpoints(opts.etcd), opts.prefix) : new EmbeddedMetaStore(path.join(opts.data, 'meta.jsonl'));
+      const credentials = etcdCredentials(opts);
+      if (credentials && !opts.etcd) throw new Error('--etcd-username needs --etcd');
+      if (opts.etcd) {
+        const etcd = (meta = new EtcdMetaStore(parseEndpoints(opts.etcd), opts.prefix, { credentials }));
+        await etcd.checkAccess(); // wrong credentials: fail now, not retry forever
+      } else {
+        meta = new EmbeddedMetaStore(path.join(opts.data, 'meta.jsonl'));
+      }
     }
     for (let i = 0; i < opts.nodes; i++) {
       nodes.push(await LoamNode.start({
@@ -170,7 +193,7 @@ common(
 });
 
 common(
-  program
+  etcdAuthOptions(program
     .command('node')
     .description('run one node of a cluster whose metadata lives in etcd (what the operator\'s pods run)')
     .option('--etcd <urls>', 'etcd endpoints, comma-separated [LOAM_ETCD]', process.env.LOAM_ETCD)
@@ -180,9 +203,10 @@ common(
     .option('--peer-listen <host:port>', 'address the node-to-node service listens on [LOAM_PEER_LISTEN] (default: the listen host, its port + 1; port 0 when that is 0)', process.env.LOAM_PEER_LISTEN)
     .option('--peer-advertise <host:port>', 'address other nodes use for it [LOAM_PEER_ADVERTISE] (default: the peer port on the peer-listen host, or on the advertise host if that is 0.0.0.0)', process.env.LOAM_PEER_ADVERTISE)
     .option('--cluster-secret-file <path>', 'file holding the secret every node of this cluster shares, at least 16 bytes [LOAM_CLUSTER_SECRET_FILE] (required)', process.env.LOAM_CLUSTER_SECRET_FILE)
-    .option('--data <dir>', 'data directory [LOAM_DATA]', process.env.LOAM_DATA ?? '/var/lib/loam'),
+    .option('--data <dir>', 'data directory [LOAM_DATA]', process.env.LOAM_DATA ?? '/var/lib/loam')
+    .addHelpText('after', STOP_HELP)),
   9464,
-).action(async (opts: CommonOpts & S3CliOpts & { etcd?: string; prefix?: string; listen: string; advertise?: string; peerListen?: string; peerAdvertise?: string; clusterSecretFile?: string; data: string }) => {
+).action(async (opts: CommonOpts & S3CliOpts & EtcdCliOpts & { etcd?: string; prefix?: string; listen: string; advertise?: string; peerListen?: string; peerAdvertise?: string; clusterSecretFile?: string; data: string }) => {
   const log = createLogger(opts.logLevel);
   if (!opts.etcd) fail(log, new Error('--etcd (or LOAM_ETCD) is required: a cluster node keeps its metadata in etcd'));
   if (!opts.prefix || !opts.prefix.startsWith('/')) fail(log, new Error('--prefix (or LOAM_PREFIX) is required, like /loam/NAME'));
@@ -201,7 +225,10 @@ common(
     if (peerListen.port > 65535) throw new Error(`--listen port ${listen.port} leaves no default peer port: give --peer-listen`);
     if (peerListen.port !== 0 && peerListen.port === listen.port && peerListen.host === listen.host) throw new Error(`--peer-listen ${opts.peerListen} is the client port: the node-to-node service needs a port of its own`);
     const peerAdvertise = opts.peerAdvertise ? parseHostPort(opts.peerAdvertise) : undefined;
-    meta = new EtcdMetaStore(parseEndpoints(opts.etcd!), opts.prefix!);
+    const etcd = (meta = new EtcdMetaStore(parseEndpoints(opts.etcd!), opts.prefix!, { credentials: etcdCredentials(opts) }));
+    // Refused credentials end the start here with the reason; an etcd that does not answer yet
+    // does not (the node starts and joins once it does, as before).
+    if (!(await etcd.checkAccess())) log.warn({ etcd: opts.etcd }, 'etcd does not answer yet; starting anyway and joining once it does');
     node = await LoamNode.start({
       dataDir: opts.data,
       host: listen.host,
@@ -236,17 +263,25 @@ program
   .command('drain')
   .description('move everything a node masters to the other nodes and hand its home directory over')
   .argument('<backend>', 'the node to drain: its number, id or host:port')
+  .option('--cancel', 'instead: stop a drain of the node at a safe point (or undo a finished one): it becomes a ready member again', false)
   .option('--url <url>', 'any node of the DataStore, loam://host:port[/dataset] [LOAM_URL]', process.env.LOAM_URL ?? 'loam://127.0.0.1:7480/default')
   .option('--timeout <seconds>', 'give up after this long', (v) => {
     const n = Number(v);
     if (!Number.isFinite(n) || n <= 0) throw new CliArgError(`not a number of seconds: ${v}`);
     return n;
   }, 600)
-  .action(async (backend: string, opts: { url: string; timeout: number }) => {
+  .action(async (backend: string, opts: { url: string; timeout: number; cancel: boolean }) => {
     const { connect } = await import('@loam/sdk');
     const client = await connect(opts.url, { connectTimeoutMs: 10_000 });
     try {
       const which = /^\d+$/.test(backend) ? Number(backend) : backend;
+      if (opts.cancel) {
+        const res = await client.cancelDrain(which, { timeoutMs: opts.timeout * 1000 });
+        process.stdout.write(res.stopped || res.undrained
+          ? `node ${backend} is a ready member again${res.stopped ? ' (its running drain was stopped; what it moved stays where it went)' : ' (its drain was undone)'}\n`
+          : `node ${backend} was not being drained: nothing to cancel\n`);
+        return;
+      }
       const t0 = Date.now();
       const res = await client.drain(which, { timeoutMs: opts.timeout * 1000 });
       process.stdout.write(`drained node ${backend}: moved ${res.moved} objects in ${((Date.now() - t0) / 1000).toFixed(1)} s; node ${res.homeSuccessor} serves its home directory now\n`);
@@ -280,6 +315,7 @@ program
   });
 
 statusCommand(program);
+operatorCommand(program);
 
 program
   .command('repair')

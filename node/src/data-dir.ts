@@ -79,6 +79,19 @@ export function writeDrained(dir: string, rec: DrainedRecord): void {
   writeDurably(dir, DRAINED_FILE, JSON.stringify(rec) + '\n');
 }
 
+/** Removes DIR/drained.json durably (a cancelled drain made the node ready again). */
+export function clearDrained(dir: string): void {
+  const file = path.join(dir, DRAINED_FILE);
+  if (!fs.existsSync(file)) return;
+  fs.rmSync(file);
+  const dfd = fs.openSync(dir, 'r');
+  try {
+    fs.fsyncSync(dfd);
+  } finally {
+    fs.closeSync(dfd);
+  }
+}
+
 /** Writes DIR/NAME through a temporary file, fsynced, renamed, the directory fsynced. */
 function writeDurably(dir: string, name: string, content: string): void {
   const file = path.join(dir, name);

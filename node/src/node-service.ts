@@ -70,6 +70,10 @@ export function nodeService(engine: Engine, metrics: NodeMetrics, log: Logger, c
       await ctx().placement.adoptHome(req.homes, req.entries);
       return {};
     })),
+    returnHome: unary(method('ReturnHome', async (req) => {
+      await ctx().placement.returnHome(req.home, req.nodeId);
+      return {};
+    })),
     releaseReplicas: unary(method('ReleaseReplicas', async (req) => {
       for (const oid of req.oids) if (!isOid(oid)) throw new InvalidArgumentError(`malformed oid ${JSON.stringify(oid)}`);
       if (!engine.hasDataset(req.dataset)) return { released: req.oids, redirects: [] };

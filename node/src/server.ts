@@ -385,7 +385,8 @@ export class LoamNode {
       await Promise.all([shutdown(this.server), ...(this.peerServer ? [shutdown(this.peerServer)] : [])]);
       this.transactions?.close();
       this.placement?.close();
-      await this.membership?.leave();
+      // Bounded: with etcd unreachable the revoke could hang, and the member lease (3 s) ends anyway.
+      await boundedBy(this.membership?.leave(), LEAVE_ON_STOP_MS);
       await this.metricsServer?.close();
       this.metrics.close();
       if (this.engine.tier && opts.flush !== false && !this.engine.tier.fenced && this.engine.tier.generation !== undefined) {
@@ -406,6 +407,13 @@ export class LoamNode {
 
 /** How long a stopping node waits for its last uploads to S3. */
 const FLUSH_ON_STOP_MS = 10_000;
+/** How long a stopping node waits for etcd to remove its member key. */
+const LEAVE_ON_STOP_MS = 3_000;
+
+async function boundedBy(p: Promise<unknown> | undefined, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([p?.catch(() => undefined), new Promise<void>((r) => (timer = setTimeout(r, ms)))]).finally(() => clearTimeout(timer));
+}
 
 /** Binds `server` to host:port; resolves with the bound port (0 picks a free one). */
 function bind(server: Server, host: string, port: number, what: string): Promise<number> {

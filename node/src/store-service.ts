@@ -1,6 +1,6 @@
 import {
   DeadlineExceededError, InvalidArgumentError, LoamError, NotFoundError, PROTOCOL_VERSION, UnavailableError, UnknownDatasetError,
-  LimitExceededError, NodeDrainedError, oidHomeNode, toErrorDetail, validateAlias, validateDatasetName, isOid,
+  LimitExceededError, NodeDrainedError, RedirectError, oidHomeNode, toErrorDetail, validateAlias, validateDatasetName, isOid,
   type Backend, type CommitRequest, type Redirect, type StoreServiceServer,
 } from '@loam/sdk/wire';
 import type { Engine } from './storage/engine.js';
@@ -340,6 +340,20 @@ export function storeService(
       if (!placement) throw new InvalidArgumentError('cannot drain the only node of a single-node DataStore');
       // Runs to the end even if the caller stops waiting; a retry with the same id waits for it.
       return operations.run('drain', req.opId, () => placement!.drain());
+    }),
+    cancelDrain: unary('CancelDrain', async (req) => {
+      const mine = me().number;
+      if (req.backend !== mine) {
+        // Sent to the wrong node (a stale address): point the caller at the right one.
+        const m = membership && (await membership.byNumber(req.backend));
+        if (m) throw new RedirectError(`node ${req.backend} is at ${m.address}`, { node: m.number, address: m.address });
+        throw new InvalidArgumentError(`this is node ${mine}, not node ${req.backend}, and node ${req.backend} is not a live member`, { node: req.backend });
+      }
+      if (!placement) return { stopped: false, undrained: false }; // a single-node DataStore is never drained
+      const res = await placement.cancelDrain();
+      // The cancelled drain is over: a Drain after this starts a new one, whatever its id.
+      if (res.stopped) operations.forget('drain');
+      return res;
     }),
   };
 }

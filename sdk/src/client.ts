@@ -533,13 +533,30 @@ export class Client {
   }
 
   /** Moves everything a node masters to the others and hands its home directory over (also `loam drain`). */
-  async drain(backend: string | number, options: { timeoutMs?: number } = {}): Promise<{ moved: number; homeSuccessor: number }> {
+  async drain(backend: string | number, options: { timeoutMs?: number; opId?: string } = {}): Promise<{ moved: number; homeSuccessor: number }> {
     this.assertOpen();
     const b = await this.router.resolveBackend(backend);
-    const opId = newTxid(); // the same on a retry: it joins the drain already running
+    // The same on a retry: it joins the drain already running. A caller that asks again later
+    // (an operator after a restart) passes its own.
+    const opId = options.opId ?? newTxid();
     const res = await this.router.withNode(b.number, (c) => c.drain({ opId }, options.timeoutMs ?? 600_000));
     await this.router.refresh(true).catch(() => undefined);
     return { moved: res.moved, homeSuccessor: res.homeSuccessor };
+  }
+
+  /**
+   * Stops a drain of a node (`loam drain` begun) at a safe point between moves and makes the node
+   * a ready member that takes new objects again; objects it already moved stay where they went.
+   * A node whose drain had finished is made ready too (it takes its home directory back). No
+   * drain: nothing to do. FailedPreconditionError when the node cannot be made ready safely.
+   * `stopped`: a drain was running; `undrained`: a drained state was undone.
+   */
+  async cancelDrain(backend: string | number, options: { timeoutMs?: number } = {}): Promise<{ stopped: boolean; undrained: boolean }> {
+    this.assertOpen();
+    const b = await this.router.resolveBackend(backend);
+    const res = await this.router.withNode(b.number, (c) => c.cancelDrain(b.number, options.timeoutMs ?? 120_000));
+    await this.router.refresh(true).catch(() => undefined);
+    return { stopped: res.stopped, undrained: res.undrained };
   }
 
   /**

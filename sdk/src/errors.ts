@@ -18,7 +18,9 @@ export type ErrorCode =
   | 'REDIRECT'
   | 'DRAINED'
   | 'ABORTED'
-  | 'COMMIT_UNKNOWN';
+  | 'COMMIT_UNKNOWN'
+  | 'FAILED_PRECONDITION'
+  | 'DRAIN_CANCELLED';
 
 export interface ErrorFields {
   oid?: string;
@@ -166,6 +168,23 @@ export class NodeDrainedError extends UnavailableError {
   }
 }
 
+/** The system is not in a state the operation needs (what is missing is in the message); retry once it is. */
+export class FailedPreconditionError extends LoamError {
+  constructor(message: string, fields?: ErrorFields) {
+    super('FAILED_PRECONDITION', message, fields);
+  }
+}
+
+/**
+ * The drain was cancelled (CancelDrain) before it finished: the node is a ready member again,
+ * and the objects it had moved stay where they went. `node` is its number.
+ */
+export class DrainCancelledError extends LoamError {
+  constructor(message: string, fields?: ErrorFields) {
+    super('DRAIN_CANCELLED', message, fields);
+  }
+}
+
 const byCode: Record<ErrorCode, new (message: string, fields?: ErrorFields) => LoamError> = {
   NOT_FOUND: NotFoundError,
   UNKNOWN_DATASET: UnknownDatasetError,
@@ -182,6 +201,8 @@ const byCode: Record<ErrorCode, new (message: string, fields?: ErrorFields) => L
   DRAINED: NodeDrainedError,
   ABORTED: AbortedError,
   COMMIT_UNKNOWN: CommitUnknownError,
+  FAILED_PRECONDITION: FailedPreconditionError,
+  DRAIN_CANCELLED: DrainCancelledError,
 };
 
 export function errorFromCode(code: string, message: string, fields?: ErrorFields): LoamError {

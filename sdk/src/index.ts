@@ -10,5 +10,5 @@ export { encodeValue, decodeValue, CODEC_V1 } from './codec.js';
 export {
   LoamError, NotFoundError, UnknownDatasetError, AliasExistsError, AlreadyExistsError, ConflictError,
   WriteConflictError, ReadConflictError, InvalidArgumentError, LimitExceededError, UnavailableError,
-  DeadlineExceededError, InternalError, RedirectError, NodeDrainedError, AbortedError, CommitUnknownError, type ErrorCode,
+  DeadlineExceededError, InternalError, RedirectError, NodeDrainedError, AbortedError, CommitUnknownError, FailedPreconditionError, DrainCancelledError, type ErrorCode,
 } from './errors.js';

@@ -23,8 +23,10 @@ export class Router {
   private readonly locations = new Map<string, number>();
   /** Home number -> the node serving that home directory, where a drain handed it over. */
   private readonly homes = new Map<number, number>();
-  /** Nodes that were drained: they take no new objects. */
+  /** Nodes the last member list says are drained (a cancelled drain makes one ready again). */
   private readonly drained = new Set<number>();
+  /** Nodes that refused a create as drained (while a drain runs the list still says ready). */
+  private readonly refused = new Set<number>();
   private lastRefresh = 0;
   /** The node whose ListBackends answered last: asked first next time. */
   private preferred?: NodeConnection;
@@ -63,6 +65,7 @@ export class Router {
     this.refreshing ??= this.listFromAny().then((res) => {
       const before = [...this.members.keys()];
       this.members.clear();
+      this.drained.clear();
       for (const b of res.backends) {
         this.members.set(b.number, b);
         if (b.state === 'drained') this.drained.add(b.number);
@@ -131,11 +134,11 @@ export class Router {
   }
 
   markDrained(n: number): void {
-    this.drained.add(n);
+    this.refused.add(n);
   }
 
   isDrained(n: number): boolean {
-    return this.drained.has(n);
+    return this.drained.has(n) || this.refused.has(n);
   }
 
   /**
@@ -144,8 +147,8 @@ export class Router {
    */
   creationNode(): number {
     const seed = this.seedBackend.number;
-    if (!this.drained.has(seed) && this.members.has(seed)) return seed;
-    const live = this.knownBackends().find((b) => !this.drained.has(b.number));
+    if (!this.isDrained(seed) && this.members.has(seed)) return seed;
+    const live = this.knownBackends().find((b) => !this.isDrained(b.number));
     return live?.number ?? seed;
   }
 

@@ -4,7 +4,7 @@ import {
   type GetAliasRequest, type GetAliasResponse, type GetRequest, type GetResponse, type HelloRequest, type HelloResponse,
   type ListAliasesRequest, type ListAliasesResponse, type ListBackendsRequest, type ListBackendsResponse,
   type ListDatasetsRequest, type ListDatasetsResponse, type LocateRequest, type LocateResponse,
-  type MoveRequest, type MoveResponse, type DrainRequest, type DrainResponse, type FlushResponse, type StatusResponse, type CommitMultiRequest, type CommitMultiResponse,
+  type MoveRequest, type MoveResponse, type DrainRequest, type DrainResponse, type CancelDrainResponse, type FlushResponse, type StatusResponse, type CommitMultiRequest, type CommitMultiResponse,
   type ReplicateRequest, type ReplicateResponse,
 } from './gen/loam/v1/store.js';
 import { callUnary, fromErrorDetail, type UnaryMethod } from './wire.js';
@@ -129,6 +129,9 @@ export class NodeConnection {
   }
   drain(req: DrainRequest, deadlineMs?: number): Promise<DrainResponse> {
     return this.unary(this.client.drain, req, deadlineMs);
+  }
+  cancelDrain(backend: number, deadlineMs?: number): Promise<CancelDrainResponse> {
+    return this.unary(this.client.cancelDrain, { backend }, deadlineMs);
   }
   flush(deadlineMs?: number): Promise<FlushResponse> {
     return this.unary(this.client.flush, {}, deadlineMs);

@@ -31,6 +31,8 @@ const statusOf: Record<ErrorCode, Status> = {
   DRAINED: Status.UNAVAILABLE,
   ABORTED: Status.ABORTED,
   COMMIT_UNKNOWN: Status.UNKNOWN,
+  FAILED_PRECONDITION: Status.FAILED_PRECONDITION,
+  DRAIN_CANCELLED: Status.ABORTED,
 };
 
 /** The typed detail of any thrown value (an unexpected one becomes INTERNAL). */

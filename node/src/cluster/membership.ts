@@ -295,6 +295,9 @@ export class Membership {
 
   /** Reloads the view now (after this node changed it). */
   async invalidate(): Promise<void> {
+    // A refresh already running may have read the store before the change: wait for it, then
+    // read again, so the view returned is at least as new as the caller's write.
+    await this.refreshing?.catch(() => undefined);
     await this.refresh();
   }
 
@@ -379,6 +382,13 @@ export class Membership {
   /** Records in the member key that this node is drained (clients then create elsewhere). */
   async markDrained(): Promise<void> {
     this.self.state = 'drained';
+    if (this.lease) await this.meta.put(META_KEYS.member(this.self.id), JSON.stringify(this.self), this.lease);
+    await this.invalidate();
+  }
+
+  /** Records in the member key that this node is a ready member again (a drain was cancelled). */
+  async markReady(): Promise<void> {
+    this.self.state = 'ready';
     if (this.lease) await this.meta.put(META_KEYS.member(this.self.id), JSON.stringify(this.self), this.lease);
     await this.invalidate();
   }

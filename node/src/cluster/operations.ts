@@ -25,6 +25,11 @@ export class Operations {
     return entry.result;
   }
 
+  /** Forgets every operation of `kind`: a later call with the same id runs it anew (a drain after a cancel). */
+  forget(kind: string): void {
+    for (const k of this.ops.keys()) if (k.startsWith(`${kind}/`)) this.ops.delete(k);
+  }
+
   private expire(now = Date.now()): void {
     // Oldest first (insertion order); running operations are kept, and there are few of them.
     for (const [k, e] of this.ops) {

@@ -1,7 +1,7 @@
 import { credentials, Metadata } from '@grpc/grpc-js';
 import {
   NodeServiceClient, StoreServiceClient, UnavailableError, callUnary, type UnaryMethod,
-  type AdoptHomeRequest, type FinishRequest, type InstallRequest, type MoveRequest, type MoveResponse, type PrepareRequest,
+  type AdoptHomeRequest, type ReturnHomeRequest, type FinishRequest, type InstallRequest, type MoveRequest, type MoveResponse, type PrepareRequest,
   type PrepareResponse, type SetMasterRequest, type GetRequest, type GetResponse, type InstallReplicasRequest, type DropReplicasRequest, type SetHomeReplicasRequest,
   type ReleaseReplicasRequest, type ConfirmReplicasRequest, type ConfirmReplicasResponse, type ReleaseReplicasResponse,
   type ActivateInstallRequest, type InstallStatusRequest, type InstallStatusResponse, deadlineMetadata,
@@ -118,6 +118,10 @@ export class Peers {
 
   adoptHome(to: PeerTarget, req: AdoptHomeRequest): Promise<unknown> {
     return this.nodeCall(to, (c) => c.adoptHome, req);
+  }
+
+  returnHome(to: PeerTarget, req: ReturnHomeRequest): Promise<unknown> {
+    return this.nodeCall(to, (c) => c.returnHome, req);
   }
 
   /**

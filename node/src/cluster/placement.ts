@@ -1,5 +1,5 @@
 import {
-  DeadlineExceededError, InvalidArgumentError, LimitExceededError, NotFoundError, RedirectError, UnavailableError, WriteConflictError, oidHomeNode,
+  DeadlineExceededError, DrainCancelledError, FailedPreconditionError, InvalidArgumentError, LimitExceededError, NotFoundError, RedirectError, UnavailableError, WriteConflictError, oidHomeNode,
   type Backend, type DrainResponse, type MasterChange, type MoveResponse, type Redirect,
 } from '@loam/sdk/wire';
 import { decodeValue } from '@loam/sdk/codec';
@@ -9,7 +9,7 @@ import { META_KEYS } from '../meta/meta-store.js';
 import type { Member, Membership } from './membership.js';
 import type { Peers } from './peers.js';
 import { failpointAsync } from '../failpoints.js';
-import { writeDrained } from '../data-dir.js';
+import { clearDrained, writeDrained } from '../data-dir.js';
 import { ReplicaLeases } from './replica-leases.js';
 import { groupBy } from './group-by.js';
 
@@ -38,6 +38,12 @@ export class Placement {
   /** Objects this node mastered when the running drain began (for drainProgress). */
   private drainTotal = 0;
   private running?: Promise<DrainResponse>;
+  /** CancelDrain asked the running drain to stop at its next safe point. */
+  private cancelRequested = false;
+  /** A CancelDrain in progress (one at a time; a drain waits for it to end). */
+  private cancelling?: Promise<{ stopped: boolean; undrained: boolean }>;
+  /** Set while a cancel makes this node ready again: a stale view must not record it drained. */
+  private undraining = false;
   private recording?: Promise<void>;
   /** The node a running drain hands the home directory to (recorded with the drained state). */
   private successor?: number;
@@ -71,7 +77,9 @@ export class Placement {
       withLocks: (oids, fn) => this.withLocks(oids, fn),
       redirectFor: (oid) => this.redirectFor(oid),
     });
-    membership.onHomeHandedOver = () => void this.recordDrained();
+    membership.onHomeHandedOver = () => {
+      if (!this.undraining) void this.recordDrained();
+    };
     if (!this.drained && membership.homeHandedOver) void this.recordDrained();
     this.finishTimer = setInterval(() => {
       void this.finishForwards();
@@ -651,6 +659,12 @@ export class Placement {
   }
 
   async adoptHome(homes: number[], entries: { oid: string; master: number; replicas: number[] }[]): Promise<void> {
+    // The entries handed over are the whole directory of those homes: any older entry kept here
+    // (this node served one of them before: its own, given back after a cancelled drain) is stale.
+    const given = new Set(entries.map((e) => e.oid));
+    const wanted = new Set(homes);
+    const stale = this.engine.directoryEntries().filter((e) => wanted.has(oidHomeNode(e.oid)) && !given.has(e.oid));
+    if (stale.length > 0) await this.engine.setDirectory(stale.map((e) => ({ oid: e.oid, master: oidHomeNode(e.oid), replicas: [] })));
     await this.engine.adoptDirectory(entries);
     for (const h of homes) this.adopted.add(h);
     this.log.info({ homes, entries: entries.length }, 'adopted home directories');
@@ -668,14 +682,115 @@ export class Placement {
    * one runs waits for it (a drain sent again after a timeout must not run beside the first).
    */
   drain(): Promise<DrainResponse> {
+    if (this.cancelling && !this.running) return Promise.reject(new UnavailableError('a cancel of this node\'s drain is in progress; retry the drain once it ends'));
     this.running ??= this.drainOnce().finally(() => (this.running = undefined));
     return this.running;
+  }
+
+  /** The drain stops here when it was cancelled: between moves, never within one. */
+  private checkCancelled(): void {
+    if (this.cancelRequested) {
+      throw new DrainCancelledError(`the drain of node ${this.me.number} was cancelled; the objects it moved stay where they went`, { node: this.me.number });
+    }
+  }
+
+  /**
+   * Stops a running drain at its next safe point (the move in flight ends first, so no object is
+   * ever half moved) and makes this node a ready member that takes new objects again. A drain
+   * already past its last safe point (handing the home directory over) finishes first, and is
+   * then undone like one that had finished: the home directory is taken back from the node that
+   * serves it, and the drained state is cleared. Nothing running and nothing drained: no-op.
+   */
+  cancelDrain(): Promise<{ stopped: boolean; undrained: boolean }> {
+    this.cancelling ??= (async () => {
+      const running = this.running;
+      if (running) {
+        this.cancelRequested = true;
+        await running.catch(() => undefined); // stopped (DrainCancelledError), failed, or finished
+      }
+      const stopped = running !== undefined;
+      if (!this.drained && !this.membership.homeHandedOver) return { stopped, undrained: false };
+      await this.undrain();
+      return { stopped, undrained: true };
+    })().finally(() => {
+      this.cancelling = undefined;
+      this.cancelRequested = false;
+    });
+    return this.cancelling;
+  }
+
+  /**
+   * Makes a drained node ready again. Its home directory first: the node serving it hands it
+   * back (ReturnHome) and removes homes/N from etcd, so every directory update after that lands
+   * here; only then is the drained state cleared (data directory, then member key). A crash in
+   * between leaves the node drained with its home back, which a cancel again finishes.
+   */
+  private async undrain(): Promise<void> {
+    this.undraining = true;
+    try {
+      const home = this.me.number;
+      const owner = await this.membership.meta.get(META_KEYS.home(home));
+      if (owner !== undefined && owner !== this.me.id) {
+        const server = (await this.membership.members(true)).find((m) => m.id === owner);
+        if (!server) {
+          throw new FailedPreconditionError(`node ${home} stays drained: its home directory is served by ${owner}, which is not a live member, so it cannot be taken back safely; retry once ${owner} is up`, { node: home });
+        }
+        try {
+          await this.peers.returnHome(server, { home, nodeId: this.me.id });
+        } catch (e) {
+          throw new FailedPreconditionError(`node ${home} stays drained: node ${server.number} (${owner}), which serves its home directory, did not hand it back: ${(e as Error).message}`, { node: home });
+        }
+      } else if (owner === this.me.id) {
+        await this.membership.meta.delete(META_KEYS.home(home));
+      }
+      await this.membership.invalidate();
+      if (this.membership.homeHandedOver) throw new FailedPreconditionError(`node ${home} stays drained: its home directory is still recorded as handed over`, { node: home });
+      if (this.opts.dataDir) clearDrained(this.opts.dataDir);
+      this.drained = false;
+      this.recording = undefined;
+      this.successor = undefined;
+      // Replica copies given up by the drain are not in their masters' sets any more; a new
+      // replicate sends them again.
+      this.released.clear();
+      await this.membership.markReady();
+      this.log.info({ node: home }, 'drain cancelled: a ready member again');
+    } finally {
+      this.undraining = false;
+    }
+  }
+
+  /**
+   * Hands home directory `home`, adopted by a drain, back to its own node `nodeId`, which asks
+   * for it (it is being made ready again). Like a drain's hand-over: home directory updates here
+   * wait (handingOff), the entries go to that node, homes/N is removed from etcd, then this
+   * node's view is reloaded before updates are taken again (they are redirected there since).
+   */
+  async returnHome(home: number, nodeId: string): Promise<void> {
+    const to = (await this.membership.members(true)).find((m) => m.id === nodeId);
+    if (!to || to.number !== home) throw new InvalidArgumentError(`node ${nodeId} is not the live member with number ${home}`, { node: home });
+    const owner = await this.membership.meta.get(META_KEYS.home(home));
+    if (owner === undefined || owner === nodeId) return; // already back (a retry)
+    if (owner !== this.me.id) throw new FailedPreconditionError(`home directory ${home} is served by ${owner}, not by this node`, { node: home });
+    // A drain of this node hands over every home it serves, this one included: not both at once.
+    if (this.running || this.handingOff) throw new UnavailableError('this node is handing its home directories over (it is being drained); retry', { node: home });
+    this.handingOff = true;
+    try {
+      const entries = this.engine.directoryEntries().filter((e) => oidHomeNode(e.oid) === home);
+      await this.peers.adoptHome(to, { homes: [home], entries });
+      await this.membership.meta.delete(META_KEYS.home(home));
+      this.adopted.delete(home);
+      await this.membership.invalidate();
+      this.log.info({ home, to: to.number, entries: entries.length }, 'handed a home directory back');
+    } finally {
+      this.handingOff = false;
+    }
   }
 
   private async drainOnce(): Promise<DrainResponse> {
     // Drained nodes take nothing: neither objects nor a home directory (they may be removed next).
     const others = (await this.membership.members(true)).filter((m) => m.id !== this.me.id && m.state !== 'drained');
     if (others.length === 0) throw new InvalidArgumentError('cannot drain the only node of the cluster that is not drained');
+    this.cancelRequested = false;
     this.draining = true;
     this.drainTotal = this.masteredCount();
     try {
@@ -692,6 +807,7 @@ export class Placement {
             const target = others[next++ % others.length];
             const part = oids.slice(i, i + chunk).filter((o) => this.engine.masters(o));
             if (part.length === 0) continue;
+            this.checkCancelled();
             const res = await this.move(ds, part, target.number, false);
             moved += res.moved.length;
           }
@@ -699,6 +815,9 @@ export class Placement {
         if (left === 0) break;
         if (pass === DRAIN_MAX_PASSES - 1) throw new UnavailableError(`drain did not converge: ${left} objects still arriving`);
       }
+      // The last safe point: past it replica copies are given up and the home directory handed
+      // over, so a cancel from here on waits for the end and undoes the drain instead.
+      this.checkCancelled();
       await this.finishForwards();
       const copies = await this.releaseReplicaCopies();
       const successor = others.reduce((a, b) => (a.number <= b.number ? a : b));

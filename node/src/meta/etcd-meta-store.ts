@@ -1,6 +1,31 @@
-import { Etcd3, type Lease, type Namespace } from 'etcd3';
-import { UnavailableError } from '@loam/sdk/wire';
+import {
+  Etcd3, EtcdAuthenticationFailedError, EtcdInvalidAuthTokenError, EtcdPermissionDeniedError, GRPCUnauthenticatedError, type Lease, type Namespace,
+} from 'etcd3';
+import { LoamError, UnavailableError } from '@loam/sdk/wire';
 import type { MetaLease, MetaStore } from './meta-store.js';
+
+/** etcd user name and password (etcd's own auth: the client trades them for a token). */
+export interface EtcdCredentials {
+  username: string;
+  password: string;
+}
+
+/**
+ * etcd refused the credentials (or, with auth enabled, their absence) or this user's access to
+ * the prefix: retrying cannot help, so a node does not wait for it as for an unreachable etcd.
+ */
+export class EtcdAccessError extends LoamError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('FAILED_PRECONDITION', message, {}, options);
+  }
+}
+
+/** True for etcd's answers that mean "not with these credentials", as opposed to "not reachable". */
+function isAccessDenied(e: unknown): boolean {
+  if (e instanceof EtcdAuthenticationFailedError || e instanceof EtcdPermissionDeniedError || e instanceof EtcdInvalidAuthTokenError || e instanceof GRPCUnauthenticatedError) return true;
+  // Auth enabled and no credentials given: etcd 3.4 says "user name is empty" (INVALID_ARGUMENT).
+  return /user name is empty|authentication failed|permission denied|invalid auth token|user name not found/i.test((e as Error)?.message ?? '');
+}
 
 /** MetaStore on etcd v3. Every call has a deadline; an unreachable etcd is an UnavailableError. */
 export class EtcdMetaStore implements MetaStore {
@@ -10,7 +35,7 @@ export class EtcdMetaStore implements MetaStore {
   private readonly leases = new Set<Lease>();
   private readonly timeoutMs: number;
 
-  constructor(endpoints: string[], prefix: string, opts: { timeoutMs?: number } = {}) {
+  constructor(endpoints: string[], prefix: string, opts: { timeoutMs?: number; credentials?: EtcdCredentials } = {}) {
     if (endpoints.length === 0) throw new Error('no etcd endpoints');
     this.timeoutMs = opts.timeoutMs ?? 5000;
     const attemptMs = Math.max(200, Math.floor(this.timeoutMs / 3));
@@ -26,8 +51,27 @@ export class EtcdMetaStore implements MetaStore {
       // A deadline per attempt (etcd3 recomputes it on each of its retries), so that a call that
       // picked a member which just died is retried on a live one instead of using up all the time.
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + attemptMs }),
+      // The token exchange gets a deadline too: a hung etcd must not hold the first call forever.
+      ...(opts.credentials ? { auth: { ...opts.credentials, callOptions: () => ({ deadline: Date.now() + attemptMs }) } } : {}),
     });
     this.ns = this.client.namespace(prefix.endsWith('/') ? prefix : `${prefix}/`);
+  }
+
+  /**
+   * One read under the prefix, at start: throws EtcdAccessError when etcd refuses the
+   * credentials or the prefix (a node would otherwise retry forever as if etcd were down);
+   * false when etcd does not answer within `timeoutMs` (a node may start before etcd does).
+   */
+  async checkAccess(timeoutMs = this.timeoutMs): Promise<boolean> {
+    try {
+      await this.ns.get('members/').options({ deadline: Date.now() + timeoutMs }).string();
+      return true;
+    } catch (e) {
+      if (isAccessDenied(e)) {
+        throw new EtcdAccessError(`etcd refused access: ${(e as Error).message} (check --etcd-username and the password in LOAM_ETCD_PASSWORD or --etcd-password-file, and that the user's role may read and write this prefix)`, { cause: e });
+      }
+      return false;
+    }
   }
 
   private async run<T>(what: string, fn: () => Promise<T>): Promise<T> {

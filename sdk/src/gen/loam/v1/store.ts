@@ -347,6 +347,18 @@ export interface DrainResponse {
   homeSuccessor: number;
 }
 
+export interface CancelDrainRequest {
+  /** The node number of the node whose drain is cancelled (the node called checks it is itself). */
+  backend: number;
+}
+
+export interface CancelDrainResponse {
+  /** A running drain was stopped. */
+  stopped: boolean;
+  /** A finished drain was undone (the home directory taken back, the drained state cleared). */
+  undrained: boolean;
+}
+
 export interface InstallRequest {
   dataset: string;
   objects: ObjectRecord[];
@@ -419,6 +431,16 @@ export interface AdoptHomeRequest {
 }
 
 export interface AdoptHomeResponse {
+}
+
+export interface ReturnHomeRequest {
+  /** The home directory to hand back: the number of the node asking. */
+  home: number;
+  /** The id of the node asking (the member that must hold number `home`). */
+  nodeId: string;
+}
+
+export interface ReturnHomeResponse {
 }
 
 export interface CommitPart {
@@ -3884,6 +3906,128 @@ export const DrainResponse: MessageFns<DrainResponse> = {
   },
 };
 
+function createBaseCancelDrainRequest(): CancelDrainRequest {
+  return { backend: 0 };
+}
+
+export const CancelDrainRequest: MessageFns<CancelDrainRequest> = {
+  encode(message: CancelDrainRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.backend !== 0) {
+      writer.uint32(8).uint32(message.backend);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CancelDrainRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCancelDrainRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.backend = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<CancelDrainRequest>): CancelDrainRequest {
+    return CancelDrainRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CancelDrainRequest>): CancelDrainRequest {
+    const message = createBaseCancelDrainRequest();
+    message.backend = object.backend ?? 0;
+    return message;
+  },
+};
+
+function createBaseCancelDrainResponse(): CancelDrainResponse {
+  return { stopped: false, undrained: false };
+}
+
+export const CancelDrainResponse: MessageFns<CancelDrainResponse> = {
+  encode(message: CancelDrainResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.stopped !== false) {
+      writer.uint32(8).bool(message.stopped);
+    }
+    if (message.undrained !== false) {
+      writer.uint32(16).bool(message.undrained);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CancelDrainResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCancelDrainResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.stopped = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.undrained = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<CancelDrainResponse>): CancelDrainResponse {
+    return CancelDrainResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CancelDrainResponse>): CancelDrainResponse {
+    const message = createBaseCancelDrainResponse();
+    message.stopped = object.stopped ?? false;
+    message.undrained = object.undrained ?? false;
+    return message;
+  },
+};
+
 function createBaseInstallRequest(): InstallRequest {
   return { dataset: "", objects: [], replicaSets: [], source: 0 };
 }
@@ -4769,6 +4913,116 @@ export const AdoptHomeResponse: MessageFns<AdoptHomeResponse> = {
   },
   fromPartial(_: DeepPartial<AdoptHomeResponse>): AdoptHomeResponse {
     const message = createBaseAdoptHomeResponse();
+    return message;
+  },
+};
+
+function createBaseReturnHomeRequest(): ReturnHomeRequest {
+  return { home: 0, nodeId: "" };
+}
+
+export const ReturnHomeRequest: MessageFns<ReturnHomeRequest> = {
+  encode(message: ReturnHomeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.home !== 0) {
+      writer.uint32(8).uint32(message.home);
+    }
+    if (message.nodeId !== "") {
+      writer.uint32(18).string(message.nodeId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReturnHomeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReturnHomeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.home = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ReturnHomeRequest>): ReturnHomeRequest {
+    return ReturnHomeRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReturnHomeRequest>): ReturnHomeRequest {
+    const message = createBaseReturnHomeRequest();
+    message.home = object.home ?? 0;
+    message.nodeId = object.nodeId ?? "";
+    return message;
+  },
+};
+
+function createBaseReturnHomeResponse(): ReturnHomeResponse {
+  return {};
+}
+
+export const ReturnHomeResponse: MessageFns<ReturnHomeResponse> = {
+  encode(_: ReturnHomeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReturnHomeResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReturnHomeResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ReturnHomeResponse>): ReturnHomeResponse {
+    return ReturnHomeResponse.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<ReturnHomeResponse>): ReturnHomeResponse {
+    const message = createBaseReturnHomeResponse();
     return message;
   },
 };
@@ -6301,6 +6555,22 @@ export const StoreServiceService = {
     responseSerialize: (value: StatusResponse): Buffer => Buffer.from(StatusResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): StatusResponse => StatusResponse.decode(value),
   },
+  /**
+   * CancelDrain stops the drain of this node at a safe point between moves (objects already
+   * moved stay where they went) and makes it a ready member that takes new objects again; for
+   * a node whose drain had finished, it takes its home directory back first. With no drain
+   * running or done it does nothing. FAILED_PRECONDITION when the node cannot safely be made
+   * ready (the node serving its home directory is not reachable).
+   */
+  cancelDrain: {
+    path: "/loam.v1.StoreService/CancelDrain" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CancelDrainRequest): Buffer => Buffer.from(CancelDrainRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CancelDrainRequest => CancelDrainRequest.decode(value),
+    responseSerialize: (value: CancelDrainResponse): Buffer => Buffer.from(CancelDrainResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CancelDrainResponse => CancelDrainResponse.decode(value),
+  },
 } as const;
 
 export interface StoreServiceServer extends UntypedServiceImplementation {
@@ -6352,6 +6622,14 @@ export interface StoreServiceServer extends UntypedServiceImplementation {
    * a drain in progress, and its S3 tier's upload backlog. Cheap: nothing is scanned.
    */
   status: handleUnaryCall<StatusRequest, StatusResponse>;
+  /**
+   * CancelDrain stops the drain of this node at a safe point between moves (objects already
+   * moved stay where they went) and makes it a ready member that takes new objects again; for
+   * a node whose drain had finished, it takes its home directory back first. With no drain
+   * running or done it does nothing. FAILED_PRECONDITION when the node cannot safely be made
+   * ready (the node serving its home directory is not reachable).
+   */
+  cancelDrain: handleUnaryCall<CancelDrainRequest, CancelDrainResponse>;
 }
 
 export interface StoreServiceClient extends Client {
@@ -6621,6 +6899,28 @@ export interface StoreServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: StatusResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * CancelDrain stops the drain of this node at a safe point between moves (objects already
+   * moved stay where they went) and makes it a ready member that takes new objects again; for
+   * a node whose drain had finished, it takes its home directory back first. With no drain
+   * running or done it does nothing. FAILED_PRECONDITION when the node cannot safely be made
+   * ready (the node serving its home directory is not reachable).
+   */
+  cancelDrain(
+    request: CancelDrainRequest,
+    callback: (error: ServiceError | null, response: CancelDrainResponse) => void,
+  ): ClientUnaryCall;
+  cancelDrain(
+    request: CancelDrainRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CancelDrainResponse) => void,
+  ): ClientUnaryCall;
+  cancelDrain(
+    request: CancelDrainRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CancelDrainResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const StoreServiceClient = makeGenericClientConstructor(
@@ -6687,6 +6987,19 @@ export const NodeServiceService = {
     requestDeserialize: (value: Buffer): AdoptHomeRequest => AdoptHomeRequest.decode(value),
     responseSerialize: (value: AdoptHomeResponse): Buffer => Buffer.from(AdoptHomeResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): AdoptHomeResponse => AdoptHomeResponse.decode(value),
+  },
+  /**
+   * ReturnHome hands a home directory this node adopted back to its own node, which asks for
+   * it: that node was drained and is being made a ready member again (CancelDrain).
+   */
+  returnHome: {
+    path: "/loam.v1.NodeService/ReturnHome" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReturnHomeRequest): Buffer => Buffer.from(ReturnHomeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReturnHomeRequest => ReturnHomeRequest.decode(value),
+    responseSerialize: (value: ReturnHomeResponse): Buffer => Buffer.from(ReturnHomeResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReturnHomeResponse => ReturnHomeResponse.decode(value),
   },
   /** Prepare validates, locks and logs this node's part of a distributed transaction. */
   prepare: {
@@ -6795,6 +7108,11 @@ export interface NodeServiceServer extends UntypedServiceImplementation {
   setMaster: handleUnaryCall<SetMasterRequest, SetMasterResponse>;
   /** AdoptHome takes over the home directory of a draining node. */
   adoptHome: handleUnaryCall<AdoptHomeRequest, AdoptHomeResponse>;
+  /**
+   * ReturnHome hands a home directory this node adopted back to its own node, which asks for
+   * it: that node was drained and is being made a ready member again (CancelDrain).
+   */
+  returnHome: handleUnaryCall<ReturnHomeRequest, ReturnHomeResponse>;
   /** Prepare validates, locks and logs this node's part of a distributed transaction. */
   prepare: handleUnaryCall<PrepareRequest, PrepareResponse>;
   /** Finish applies or drops a prepared part once the decision is known. */
@@ -6898,6 +7216,25 @@ export interface NodeServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: AdoptHomeResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * ReturnHome hands a home directory this node adopted back to its own node, which asks for
+   * it: that node was drained and is being made a ready member again (CancelDrain).
+   */
+  returnHome(
+    request: ReturnHomeRequest,
+    callback: (error: ServiceError | null, response: ReturnHomeResponse) => void,
+  ): ClientUnaryCall;
+  returnHome(
+    request: ReturnHomeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReturnHomeResponse) => void,
+  ): ClientUnaryCall;
+  returnHome(
+    request: ReturnHomeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReturnHomeResponse) => void,
   ): ClientUnaryCall;
   /** Prepare validates, locks and logs this node's part of a distributed transaction. */
   prepare(
