@@ -14,6 +14,11 @@
  * - Least privilege: with a real token of the chart's ServiceAccount (TokenRequest API) the operator
  *   can do each thing its controller uses and nothing else (SelfSubjectAccessReviews through the
  *   token, and real calls), both watching every namespace and with watchNamespace.
+ * - End to end, with kwok's fake Nodes and the kubelet harness (test/harness/kubelet.ts) running the
+ *   Pods' real processes: `helm install --wait` runs two operator replicas as `loam operator`
+ *   processes with the chart's token mount and RBAC; both become Ready through the chart's probes,
+ *   one holds the Lease and says so in its metrics, and the other takes over when the leader's Pod
+ *   is deleted.
  *
  * The tests of a describe block run in order and build on each other (one cluster per file).
  */
@@ -27,6 +32,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { ensureKubeTools, type KubeTools } from '../harness/kube-tools.js';
 import { startKube, type KubeCluster } from '../harness/kube.js';
+import { startKubelet, type Kubelet } from '../harness/kubelet.js';
 import { ROOT } from '../harness/node-process.js';
 import { pollUntil } from '../harness/wait.js';
 
@@ -716,4 +722,100 @@ spec:
     expect(again.stdout).toContain('STATUS: deployed');
     await kube.helm(['uninstall', 'loam', '--namespace', NS, '--wait', '--timeout', '60s'], { timeoutMs: 90_000 });
   }, 180_000);
+});
+
+// ---------------------------------------------------------------------------------------------------------
+
+describe('end to end: the chart runs the operator (kwok Nodes, the kubelet harness runs each Pod as a real process)', () => {
+  let cluster: KubeCluster;
+  let kubelet: Kubelet;
+  let setupError: unknown;
+
+  beforeAll(async () => {
+    if (toolsError) return;
+    try {
+      cluster = await startKube({ kwok: true, nodes: 1 });
+      kubelet = await startKubelet(cluster);
+    } catch (e) {
+      setupError = e;
+    }
+  }, 180_000);
+
+  beforeEach(() => {
+    if (toolsError) throw toolsError;
+    if (setupError) throw setupError;
+  });
+
+  afterAll(async () => {
+    await kubelet?.stop();
+    await cluster?.stop();
+  });
+
+  const pods = async () =>
+    ((await cluster.request('GET', `/api/v1/namespaces/${NS}/pods?labelSelector=${encodeURIComponent('app.kubernetes.io/name=loam,app.kubernetes.io/component=operator')}`)).body as { items: Obj[] }).items.filter((p) => !(p.metadata as any).deletionTimestamp);
+  const holder = async (): Promise<string | undefined> => {
+    const r = await cluster.request('GET', `/apis/coordination.k8s.io/v1/namespaces/${NS}/leases/${LEASE}`);
+    return r.status === 200 ? ((r.body as any).spec?.holderIdentity ?? undefined) : undefined;
+  };
+  const leaderMetric = async (ip: string): Promise<number | undefined> => {
+    const res = await fetch(`http://${ip}:8080/metrics`, { signal: AbortSignal.timeout(5000) });
+    const m = /^loam_operator_leader(?:\{[^}]*\})? (\d+)/m.exec(await res.text());
+    return m ? Number(m[1]) : undefined;
+  };
+  const detail = () => `--- kubelet harness ---\n${kubelet.log().slice(-6000)}\n${kubelet.pods().map((p) => `--- ${p.name} ---\n${p.logs.slice(-3000)}`).join('\n')}`;
+
+  it('helm install --wait: two operator replicas run as real processes, Ready through /readyz, with the token the chart mounts', async () => {
+    const r = await cluster.helm(['install', 'loam', CHART, '--namespace', NS, '--create-namespace', '--set', 'replicaCount=2,logLevel=debug', '--wait', '--timeout', '120s'], { timeoutMs: 150_000, check: false });
+    expect(r.code, `${r.stdout}${r.stderr}\n${detail()}`).toBe(0);
+    const running = await pods();
+    expect(running.length).toBe(2);
+    for (const p of running) {
+      const proc = kubelet.processOf(p)!;
+      expect(proc, p.metadata.name).toBeDefined();
+      const c = proc.containers[0]!;
+      expect(c.running).toBe(true);
+      // The chart's args with $(POD_IP) and $(POD_NAMESPACE) expanded, run by the repository's `loam`.
+      const args = ['operator', `--metrics-listen=${proc.ip}:8080`, `--leader-election-namespace=${NS}`, `--leader-election-id=${LEASE}`, '--resync=30s', '--workers=4', '--log-level=debug'];
+      expect(c.argv.slice(-args.length)).toEqual(args);
+      expect(c.argv.join(' ')).toContain('node/bin/loam.js');
+      // In-cluster credentials: the projected token the chart mounts, where LOAM_SERVICEACCOUNT_DIR points.
+      const saDir = c.env.LOAM_SERVICEACCOUNT_DIR!;
+      expect(saDir).not.toBe('/var/run/secrets/kubernetes.io/serviceaccount'); // rewritten to the real directory
+      for (const f of ['token', 'ca.crt', 'namespace']) expect(fs.existsSync(path.join(saDir, f)), f).toBe(true);
+      expect(fs.readFileSync(path.join(saDir, 'namespace'), 'utf8')).toBe(NS);
+      const health = await fetch(`http://${proc.ip}:8080/healthz`);
+      expect(health.status).toBe(200);
+      const ready = await fetch(`http://${proc.ip}:8080/readyz`);
+      expect(ready.status, await ready.text()).toBe(200);
+    }
+  }, 180_000);
+
+  it('one replica holds the Lease and reports loam_operator_leader 1, the other 0; deleting the leader\'s Pod hands the Lease to the other', async () => {
+    const running = await pods();
+    const names = running.map((p) => p.metadata.name);
+    const leader = await pollUntil(async () => {
+      const h = await holder();
+      return h && names.includes(h) ? h : undefined;
+    }, 'a replica to hold the Lease', 30_000, { detail });
+    const ipOf = (name: string) => kubelet.processOf({ namespace: NS, name })!.ip;
+    const other = names.find((n) => n !== leader)!;
+    await pollUntil(async () => (await leaderMetric(ipOf(leader))) === 1, 'the leader\'s loam_operator_leader to be 1', 15_000, { detail });
+    expect(await leaderMetric(ipOf(other))).toBe(0);
+
+    await cluster.kubectl(['delete', 'pod', '-n', NS, leader, '--wait=false']);
+    // A graceful stop releases the Lease; the standby takes it (or the Pod the ReplicaSet makes instead).
+    const next = await pollUntil(async () => {
+      const h = await holder();
+      return h && h !== leader ? h : undefined;
+    }, 'another replica to take the Lease', 60_000, { detail });
+    expect([other, ...(await pods()).map((p) => p.metadata.name)]).toContain(next);
+    await pollUntil(async () => (await leaderMetric(ipOf(next))) === 1, 'the new leader\'s loam_operator_leader to be 1', 15_000, { detail });
+  }, 120_000);
+
+  it('helm uninstall stops the operator processes', async () => {
+    const procs = kubelet.pods().filter((p) => p.namespace === NS);
+    expect(procs.length).toBeGreaterThan(0);
+    await cluster.helm(['uninstall', 'loam', '--namespace', NS, '--wait', '--timeout', '60s'], { timeoutMs: 90_000 });
+    await pollUntil(() => kubelet.pods().filter((p) => p.namespace === NS).length === 0, 'the operator processes to stop', 60_000, { detail });
+  }, 120_000);
 });
