@@ -285,8 +285,13 @@ describe('following the Dockerfile without docker', () => {
     expect(help.code, help.out).toBe(0);
     expect(help.out).toMatch(/^Usage: loam /m);
     expect(help.out).toMatch(/^\s+node \[options\]/m);
+    expect(help.out).toMatch(/^\s+operator \[options\]/m);
     const nodeHelp = await sh(`${loam} node --help`, '/', rtEnv, { uid, gid });
     expect(nodeHelp.code, nodeHelp.out).toBe(0);
     expect(nodeHelp.out).toContain('--etcd');
+    // The same image runs the operator, with the flags the Helm chart passes.
+    const opHelp = await sh(`${loam} operator --help`, '/', rtEnv, { uid, gid });
+    expect(opHelp.code, opHelp.out).toBe(0);
+    for (const flag of ['--metrics-listen', '--leader-election-namespace', '--leader-election-id', '--no-leader-elect', '--namespace', '--resync', '--workers', '--image', '--log-level']) expect(opHelp.out, flag).toContain(flag);
   }, 600_000);
 });
