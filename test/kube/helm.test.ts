@@ -323,6 +323,22 @@ describe('helm lint and helm template (no cluster)', () => {
     expect(bad.stdout + bad.stderr).toContain('replicaCount');
   });
 
+  it('helm package makes loam-0.1.0.tgz with the CRDs, the dashboard and the schema, and it renders as the directory does', async () => {
+    const out = fs.mkdtempSync(path.join(helmHome, 'pkg-'));
+    const r = await helmLocal(['package', CHART, '--destination', out]);
+    expect(r.code, r.stderr).toBe(0);
+    const tgz = path.join(out, 'loam-0.1.0.tgz');
+    expect(fs.existsSync(tgz)).toBe(true);
+    const files = (await run('tar', ['-tzf', tgz])).stdout.split('\n').filter(Boolean).sort();
+    for (const f of ['loam/Chart.yaml', 'loam/values.yaml', 'loam/values.schema.json', 'loam/crds/datastores.loam.dev.yaml', 'loam/dashboards/loam.json', 'loam/templates/deployment.yaml', 'loam/templates/NOTES.txt']) expect(files).toContain(f);
+    const set = ['--set', 'grafanaDashboard.enabled=true,metrics.serviceMonitor.enabled=true'];
+    const fromTgz = await helmLocal(['template', 'loam', tgz, '--namespace', NS, '--include-crds', ...set]);
+    const fromDir = await helmLocal(['template', 'loam', CHART, '--namespace', NS, '--include-crds', ...set]);
+    expect(fromTgz.code, fromTgz.stderr).toBe(0);
+    expect(fromTgz.stdout).toBe(fromDir.stdout);
+    expect(ids(docsOf(fromTgz.stdout))[0]).toBe('CustomResourceDefinition//datastores.loam.dev');
+  });
+
   it('the values schema rejects bad values with an error naming the value', async () => {
     const cases: [string, RegExp][] = [
       ['replicaCount=-1', /at '\/replicaCount': minimum: got -1, want 0/],
