@@ -57,7 +57,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
-{{/* The namespace whose leases hold the leader election: the release namespace. */}}
+{{/* The name of the leader-election Lease (in the release namespace). */}}
 {{- define "loam.leaseId" -}}
 {{- .Values.leaderElection.id }}
 {{- end }}
