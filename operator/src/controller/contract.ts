@@ -6,6 +6,7 @@
  */
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { DataStore } from '../crd/types.js';
+import type { KubeApi } from './kube-api.js';
 
 /** The field manager of every server-side apply and status write of the operator. */
 export const FIELD_MANAGER = 'loam-operator';
@@ -77,6 +78,8 @@ export interface ReconcileContext {
   /** The image `spec.image` defaults to: the operator's own. */
   defaultImage: string;
   log: { info(obj: object, msg: string): void; warn(obj: object, msg: string): void; error(obj: object, msg: string): void };
+  /** The API calls of the reconcile (kube-api.ts); default: over `kc`. Tests put a FailingKubeApi here. */
+  kube?: KubeApi;
 }
 
 /** One level-triggered, idempotent pass over one DataStore. Throws on an error to be retried with backoff. */

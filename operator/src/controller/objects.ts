@@ -1,0 +1,35 @@
+/** The fields of Pods, StatefulSets and PVCs that the reconcile reads (as the API server sends them). */
+import type { KubeObj } from './kube-api.js';
+
+export interface PodObj extends KubeObj {
+  metadata: KubeObj['metadata'] & { deletionTimestamp?: string; creationTimestamp?: string };
+  status?: {
+    phase?: string;
+    podIP?: string;
+    conditions?: { type: string; status: string; lastTransitionTime?: string }[];
+    containerStatuses?: { name: string; ready?: boolean; restartCount?: number }[];
+  };
+}
+
+export interface StatefulSetObj extends KubeObj {
+  metadata: KubeObj['metadata'] & { generation?: number };
+  spec: {
+    replicas?: number;
+    updateStrategy?: { rollingUpdate?: { partition?: number } };
+    volumeClaimTemplates?: { spec?: { resources?: { requests?: { storage?: string } } } }[];
+  };
+  status?: { observedGeneration?: number; replicas?: number; readyReplicas?: number; currentRevision?: string; updateRevision?: string; updatedReplicas?: number };
+}
+
+export function podReady(p: PodObj): boolean {
+  return !p.metadata.deletionTimestamp && p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
+}
+
+/** The ordinal of a StatefulSet Pod `<set>-<i>`, or undefined for another name. */
+export function ordinalOf(setName: string, podName: string | undefined): number | undefined {
+  if (!podName?.startsWith(`${setName}-`)) return undefined;
+  const rest = podName.slice(setName.length + 1);
+  return /^(0|[1-9]\d*)$/.test(rest) ? Number(rest) : undefined;
+}
+
+export const REVISION_LABEL = 'controller-revision-hash';
