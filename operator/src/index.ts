@@ -23,7 +23,7 @@ export { OperatorMetrics } from './runtime/metrics.js';
 export { startHealthServer, type HealthServer, type HealthServerOptions } from './runtime/http.js';
 export { KubeEventRecorder } from './runtime/events.js';
 export { startOperator, parseListen, parseKey, InvalidListenAddressError, type OperatorOptions, type OperatorHandle } from './runtime/operator.js';
-export { loadWiring, NotBuiltError, type Wiring } from './runtime/wiring.js';
+export { loadWiring, type Wiring } from './runtime/wiring.js';
 export { apiErrorCode, describeError } from './runtime/errors.js';
 export type { RuntimeLog } from './runtime/log.js';
 export { runOperator, loadKubeConfig, lookupDataStore, KubeConfigError, DataStoreNotFoundError, DEFAULT_OPERATOR_IMAGE, DEFAULT_SERVICEACCOUNT_DIR, type OperatorCliOptions, type StatefulSetRollView } from './cli.js';
