@@ -3,7 +3,9 @@ import { DrainCancelledError, FailedPreconditionError, Persistent, newTxid, oidH
 import { LoamNodeAdmin } from '@loam/operator';
 import { clusterFixture } from './harness/cluster-fixture.js';
 import { pollUntil } from './harness/wait.js';
-import type { NodeProcess } from './harness/node-process.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { CLI, type NodeProcess } from './harness/node-process.js';
 
 class Item extends Persistent {
   constructor(public n: number) {
@@ -33,8 +35,8 @@ describe('CancelDrain', () => {
   it('stops a running drain between moves: the node is ready again, takes new objects, and drains fully later', async () => {
     const prefix = fx.prefix();
     const nodes = [await fx.node(prefix), await fx.node(prefix)];
-    // Every chunk node 3 moves waits 2 s after its copy: the drain is held open at a known step.
-    nodes.push(await fx.node(prefix, { env: { LOAM_FAILPOINTS: 'move-after-install:pause=2000' } }));
+    // Every chunk node 3 moves waits 4 s after its copy: the drain is held open at a known step.
+    nodes.push(await fx.node(prefix, { env: { LOAM_FAILPOINTS: 'move-after-install:pause=4000' } }));
     const c = await fx.client(nodes[0], 20_000);
     const direct = await Promise.all(nodes.map((n) => fx.client(n)));
     const items: Item[] = [];
@@ -55,7 +57,7 @@ describe('CancelDrain', () => {
       const s3 = (await admin.status(via)).find((s) => s.number === 3)!;
       expect(s3.state).toBe('ready');
       expect(s3.draining).toBeNull();
-      // Stopped part way (40 objects in two chunks of 20, the first held 2 s), never half moved.
+      // Stopped part way (40 objects in two chunks of 20, the first held 4 s), never half moved.
       const onThree = [];
       for (const it of items) {
         const m = await masters(direct, it.$oid!);
@@ -130,6 +132,37 @@ describe('CancelDrain', () => {
       const res = await c2.drain(3);
       expect(res.moved).toBe(1);
       await expectAllReadable(c2, items);
+    } finally {
+      await admin.close();
+    }
+  });
+
+  it('makes a drained node whose volume was lost (same --node-name, empty data directory) ready again', async () => {
+    const prefix = fx.prefix();
+    const named = (name: string) => ['--node-name', name];
+    const nodes = [await fx.node(prefix, { args: named('v-0') }), await fx.node(prefix, { args: named('v-1') })];
+    const c = await fx.client(nodes[0], 20_000);
+    const items: Item[] = [];
+    for (let i = 0; i < 5; i++) items.push(await c.persist(new Item(i), { backend: 2 }));
+    await c.drain(2);
+    await nodes[1].kill();
+    // No drained.json any more: etcd's homes/2 is what says it was drained.
+    const back = await fx.node(prefix, { args: named('v-1') });
+    expect(back.logs.find((l) => l.msg === 'ready')?.number).toBe(2);
+    const admin = new LoamNodeAdmin();
+    try {
+      const via = { address: addr(nodes[0]) };
+      await pollUntil(async () => (await admin.status(via)).find((s) => s.number === 2)?.state === 'drained', 'node 2 to rejoin, drained', 15_000);
+      // `loam drain --cancel`, as an operator's human would.
+      const run = (...args: string[]) => promisify(execFile)(process.execPath, [CLI, 'drain', '--cancel', '2', '--url', nodes[0].url, ...args]);
+      expect((await run()).stdout).toMatch(/^node 2 is a ready member again \(its drain was undone\)/);
+      expect((await admin.status(via)).find((s) => s.number === 2)?.state).toBe('ready');
+      expect((await run()).stdout).toMatch(/^node 2 was not being drained: nothing to cancel/);
+      const c2 = await fx.client(back, 20_000);
+      await expectAllReadable(c2, items);
+      const fresh = await c2.persist(new Item(9));
+      expect(oidHomeNode(fresh.$oid!)).toBe(2);
+      expect((await c2.locate(fresh)).master.number).toBe(2);
     } finally {
       await admin.close();
     }

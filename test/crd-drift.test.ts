@@ -1,6 +1,7 @@
 /**
- * The CRD YAML in crds/ is generated from operator/src/crd/ (`npm run gen:crds`): these tests fail
- * when the committed files differ from what the definition makes now, and when the hand-written
+ * The CRD YAML in crds/ and in the Helm chart's charts/loam/crds/ is generated from
+ * operator/src/crd/ (`npm run gen:crds`): these tests fail when the committed files in either
+ * place differ from what the definition makes now, and when the hand-written
  * TypeScript types of the resource and its schema disagree. No Kubernetes needed (the API server's
  * side of it is test/kube/datastore-crd.test.ts).
  */
@@ -12,28 +13,37 @@ import { parse } from 'yaml';
 import { completeDataStore, crdFiles, dataStoreCrd, type JSONSchemaProps } from '../operator/src/index.js';
 import { ROOT, tempDir } from './harness/node-process.js';
 
-const CRDS_DIR = path.join(ROOT, 'crds');
+/** Every place the generated CRDs are committed (operator/scripts/gen-crds.mjs writes both). */
+const CRD_DIRS = ['crds', 'charts/loam/crds'];
 
 describe('generated CRDs', () => {
   // From the TypeScript source itself (vitest compiles it), so an edit that was not built yet counts too.
   const fresh = crdFiles();
 
-  it('crds/ holds exactly what the definitions in operator/src/crd/ make now', () => {
+  it.each(CRD_DIRS)('%s/ holds exactly what the definitions in operator/src/crd/ make now', (dir) => {
     expect([...fresh.keys()]).toEqual(['datastores.loam.dev.yaml']);
-    expect(fs.readdirSync(CRDS_DIR).sort(), 'crds/ has files no definition makes: remove them or run `npm run gen:crds`').toEqual([...fresh.keys()].sort());
+    expect(fs.readdirSync(path.join(ROOT, dir)).sort(), `${dir}/ has files no definition makes: remove them or run \`npm run gen:crds\``).toEqual([...fresh.keys()].sort());
     for (const [name, text] of fresh) {
-      expect(fs.readFileSync(path.join(CRDS_DIR, name), 'utf8'), `crds/${name} is stale: run \`npm run gen:crds\``).toBe(text);
+      expect(fs.readFileSync(path.join(ROOT, dir, name), 'utf8'), `${dir}/${name} is stale: run \`npm run gen:crds\``).toBe(text);
     }
   });
 
-  it('the generator (operator/scripts/gen-crds.mjs, from the built package) writes the same bytes', () => {
-    const out = tempDir('loam-gen-crds-');
-    execFileSync(process.execPath, [path.join(ROOT, 'operator/scripts/gen-crds.mjs'), out], { cwd: ROOT, stdio: 'pipe' });
-    expect(fs.readdirSync(out).sort()).toEqual([...fresh.keys()].sort());
-    for (const [name, text] of fresh) {
-      expect(fs.readFileSync(path.join(out, name), 'utf8'), 'operator/dist is older than operator/src: run `npm run build`').toBe(text);
+  it('the generator (operator/scripts/gen-crds.mjs, from the built package) writes the same bytes into every directory it is given', () => {
+    const outs = [tempDir('loam-gen-crds-'), tempDir('loam-gen-crds-')];
+    execFileSync(process.execPath, [path.join(ROOT, 'operator/scripts/gen-crds.mjs'), ...outs], { cwd: ROOT, stdio: 'pipe' });
+    for (const out of outs) {
+      expect(fs.readdirSync(out).sort()).toEqual([...fresh.keys()].sort());
+      for (const [name, text] of fresh) {
+        expect(fs.readFileSync(path.join(out, name), 'utf8'), 'operator/dist is older than operator/src: run `npm run build`').toBe(text);
+      }
+      fs.rmSync(out, { recursive: true, force: true });
     }
-    fs.rmSync(out, { recursive: true, force: true });
+  });
+
+  it('without arguments the generator writes crds/ and charts/loam/crds/ (the places checked above)', () => {
+    const src = fs.readFileSync(path.join(ROOT, 'operator/scripts/gen-crds.mjs'), 'utf8');
+    const dirs = /const CRD_DIRS = (\[[^\]]*\])/.exec(src)?.[1];
+    expect(dirs && JSON.parse(dirs.replace(/'/g, '"'))).toEqual(CRD_DIRS);
   });
 
   it('the YAML says exactly what the typed object says, without anchors or aliases', () => {

@@ -20,7 +20,7 @@ describe('the operator node admin', () => {
     const one = await fx.node(prefix);
     const two = await fx.node(prefix);
     // Each chunk the drain of node 3 moves waits here: the drain runs for seconds.
-    const three = await fx.node(prefix, { env: { LOAM_FAILPOINTS: 'move-after-install:pause=1500' } });
+    const three = await fx.node(prefix, { env: { LOAM_FAILPOINTS: 'move-after-install:pause=2500' } });
     const c = await fx.client(one);
     const items: Item[] = [];
     for (let i = 0; i < 20; i++) items.push(await c.persist(new Item(i), { backend: 3 }));
@@ -63,7 +63,8 @@ describe('the operator node admin', () => {
   });
 
   it('startDrain throws what the node refused with, and an unreachable address is a typed error', async () => {
-    const nodes = await fx.cluster(2);
+    const prefix = fx.prefix();
+    const nodes = [await fx.node(prefix), await fx.node(prefix)];
     const admin = new LoamNodeAdmin({ deadlineMs: 3_000, connectTimeoutMs: 1_000 });
     try {
       const via = { address: addr(nodes[0].url) };
@@ -76,6 +77,10 @@ describe('the operator node admin', () => {
       const t0 = Date.now();
       await expect(admin.status({ address: addr(nodes[1].url) })).rejects.toBeInstanceOf(LoamError);
       expect(Date.now() - t0).toBeLessThan(10_000);
+      // Back on the same address (a Pod restarted): the admin reaches it again.
+      await fx.node(prefix, { restart: nodes[1] });
+      const again = await admin.status({ address: addr(nodes[1].url) });
+      expect(again.find((s) => s.number === 2)?.state).toBe('drained');
     } finally {
       await admin.close();
     }

@@ -79,15 +79,15 @@ describe('the README, in a fresh clone', () => {
     bin = path.join(clone, 'node_modules/.bin/loam');
   }, 150_000);
 
-  it('shows loam dev, node, drain, flush, status and repair, and loam --help | --version', () => {
-    expect(new Set(commands.map(subcommandOf))).toEqual(new Set(['dev', 'node', 'drain', 'flush', 'status', 'repair', undefined]));
+  it('shows loam dev, node, drain, flush, status, repair and operator, and loam --help | --version', () => {
+    expect(new Set(commands.map(subcommandOf))).toEqual(new Set(['dev', 'node', 'drain', 'flush', 'status', 'repair', 'operator', undefined]));
     expect(commands).toContain('loam --help | --version');
   });
 
   it('npm install links the loam command; --help, --version and npx loam work', async () => {
     expect(fs.existsSync(bin), `${bin} missing after npm install`).toBe(true);
     const help = (await run(bin, ['--help'], clone)).stdout;
-    for (const sub of ['dev', 'node', 'drain', 'status', 'repair']) expect(help).toMatch(new RegExp(`^\\s+${sub}\\b`, 'm'));
+    for (const sub of ['dev', 'node', 'drain', 'status', 'repair', 'operator']) expect(help).toMatch(new RegExp(`^\\s+${sub}\\b`, 'm'));
     expect((await run(bin, ['--version'], clone)).stdout.trim()).toBe(VERSION);
     expect((await run('npx', ['--offline', 'loam', '--help'], clone)).stdout).toBe(help);
   });

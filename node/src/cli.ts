@@ -13,6 +13,7 @@ import type { LevelWithSilent } from 'pino';
 import { parseDuration, s3FromOpts, s3Options, type S3CliOpts } from './cli-s3.js';
 import { statusCommand } from './cli-status.js';
 import { parseSize, sizeFromEnv } from './size.js';
+import { operatorCommand } from './cli-operator.js';
 
 function parsePort(v: string): number {
   const n = Number(v);
@@ -262,17 +263,25 @@ program
   .command('drain')
   .description('move everything a node masters to the other nodes and hand its home directory over')
   .argument('<backend>', 'the node to drain: its number, id or host:port')
+  .option('--cancel', 'instead: stop a drain of the node at a safe point (or undo a finished one): it becomes a ready member again', false)
   .option('--url <url>', 'any node of the DataStore, loam://host:port[/dataset] [LOAM_URL]', process.env.LOAM_URL ?? 'loam://127.0.0.1:7480/default')
   .option('--timeout <seconds>', 'give up after this long', (v) => {
     const n = Number(v);
     if (!Number.isFinite(n) || n <= 0) throw new CliArgError(`not a number of seconds: ${v}`);
     return n;
   }, 600)
-  .action(async (backend: string, opts: { url: string; timeout: number }) => {
+  .action(async (backend: string, opts: { url: string; timeout: number; cancel: boolean }) => {
     const { connect } = await import('@loam/sdk');
     const client = await connect(opts.url, { connectTimeoutMs: 10_000 });
     try {
       const which = /^\d+$/.test(backend) ? Number(backend) : backend;
+      if (opts.cancel) {
+        const res = await client.cancelDrain(which, { timeoutMs: opts.timeout * 1000 });
+        process.stdout.write(res.stopped || res.undrained
+          ? `node ${backend} is a ready member again${res.stopped ? ' (its running drain was stopped; what it moved stays where it went)' : ' (its drain was undone)'}\n`
+          : `node ${backend} was not being drained: nothing to cancel\n`);
+        return;
+      }
       const t0 = Date.now();
       const res = await client.drain(which, { timeoutMs: opts.timeout * 1000 });
       process.stdout.write(`drained node ${backend}: moved ${res.moved} objects in ${((Date.now() - t0) / 1000).toFixed(1)} s; node ${res.homeSuccessor} serves its home directory now\n`);
@@ -306,6 +315,7 @@ program
   });
 
 statusCommand(program);
+operatorCommand(program);
 
 program
   .command('repair')

@@ -20,6 +20,10 @@ export class S3Metrics {
   private readonly replayTotal: Gauge;
   private readonly replayDone: Gauge;
   private readonly replayBytes: Gauge;
+  private readonly checkpoints: Counter;
+  private readonly checkpointBytes: Gauge;
+  private readonly checkpointFallbacks: Counter;
+  private readonly checkpointSegments: Gauge;
 
   constructor(registry: Registry, engine: () => Engine | undefined) {
     const registers = [registry];
@@ -55,6 +59,10 @@ export class S3Metrics {
     this.replayTotal = new Gauge({ name: 'loam_s3_replay_segments', help: 'Segments the start replays from S3 (a restore, or evicted segments)', registers });
     this.replayDone = new Gauge({ name: 'loam_s3_replay_segments_done', help: 'Of those, replayed so far', registers });
     this.replayBytes = new Gauge({ name: 'loam_s3_replay_bytes_done', help: 'Bytes replayed from S3 so far', registers });
+    this.checkpoints = new Counter({ name: 'loam_s3_checkpoints_total', help: 'Index checkpoints written to S3', registers });
+    this.checkpointBytes = new Gauge({ name: 'loam_s3_checkpoint_bytes', help: 'Size of the last index checkpoint written', registers });
+    this.checkpointFallbacks = new Counter({ name: 'loam_s3_checkpoint_fallbacks_total', help: 'Restores that could not use the manifest\'s index checkpoint (unreadable, checksum, stale) and replayed every segment', labelNames: ['reason'], registers });
+    this.checkpointSegments = new Gauge({ name: 'loam_s3_restore_checkpoint_segments', help: 'Segments the restore took from the index checkpoint instead of replaying them', registers });
     this.mismatches = new Counter({ name: 'loam_s3_checksum_mismatches_total', help: 'Downloads that did not match their checksum (never served)', registers });
   }
 
@@ -82,6 +90,12 @@ export class S3Metrics {
       fenced: () => this.fenced.set(1),
       evicted: () => this.evictions.inc(),
       remoteRead: (hit) => this.remoteReads.inc({ result: hit ? 'hit' : 'miss' }),
+      checkpointWritten: (bytes) => {
+        this.checkpoints.inc();
+        this.checkpointBytes.set(bytes);
+      },
+      checkpointFallback: (reason) => this.checkpointFallbacks.inc({ reason }),
+      checkpointLoaded: (segments) => this.checkpointSegments.set(segments),
       replayProgress: (done, of, bytes) => {
         this.replayTotal.set(of);
         this.replayDone.set(done);

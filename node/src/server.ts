@@ -70,7 +70,11 @@ export interface NodeOptions {
    */
   nodeName?: string;
   /** The S3 tier: durable blocks in this store, local disk in front of it (see storage/tier/). */
-  s3?: { uploadIntervalMs: number; diskCacheBytes?: number; config?: S3ObjectStoreOptions; store?: ObjectStore };
+  s3?: {
+    uploadIntervalMs: number; diskCacheBytes?: number; config?: S3ObjectStoreOptions; store?: ObjectStore;
+    /** Bytes uploaded between two index checkpoints (default: LOAM_CHECKPOINT_BYTES, a plain byte count, else 512 MiB; 0: none). */
+    checkpointBytes?: number;
+  };
 }
 
 /**
@@ -217,6 +221,7 @@ export class LoamNode {
         files: opts.files,
         tier: opts.s3 && {
           store: opts.s3.store ?? new S3ObjectStore({ ...opts.s3.config!, observe: metrics.s3.request }), node: identity.id, nodeNumber: identity.number, uploadIntervalMs: opts.s3.uploadIntervalMs, diskCacheBytes: opts.s3.diskCacheBytes,
+          checkpointBytes: opts.s3.checkpointBytes ?? checkpointBytesFromEnv(),
           observer: metrics.s3.observer(log), onChecksumMismatch: (key) => metrics.s3.mismatch(key, log),
           info: (msg, fields) => log.info(fields ?? {}, msg),
         },
@@ -392,10 +397,23 @@ export class LoamNode {
       if (this.engine.tier && opts.flush !== false && !this.engine.tier.fenced && this.engine.tier.generation !== undefined) {
         // What was acknowledged goes to S3 before the process ends (bounded: S3 may be down).
         const abort = AbortSignal.timeout(FLUSH_ON_STOP_MS);
-        await this.engine.flush(abort).then(
-          () => this.log.info('flushed to S3'),
-          (e: Error) => this.log.warn({ err: e.message, ms: FLUSH_ON_STOP_MS }, 'not everything reached S3 before the stop; it is uploaded at the next start'),
+        const flushed = await this.engine.flush(abort).then(
+          () => {
+            this.log.info('flushed to S3');
+            return true;
+          },
+          (e: Error) => {
+            this.log.warn({ err: e.message, ms: FLUSH_ON_STOP_MS }, 'not everything reached S3 before the stop; it is uploaded at the next start');
+            return false;
+          },
         );
+        // An index checkpoint of everything: a restore of this node then replays nothing.
+        if (flushed) {
+          await this.engine.checkpoint(AbortSignal.timeout(FLUSH_ON_STOP_MS)).then(
+            () => this.log.info('index checkpoint written to S3'),
+            (e: Error) => this.log.warn({ err: e.message }, 'no index checkpoint at the stop; a restore replays the segments after the last one'),
+          );
+        }
       }
       await this.engine.close();
       this.unlock();
@@ -403,6 +421,15 @@ export class LoamNode {
     })();
     return this.stopping;
   }
+}
+
+/** LOAM_CHECKPOINT_BYTES: bytes uploaded between two index checkpoints (tests make it small). */
+function checkpointBytesFromEnv(): number | undefined {
+  const v = process.env.LOAM_CHECKPOINT_BYTES;
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`LOAM_CHECKPOINT_BYTES must be a byte count, not ${JSON.stringify(v)}`);
+  return n;
 }
 
 /** How long a stopping node waits for its last uploads to S3. */

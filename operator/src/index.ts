@@ -15,3 +15,15 @@ export { planScale, type ScaleInput, type ScalePlan } from './controller/scale-d
 export { planRollout, type RolloutInput, type RolloutPlan, type RolloutPod } from './controller/rollout.js';
 export { CleanupError, deleteEtcdPrefix, deleteS3Prefix, deleteVolumes } from './controller/cleanup.js';
 export { LoamNodeAdmin, DrainNotStartedError, type LoamNodeAdminOptions } from './admin/node-admin.js';
+export * from './controller/contract.js';
+export { WorkQueue, backoffDelay, DEFAULT_BACKOFF, type QueueBackoff, type QueueResult, type RunOutcome, type WorkQueueOptions } from './runtime/queue.js';
+export { Watches, ownerKey, MANAGED_BY_SELECTOR, INSTANCE_LABEL, type WatchOptions } from './runtime/watch.js';
+export { LeaderElector, defaultIdentity, type LeaderElectionOptions, type LeaderCallbacks } from './runtime/leader.js';
+export { OperatorMetrics } from './runtime/metrics.js';
+export { startHealthServer, type HealthServer, type HealthServerOptions } from './runtime/http.js';
+export { KubeEventRecorder } from './runtime/events.js';
+export { startOperator, parseListen, parseKey, InvalidListenAddressError, type OperatorOptions, type OperatorHandle } from './runtime/operator.js';
+export { loadWiring, type Wiring } from './runtime/wiring.js';
+export { apiErrorCode, describeError } from './runtime/errors.js';
+export type { RuntimeLog } from './runtime/log.js';
+export { runOperator, loadKubeConfig, lookupDataStore, KubeConfigError, DataStoreNotFoundError, DEFAULT_OPERATOR_IMAGE, DEFAULT_SERVICEACCOUNT_DIR, type OperatorCliOptions, type StatefulSetRollView } from './cli.js';

@@ -4,8 +4,9 @@
  * program as a child process on a loopback address of its own and reports the Pod through the real
  * API server. Never a fake process, never a mock API.
  *
- * `startKubelet(kube, opts)` watches Pods (and lists them every `resyncMs`, since watches can stall)
- * whose `spec.nodeName` is one of its Nodes (default: every Node annotated `kwok.x-k8s.io/node: fake`).
+ * `startKubelet(kube, opts)` watches the Pods whose `spec.nodeName` is one of its Nodes (default:
+ * every Node annotated `kwok.x-k8s.io/node: fake`), and for cluster DNS every Pod, Service and
+ * EndpointSlice; it lists them every `resyncMs` too, since watches can stall.
  * For each new Pod it:
  * - gives it an address 127.0.0.X (2 ≤ X ≤ 254, unique among live Pods of every harness on the
  *   machine: a file per address next to ports.ts's, holding the owner's pid); `hostNetwork` Pods get
@@ -42,7 +43,25 @@
  *   KUBERNETES_SERVICE_HOST/PORT (the real API server) and KUBELET_HARNESS_DIR (how a later harness
  *   recognises, and kills, processes a dead worker left behind); never the test process's LOAM_* or
  *   ETCD_* variables. Its cwd is `workingDir` when that is under a mount, else a directory of the
- *   container's. Init containers run first, one at a time, each to a zero exit.
+ *   container's. Init containers run first, one at a time, each to a zero exit;
+ * - gives it cluster DNS (option `dns`, default on) as a hosts file: every process (exec probes too)
+ *   runs in a mount namespace of its own (`unshare --mount`, `sh -c 'mount --bind <file> /etc/hosts;
+ *   exec "$@"'`: unshare and sh exec, so the pid, signals and exit code are the program's own), and
+ *   glibc (Node's dns.lookup) and Go's resolver (etcd) read /etc/hosts before DNS; names the file
+ *   lacks fall through to the machine's /etc/resolv.conf. The Pod's file (rules in cluster-dns.ts) holds
+ *   the machine's lines, what a kubelet writes for the Pod itself (its hostname, hostAliases), and
+ *   per Service `<svc>.<ns>.svc(.cluster.local)` (plus the search-path short forms) → its endpoints,
+ *   and for a headless Service `<hostname>.<svc>.<ns>.svc(.cluster.local)` → that StatefulSet Pod.
+ *   Endpoints are the matching Pods that are Ready (all of them with `publishNotReadyAddresses`),
+ *   computed from the watched Pods and Services: the API server refuses loopback addresses in
+ *   EndpointSlices, so the controller's slices of these Pods stay empty. The deviation: there is no
+ *   Service virtual IP, a ClusterIP Service's name resolves to its endpoints' Pod IPs (so `port` must
+ *   equal `targetPort`). The file is rewritten in place on every change (a bind mount pins its inode;
+ *   one write of the whole content; a new mtime each time); Go re-reads /etc/hosts at most every
+ *   5 s, so a test waits for a name to resolve with a deadline. The test process itself does not
+ *   see these names. It needs root (CAP_SYS_ADMIN): startKubelet fails with a clear error
+ *   otherwise; `dns: false` runs processes as they are. hostNetwork Pods keep the machine's
+ *   /etc/hosts (plus cluster names with dnsPolicy ClusterFirstWithHostNet).
  *
  * It patches `pods/status` (strategic merge, the Pod's uid as a precondition) whenever what it
  * reports changes: phase, podIP(s), hostIP(s), startTime, conditions PodReadyToStartContainers,
@@ -73,12 +92,12 @@
  * an exit hook SIGKILLs the children of a worker that exits without it; a start reaps what a
  * killed worker left behind.
  *
- * Not done: cluster DNS and Service virtual IPs (no kube-proxy: a Pod reaches others by Pod IP, not
- * by `svc.ns.svc` names), Secret/ConfigMap volume updates after start, preStop/postStart hooks,
+ * Not done: Service virtual IPs (no kube-proxy: a Service name resolves to Pod IPs, see above),
+ * ExternalName Services, Secret/ConfigMap volume updates after start, preStop/postStart hooks,
  * sidecar (restartable init) containers, resource limits, securityContext and readOnly mounts (not
  * enforced), image pulls (the image name only selects the program), Pod readiness gates.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -86,6 +105,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { hostsFile, type DnsEndpointSlice, type DnsService } from './cluster-dns.js';
 import { ensureEtcd } from './etcd.js';
 import type { KubeCluster } from './kube.js';
 import { ROOT } from './node-process.js';
@@ -97,7 +117,7 @@ import { pidAlive, readOr, tryExclusiveFile } from './ports.js';
 export interface KubeletOptions {
   /** The Nodes whose Pods this harness runs. Default: every Node annotated `kwok.x-k8s.io/node: fake` (re-read at each resync). */
   nodes?: string[];
-  /** Period of the full list of Pods (and PVCs, PVs, Nodes) besides the watches (default 1000 ms). */
+  /** Period of the full list of Pods (and PVCs, PVs, Nodes, Services, EndpointSlices) besides the watches (default 1000 ms). */
   resyncMs?: number;
   /** Probe periods are min(periodSeconds, this) (default 1000 ms). */
   maxProbePeriodMs?: number;
@@ -112,6 +132,12 @@ export interface KubeletOptions {
    * undefined to fall through to the built-in rules.
    */
   runImage?: (c: { image: string; command?: string[]; args: string[]; pod: PodObject; container: string }) => Program | undefined;
+  /**
+   * Cluster DNS (default true): each Pod process runs in a mount namespace of its own with the Pod's
+   * hosts file (cluster-dns.ts) over /etc/hosts. Needs root (CAP_SYS_ADMIN): startKubelet fails if it
+   * cannot; `false` runs processes as they are (no `svc` names) for a test that does not need them.
+   */
+  dns?: boolean;
 }
 
 export interface Program {
@@ -137,7 +163,7 @@ export interface ContainerProcess {
   /** The last exit, if any. */
   exitCode: number | undefined;
   signal: string | undefined;
-  /** The program and its arguments as run (argv[0] is the executable). */
+  /** The program and its arguments as run (argv[0] is the executable; the cluster-DNS wrapper execs into it and is not listed). */
   argv: string[];
   env: Record<string, string>;
   cwd: string;
@@ -322,6 +348,9 @@ export interface PodObject {
     terminationGracePeriodSeconds?: number;
     hostNetwork?: boolean;
     hostname?: string;
+    subdomain?: string;
+    dnsPolicy?: string;
+    hostAliases?: { ip: string; hostnames?: string[] }[];
     serviceAccountName?: string;
   };
   status?: {
@@ -389,7 +418,7 @@ async function within<T>(p: Promise<T>, ms: number): Promise<T | 'late'> {
 }
 
 /** Resource versions are opaque strings to clients, but numeric on every API server built on etcd. */
-function newerOrSame(a: ObjectMeta, b: ObjectMeta): boolean {
+function newerOrSame(a: { resourceVersion?: string }, b: { resourceVersion?: string }): boolean {
   try {
     return BigInt(a.resourceVersion ?? '0') >= BigInt(b.resourceVersion ?? '0');
   } catch {
@@ -927,7 +956,8 @@ class ContainerRun {
     this.startedAt = nowIso();
     this.startedMs = Date.now();
     this.append(`\n=== kubelet harness: start ${new Date().toISOString()}: ${this.argv.join(' ')} ===\n`);
-    const child = spawn(this.argv[0]!, this.argv.slice(1), { cwd: this.cwd, env: this.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const [file, args] = this.pod.wrap(this.argv, this.env);
+    const child = spawn(file, args, { cwd: this.cwd, env: this.env, stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
     this.h.track(child);
     child.stdout!.on('data', (d: Buffer) => this.append(d.toString()));
@@ -1126,7 +1156,8 @@ class ContainerRun {
         return [false, `exec probe: ${(e as Error).message}`];
       }
       const code = await new Promise<number>((resolve) => {
-        const child = spawn(prog.file, prog.args, { cwd: this.cwd, env: this.env, stdio: 'ignore' });
+        const [file, args] = this.pod.wrap([prog.file, ...prog.args], this.env);
+        const child = spawn(file, args, { cwd: this.cwd, env: this.env, stdio: 'ignore' });
         this.h.track(child);
         const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
         child.once('error', () => resolve(127));
@@ -1197,6 +1228,10 @@ class PodRun {
   readonly mains: ContainerRun[];
   ip = '';
   private ownsIp = false;
+  /** The Pod's /etc/hosts (cluster DNS), bind-mounted in each of its processes; undefined: none (dns off, hostNetwork). */
+  hostsFile: string | undefined;
+  hostsContent = '';
+  hostsMtimeMs = 0;
   pod: PodObject;
   volumes = new Map<string, string>();
   prepared = false;
@@ -1237,6 +1272,19 @@ class PodRun {
     }
   }
 
+  /**
+   * The command line that runs `argv` with the Pod's hosts file as /etc/hosts: unshare(1) makes a
+   * private mount namespace, sh bind-mounts the file and execs the program (unshare and sh exec too,
+   * so the pid is the program's: signals, exit codes and pid bookkeeping are unchanged).
+   */
+  wrap(argv: string[], env: Record<string, string>): [string, string[]] {
+    if (!this.hostsFile || !dnsTools) return [argv[0]!, argv.slice(1)];
+    // sh exports a PWD of its own; the program gets only the container's environment.
+    // A failed mount exits 125 (its message in the container's log) rather than run without cluster names.
+    const script = `${dnsTools.mount} --bind "$0" /etc/hosts || exit 125; ${'PWD' in env ? '' : 'unset PWD; '}exec "$@"`;
+    return [dnsTools.unshare, ['--mount', '--propagation', 'private', '--', dnsTools.sh, '-c', script, this.hostsFile, ...argv]];
+  }
+
   release(): void {
     if (this.ownsIp) releaseIp(this.ip);
     this.ownsIp = false;
@@ -1269,6 +1317,7 @@ class PodRun {
       }
       this.volumes = await this.h.prepareVolumes(this);
       for (const c of this.all) await c.prepare(this.volumes);
+      this.h.setupHosts(this);
     } catch (e) {
       if (e instanceof Unsupported) this.fail(e.reason, e.message);
       else {
@@ -1484,6 +1533,87 @@ function installExitHook(): void {
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// cluster DNS: the tools that give a process its own /etc/hosts, and updating a file a bind mount pins
+
+let dnsTools: { unshare: string; mount: string; sh: string } | undefined;
+
+function which(name: string): string | undefined {
+  for (const d of ['/usr/bin', '/bin', '/usr/sbin', '/sbin', ...(process.env.PATH ?? '').split(':')]) {
+    const f = path.join(d, name);
+    try {
+      fs.accessSync(f, fs.constants.X_OK);
+      return f;
+    } catch {
+      /* next */
+    }
+  }
+  return undefined;
+}
+
+/** Checks once per process that a private mount namespace with its own /etc/hosts works here; throws a clear error if not. */
+async function checkDns(): Promise<void> {
+  if (dnsTools) return;
+  const hint = 'the kubelet harness gives each Pod process its own /etc/hosts (cluster DNS) with unshare(1) and a bind mount, which needs root (CAP_SYS_ADMIN); start it with { dns: false } if the test does not need cluster DNS';
+  const tools = { unshare: which('unshare'), mount: which('mount'), sh: which('sh') };
+  const missing = Object.entries(tools).filter(([, v]) => !v).map(([k]) => k);
+  if (missing.length) throw new Error(`kubelet harness: ${missing.join(', ')} not found (util-linux): ${hint}`);
+  const t = tools as { unshare: string; mount: string; sh: string };
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loam-kubelet-dns-check-'));
+  const probe = path.join(dir, 'hosts');
+  const marker = `127.0.0.254\tkubelet-harness-dns-check-${process.pid}.default.svc\n`;
+  fs.writeFileSync(probe, marker);
+  try {
+    const out = await new Promise<{ err: Error | null; stdout: string; stderr: string }>((resolve) =>
+      execFile(t.unshare, ['--mount', '--propagation', 'private', '--', t.sh, '-c', `${t.mount} --bind "$0" /etc/hosts && exec cat /etc/hosts`, probe], { timeout: 10_000 }, (err, stdout, stderr) =>
+        resolve({ err, stdout: String(stdout), stderr: String(stderr) }),
+      ),
+    );
+    if (out.err || out.stdout !== marker) {
+      const why = out.stderr.trim() || (out.err ? out.err.message : 'the bind mount did not show in the new namespace');
+      throw new Error(`kubelet harness: cannot give a process its own /etc/hosts (${why}): ${hint}`);
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  dnsTools = t;
+}
+
+/**
+ * Rewrites `file` in place, keeping its inode (a bind mount pins the inode: a rename would not be
+ * seen), the whole content in one write, so a reader sees the old file or the new one. A shorter
+ * file is first padded to the old length with a comment (never new lines followed by old ones), then
+ * cut. The mtime is set strictly later than the last one: Go's resolver re-reads /etc/hosts only
+ * when its mtime or size changed.
+ */
+export function rewriteInPlace(file: string, content: string, lastMtimeMs: number): number {
+  const buf = Buffer.from(content, 'utf8');
+  const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
+  try {
+    const old = fs.fstatSync(fd).size;
+    const pad = old - buf.length;
+    const out = pad <= 0 ? buf : Buffer.concat([buf, Buffer.from(pad === 1 ? '\n' : `#${' '.repeat(pad - 2)}\n`)]);
+    fs.writeSync(fd, out, 0, out.length, 0);
+    if (out.length !== buf.length) fs.ftruncateSync(fd, buf.length);
+    const mtime = Math.max(Date.now(), lastMtimeMs + 1);
+    fs.futimesSync(fd, new Date(mtime), new Date(mtime));
+    return mtime;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** A list into a map by uid: the newer of listed and watched; gone if absent from a list newer than it. */
+function mergeList<T extends { metadata: ObjectMeta }>(m: Map<string, T>, list: ListOf<T>): void {
+  const seen = new Set<string>();
+  for (const it of list.items) {
+    seen.add(it.metadata.uid);
+    const cur = m.get(it.metadata.uid);
+    if (!cur || newerOrSame(it.metadata, cur.metadata)) m.set(it.metadata.uid, it);
+  }
+  for (const [uid, cur] of m) if (!seen.has(uid) && newerOrSame(list.metadata, cur.metadata)) m.delete(uid);
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // the harness
 
 const liveHarnesses = new Set<Harness>();
@@ -1495,6 +1625,7 @@ interface Opts {
   maxRestartBackoffMs: number;
   provisionVolumes: boolean;
   runImage: KubeletOptions['runImage'];
+  dns: boolean;
 }
 
 class Harness implements Kubelet {
@@ -1516,6 +1647,13 @@ class Harness implements Kubelet {
   private readonly recordFile: string;
   private readonly apiHostPort: { host: string; port: string };
   private readonly pending = new Set<Promise<unknown>>();
+  /** Services, every Pod of the cluster and EndpointSlices by uid (cluster DNS), from the watches and each resync's list. */
+  private readonly allPods = new Map<string, PodObject>();
+  private readonly services = new Map<string, DnsService & { metadata: ObjectMeta }>();
+  private readonly slices = new Map<string, DnsEndpointSlice & { metadata: ObjectMeta }>();
+  private dnsTimer: NodeJS.Timeout | undefined;
+  /** The machine's /etc/hosts (its localhost lines), the start of every Pod's. */
+  private readonly machineHosts = readOr('/etc/hosts', '127.0.0.1\tlocalhost\n');
 
   constructor(
     readonly dir: string,
@@ -1530,8 +1668,10 @@ class Harness implements Kubelet {
       maxRestartBackoffMs: opts.maxRestartBackoffMs ?? 10_000,
       provisionVolumes: opts.provisionVolumes !== false,
       runImage: opts.runImage,
+      dns: opts.dns !== false,
     };
     this.fixedNodes = opts.nodes ? new Set(opts.nodes) : undefined;
+    if (this.opts.dns && !dnsTools) throw new Error('kubelet harness: cluster DNS is on but checkDns() did not run');
     if (this.fixedNodes) this.nodeSet = new Set(this.fixedNodes);
     this.recordFile = path.join(HARNESSES_DIR, `${path.basename(dir)}.json`);
     const u = new URL(conn.server);
@@ -1615,6 +1755,52 @@ class Harness implements Kubelet {
     };
   }
 
+  // --- cluster DNS (hosts files) ------------------------------------------------------------------
+
+  private hostsOf(rec: PodRun): string {
+    const spec = rec.pod.spec;
+    const policy = spec.dnsPolicy ?? 'ClusterFirst';
+    return hostsFile({
+      base: this.machineHosts,
+      services: [...this.services.values()],
+      pods: [...this.allPods.values()],
+      endpointSlices: [...this.slices.values()],
+      // A hostNetwork Pod has the Node's hosts file (a kubelet does not manage it), plus cluster names with ClusterFirstWithHostNet.
+      pod: spec.hostNetwork ? undefined : { namespace: rec.ns, name: rec.name, ip: rec.ip, hostname: spec.hostname, subdomain: spec.subdomain, hostAliases: spec.hostAliases },
+      cluster: spec.hostNetwork ? policy === 'ClusterFirstWithHostNet' : policy === 'ClusterFirst' || policy === 'ClusterFirstWithHostNet',
+    });
+  }
+
+  /** Creates the Pod's hosts file before its first process starts (none for a hostNetwork Pod that keeps the Node's resolver). */
+  setupHosts(rec: PodRun): void {
+    if (!this.opts.dns || rec.hostsFile) return;
+    if (rec.pod.spec.hostNetwork && rec.pod.spec.dnsPolicy !== 'ClusterFirstWithHostNet') return;
+    rec.hostsFile = path.join(rec.dir, 'hosts');
+    this.writeHosts(rec);
+  }
+
+  private writeHosts(rec: PodRun): void {
+    if (!rec.hostsFile) return;
+    const content = this.hostsOf(rec);
+    if (content === rec.hostsContent) return;
+    try {
+      rec.hostsMtimeMs = rewriteInPlace(rec.hostsFile, content, rec.hostsMtimeMs);
+      rec.hostsContent = content;
+    } catch (e) {
+      if (!this.stopped && !rec.terminating) this.note(`${rec.key}: hosts file: ${String(e)}`);
+    }
+  }
+
+  /** A Pod, Service or EndpointSlice changed: every Pod's hosts file, soon (bursts of events coalesce). */
+  private dnsChanged(): void {
+    if (this.dnsTimer || this.stopped) return;
+    this.dnsTimer = setTimeout(() => {
+      this.dnsTimer = undefined;
+      if (this.stopped) return;
+      for (const rec of this.records.values()) if (!rec.terminating) this.writeHosts(rec);
+    }, 20);
+  }
+
   // --- the loop ------------------------------------------------------------------------------------
 
   async start(): Promise<void> {
@@ -1625,6 +1811,17 @@ class Harness implements Kubelet {
         if (type !== 'DELETED') this.background(this.provision(obj as PvcObject));
       }, (s) => this.note(s));
       this.watchers.push(this.pvcWatch);
+    }
+    if (this.opts.dns) {
+      const dnsEvent = <T extends { metadata: ObjectMeta }>(m: Map<string, T>) => (type: string, obj: { metadata: ObjectMeta }) => {
+        const cur = m.get(obj.metadata.uid);
+        if (type === 'DELETED') m.delete(obj.metadata.uid);
+        else if (!cur || newerOrSame(obj.metadata, cur.metadata)) m.set(obj.metadata.uid, obj as T);
+        this.dnsChanged();
+      };
+      this.svcWatch = new Watcher(this.api, '/api/v1/services', dnsEvent(this.services), (s) => this.note(s));
+      this.sliceWatch = new Watcher(this.api, '/apis/discovery.k8s.io/v1/endpointslices', dnsEvent(this.slices), (s) => this.note(s));
+      this.watchers.push(this.svcWatch, this.sliceWatch);
     }
     // The first list must work (else the API server is not there): later ones only note their errors.
     await this.resync(true);
@@ -1640,6 +1837,8 @@ class Harness implements Kubelet {
 
   private podWatch: Watcher | undefined;
   private pvcWatch: Watcher | undefined;
+  private svcWatch: Watcher | undefined;
+  private sliceWatch: Watcher | undefined;
 
   private async resync(first = false): Promise<void> {
     if (this.stopped) return;
@@ -1655,7 +1854,23 @@ class Harness implements Kubelet {
           if (node) this.nodeInfo.set(n, node);
         }
       }
+      if (this.opts.dns) {
+        // Before the Pods: a Pod started by this resync gets the names its Services already have.
+        const [svcs, slices] = await Promise.all([
+          this.api.get<ListOf<DnsService & { metadata: ObjectMeta }>>('/api/v1/services'),
+          this.api.get<ListOf<DnsEndpointSlice & { metadata: ObjectMeta }>>('/apis/discovery.k8s.io/v1/endpointslices'),
+        ]);
+        mergeList(this.services, svcs);
+        mergeList(this.slices, slices);
+        this.svcWatch?.listed(svcs.metadata.resourceVersion);
+        this.sliceWatch?.listed(slices.metadata.resourceVersion);
+        this.dnsChanged();
+      }
       const pods = await this.api.get<ListOf<PodObject>>('/api/v1/pods');
+      if (this.opts.dns) {
+        mergeList(this.allPods, pods);
+        this.dnsChanged();
+      }
       const seen = new Set<string>();
       for (const p of pods.items) {
         seen.add(p.metadata.uid);
@@ -1695,6 +1910,12 @@ class Harness implements Kubelet {
 
   private onPodEvent(type: string, pod: PodObject): void {
     if (this.stopped) return;
+    if (this.opts.dns) {
+      const cur = this.allPods.get(pod.metadata.uid);
+      if (type === 'DELETED') this.allPods.delete(pod.metadata.uid);
+      else if (!cur || newerOrSame(pod.metadata, cur.metadata)) this.allPods.set(pod.metadata.uid, pod);
+      this.dnsChanged();
+    }
     const rec = this.records.get(pod.metadata.uid);
     if (type === 'DELETED') {
       if (rec) this.vanished(rec);
@@ -2177,6 +2398,7 @@ class Harness implements Kubelet {
     this.stopped = true;
     liveHarnesses.delete(this);
     clearTimeout(this.resyncTimer);
+    clearTimeout(this.dnsTimer);
     for (const w of this.watchers) w.stop();
     await Promise.all([...this.records.values()].map((r) => Promise.all(r.all.map((c) => c.kill()))));
     // Probes run as children too (exec): none outlives the harness.
@@ -2208,8 +2430,10 @@ export async function startKubelet(kube: Pick<KubeCluster, 'kubeconfig'>, opts: 
   reapDeadOwners();
   if (!(await canBind('127.0.0.2'))) throw new Error('kubelet harness: cannot bind 127.0.0.2: Pods need loopback addresses of their own (127.0.0.0/8 on lo)');
   fs.mkdirSync(REGISTRY, { recursive: true });
+  if (opts.dns !== false) await checkDns();
+  const conn = connFromKubeconfig(kube.kubeconfig);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loam-kubelet-'));
-  const h = new Harness(dir, connFromKubeconfig(kube.kubeconfig), opts);
+  const h = new Harness(dir, conn, opts);
   liveHarnesses.add(h);
   try {
     await h.start();

@@ -13,15 +13,43 @@ import { connect, Persistent, registerModel, type Client } from '@loam/sdk';
 import { Etcd3 } from 'etcd3';
 import { ensureKubeTools } from '../harness/kube-tools.js';
 import { startKube, type KubeCluster } from '../harness/kube.js';
-import { PV_LABEL, startKubelet, type Kubelet, type PodObject } from '../harness/kubelet.js';
+import { clusterRecords, hostsFile, type DnsEndpointSlice, type DnsPodObject, type DnsService } from '../harness/cluster-dns.js';
+import { PV_LABEL, rewriteInPlace, startKubelet, type Kubelet, type PodObject } from '../harness/kubelet.js';
 import { waitFor } from '../harness/node-process.js';
 import { pidAlive, readOr } from '../harness/ports.js';
+import { pollUntil } from '../harness/wait.js';
 
 class Note extends Persistent {
   text = '';
   n = 0;
 }
 registerModel(Note, 'KubeletHarness.Note');
+
+/**
+ * The program of image `resolver` (through the harness's runImage): a Node process that answers, on
+ * its Pod's address, what its own resolver says (`/resolve?name=`: dns.lookup, i.e. getaddrinfo, as
+ * any Node program in a Pod resolves), what an HTTP GET of a URL by cluster name answers (`/fetch?url=`),
+ * and its /etc/hosts (`/hosts`). On SIGTERM it says so and exits 43: proof the signal reached it.
+ */
+const RESOLVER = `
+const http = require('node:http'), dns = require('node:dns'), fs = require('node:fs');
+const json = (res, code, v) => { res.writeHead(code, { 'content-type': 'application/json' }); res.end(JSON.stringify(v)); };
+const srv = http.createServer((req, res) => {
+  const u = new URL(req.url, 'http://x');
+  if (u.pathname === '/healthz') return json(res, 200, { ok: true });
+  if (u.pathname === '/hosts') return json(res, 200, { hosts: fs.readFileSync('/etc/hosts', 'utf8') });
+  if (u.pathname === '/resolve') return dns.lookup(u.searchParams.get('name'), { all: true, family: 4 }, (err, addrs) => json(res, 200, err ? { error: err.code } : { addresses: addrs.map((a) => a.address).sort() }));
+  if (u.pathname === '/fetch') {
+    const r = http.get(u.searchParams.get('url'), { timeout: 5000 }, (up) => { let b = ''; up.on('data', (d) => (b += d)); up.on('end', () => json(res, 200, { status: up.statusCode, body: b })); });
+    r.on('timeout', () => r.destroy(new Error('timeout')));
+    r.on('error', (e) => json(res, 200, { error: String(e.code || e.message) }));
+    return;
+  }
+  json(res, 404, {});
+});
+srv.listen(8080, process.env.POD_IP, () => console.log('resolver listening on ' + process.env.POD_IP));
+process.on('SIGTERM', () => { console.log('resolver: got SIGTERM'); srv.close(); process.exit(43); });
+`;
 
 let kube: KubeCluster;
 let kubelet: Kubelet;
@@ -41,7 +69,14 @@ beforeAll(async () => {
   try {
     const t0 = Date.now();
     kube = await startKube({ kwok: true, nodes: 2 });
-    kubelet = await startKubelet(kube);
+    kubelet = await startKubelet(kube, {
+      runImage: ({ image, command }) => {
+        if (!image.startsWith('resolver')) return undefined;
+        // `resolve NAME` (an exec probe): exit 0 once NAME resolves in the Pod.
+        if (command?.[0] === 'resolve') return { file: process.execPath, args: ['-e', "require('node:dns').lookup(process.argv[1], (e) => process.exit(e ? 1 : 0))", command[1] ?? ''] };
+        return { file: process.execPath, args: ['-e', RESOLVER] };
+      },
+    });
     console.log(`control plane with 2 fake Nodes and the kubelet harness: ${Date.now() - t0} ms`);
   } catch (e) {
     setupError = e;
@@ -517,6 +552,289 @@ spec:
     expect(kubelet.processOf('nginx')!.containers[0]!.pid).toBeUndefined();
     const shell = await waitPhase('shell', 'Failed');
     expect((shell.status as { message?: string }).message).toMatch(/is a shell command, which the kubelet harness does not run/);
+  }, 60_000);
+});
+
+describe('kubelet harness: cluster DNS (a hosts file per Pod)', () => {
+  it('hostsFile: Service and Pod hostname records from the Pods (as the EndpointSlice controller picks them), search-path forms, the Pod\'s own lines', () => {
+    const services: DnsService[] = [
+      { metadata: { name: 'peers', namespace: 'ns1' }, spec: { clusterIP: 'None', publishNotReadyAddresses: true, selector: { app: 'p' } } },
+      { metadata: { name: 'db', namespace: 'ns1' }, spec: { clusterIP: 'None', selector: { app: 'db' } } },
+      { metadata: { name: 'api', namespace: 'ns1' }, spec: { clusterIP: '10.0.0.7', selector: { app: 'db', tier: 'api' } } },
+      { metadata: { name: 'web', namespace: 'ns2' }, spec: { clusterIP: '10.0.0.8', selector: { app: 'db' } } },
+      { metadata: { name: 'ext', namespace: 'ns1' }, spec: { type: 'ExternalName', selector: { app: 'db' } } },
+      { metadata: { name: 'outside', namespace: 'ns1' }, spec: { clusterIP: '10.0.0.9' } }, // no selector: its own EndpointSlices
+    ];
+    const pod = (ns: string, name: string, labels: Record<string, string>, ip: string | undefined, opts: { ready?: boolean; phase?: string; deleting?: boolean; subdomain?: string } = {}): DnsPodObject => ({
+      metadata: { name, namespace: ns, labels, ...(opts.deleting ? { deletionTimestamp: '2026-12-02T00:00:00Z' } : {}) },
+      spec: { hostname: name, ...(opts.subdomain ? { subdomain: opts.subdomain } : {}) },
+      status: { phase: opts.phase ?? 'Running', ...(ip ? { podIP: ip } : {}), conditions: [{ type: 'Ready', status: opts.ready === false ? 'False' : 'True' }] },
+    });
+    const pods: DnsPodObject[] = [
+      pod('ns1', 'p-0', { app: 'p' }, '127.0.0.3', { subdomain: 'peers' }),
+      pod('ns1', 'p-1', { app: 'p' }, '127.0.0.10', { subdomain: 'peers', ready: false }), // published anyway
+      pod('ns1', 'p-2', { app: 'p' }, undefined, { subdomain: 'peers' }), // no IP yet
+      pod('ns1', 'db-0', { app: 'db', tier: 'api' }, '127.0.0.4', { subdomain: 'db' }),
+      pod('ns1', 'db-1', { app: 'db' }, '127.0.0.5', { subdomain: 'db', ready: false }), // not ready: no record
+      pod('ns1', 'db-2', { app: 'db' }, '127.0.0.6', { subdomain: 'other' }), // in db, but no hostname record there
+      pod('ns1', 'db-3', { app: 'db' }, '127.0.0.14', { deleting: true }), // terminating
+      pod('ns1', 'db-4', { app: 'db' }, '127.0.0.15', { phase: 'Succeeded' }),
+      pod('ns2', 'w-0', { app: 'db' }, '127.0.0.11'),
+    ];
+    const slices: DnsEndpointSlice[] = [
+      { metadata: { name: 'outside-1', namespace: 'ns1', labels: { 'kubernetes.io/service-name': 'outside' } }, addressType: 'IPv4', endpoints: [{ addresses: ['10.1.2.3'] }, { addresses: ['10.1.2.4'], conditions: { ready: false } }] },
+      { metadata: { name: 'db-x', namespace: 'ns1', labels: { 'kubernetes.io/service-name': 'db' } }, addressType: 'IPv4', endpoints: [{ addresses: ['10.9.9.9'] }] }, // a selector's Service: Pods only
+    ];
+    expect(Object.fromEntries(clusterRecords(services, pods, slices))).toEqual({
+      'api.ns1.svc.cluster.local': ['127.0.0.4'], // a ClusterIP Service: its endpoints' Pod IPs (no virtual IP), no hostname records
+      'db-0.db.ns1.svc.cluster.local': ['127.0.0.4'],
+      'db.ns1.svc.cluster.local': ['127.0.0.4', '127.0.0.6'],
+      'outside.ns1.svc.cluster.local': ['10.1.2.3'],
+      'p-0.peers.ns1.svc.cluster.local': ['127.0.0.3'],
+      'p-1.peers.ns1.svc.cluster.local': ['127.0.0.10'],
+      'peers.ns1.svc.cluster.local': ['127.0.0.3', '127.0.0.10'],
+      'web.ns2.svc.cluster.local': ['127.0.0.11'],
+    });
+    const text = hostsFile({
+      base: '127.0.0.1 localhost\n::1 localhost ip6-localhost\n',
+      services,
+      pods,
+      endpointSlices: slices,
+      pod: { namespace: 'ns1', name: 'p-0', ip: '127.0.0.3', hostname: 'p-0', subdomain: 'peers', hostAliases: [{ ip: '127.0.0.200', hostnames: ['foo.local', 'bar'] }] },
+    });
+    const lines = text.split('\n');
+    expect(lines.slice(0, 2)).toEqual(['127.0.0.1 localhost', '::1 localhost ip6-localhost']); // the machine's lines stay
+    expect(lines).toContain('127.0.0.3\tp-0.peers.ns1.svc.cluster.local\tp-0'); // what a kubelet writes for the Pod itself
+    expect(lines).toContain('127.0.0.200\tfoo.local\tbar');
+    expect(lines).toContain('127.0.0.4\tdb.ns1.svc.cluster.local\tdb.ns1.svc\tdb.ns1\tdb'); // short forms in the Pod's namespace
+    expect(lines).toContain('127.0.0.6\tdb.ns1.svc.cluster.local\tdb.ns1.svc\tdb.ns1\tdb');
+    expect(lines).toContain('127.0.0.4\tdb-0.db.ns1.svc.cluster.local\tdb-0.db.ns1.svc\tdb-0.db.ns1\tdb-0.db');
+    expect(lines).toContain('127.0.0.11\tweb.ns2.svc.cluster.local\tweb.ns2.svc\tweb.ns2'); // another namespace: no bare name
+    expect(text).not.toMatch(/127\.0\.0\.(5|14|15)\b|10\.9\.9\.9|10\.1\.2\.4/);
+    expect(text.endsWith('\n')).toBe(true);
+    expect(hostsFile({ base: '', services, pods, endpointSlices: slices, pod: { namespace: 'ns1', name: 'x', ip: '127.0.0.20' }, cluster: false }).split('\n').filter((l) => l && !l.startsWith('#'))).toEqual(['127.0.0.20\tx']);
+  });
+
+  it('rewriteInPlace keeps the inode (a bind mount pins it), shrinks cleanly and always moves the mtime', () => {
+    const f = path.join(os.tmpdir(), `hosts-inplace-${process.pid}`);
+    try {
+      let m = rewriteInPlace(f, 'a long first version of the file\n', 0);
+      const ino = fs.statSync(f).ino;
+      m = rewriteInPlace(f, 'short\n', m);
+      expect(fs.readFileSync(f, 'utf8')).toBe('short\n');
+      const m2 = rewriteInPlace(f, 'same!\n', m); // same size, within the same millisecond or not
+      expect(m2).toBeGreaterThan(m);
+      expect(Math.round(fs.statSync(f).mtimeMs)).toBe(m2);
+      expect(fs.statSync(f).ino).toBe(ino);
+      expect(fs.readFileSync(f, 'utf8')).toBe('same!\n');
+    } finally {
+      fs.rmSync(f, { force: true });
+    }
+  });
+
+  it('without the right to make a mount namespace (not root), startKubelet fails with a clear error; dns: false skips the check', async () => {
+    // A child process as nobody (no CAP_SYS_ADMIN), with a registry of its own (TMPDIR).
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kubelet-nonroot-'));
+    try {
+      fs.chmodSync(dir, 0o777);
+      const script = path.join(dir, 'try.ts');
+      fs.writeFileSync(
+        script,
+        `import { startKubelet } from ${JSON.stringify(path.resolve('test/harness/kubelet.ts'))};
+for (const dns of [true, false]) {
+  try { await startKubelet({ kubeconfig: '/nonexistent/kubeconfig' }, { dns }); console.log('RESULT started'); }
+  catch (e) { console.log('RESULT ' + JSON.stringify({ dns, error: (e as Error).message })); }
+}
+`,
+      );
+      const child = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', path.resolve('node_modules/.bin/vite-node'), script], {
+        env: { ...process.env, HOME: dir, TMPDIR: dir },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      const code = await new Promise<number | null>((r) => child.once('exit', r));
+      const results = out
+        .split('\n')
+        .filter((l) => l.startsWith('RESULT '))
+        .map((l) => JSON.parse(l.slice(7)) as { dns: boolean; error: string });
+      expect(code, out).toBe(0);
+      expect(results, out).toHaveLength(2);
+      expect(results[0]!.error).toMatch(/^kubelet harness: cannot give a process its own \/etc\/hosts \(unshare: .*Operation not permitted\): .*needs root \(CAP_SYS_ADMIN\); start it with \{ dns: false \}/);
+      // Without DNS it gets past the check, to the (here missing) kubeconfig.
+      expect(results[1]!.error).toMatch(/ENOENT.*\/nonexistent\/kubeconfig/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  /** What the resolver Pod at `ip` answers for `p`. */
+  async function ask<T>(ip: string, p: string): Promise<T> {
+    const r = await fetch(`http://${ip}:8080${p}`, { signal: AbortSignal.timeout(10_000) });
+    return (await r.json()) as T;
+  }
+  const resolve = (ip: string, name: string) => ask<{ addresses?: string[]; error?: string }>(ip, `/resolve?name=${encodeURIComponent(name)}`);
+  /** Polls until `name` resolves in the resolver Pod to exactly `want` (Go and glibc see a hosts-file change within seconds, not at once). */
+  async function resolvesTo(ip: string, name: string, want: string[], timeoutMs = 30_000): Promise<void> {
+    let last: unknown;
+    await pollUntil(
+      async () => {
+        last = await resolve(ip, name);
+        return JSON.stringify((last as { addresses?: string[] }).addresses) === JSON.stringify([...want].sort());
+      },
+      `${name} to resolve to ${want.join(',')} inside the resolver Pod`,
+      timeoutMs,
+      { everyMs: 200, detail: () => `last answer: ${JSON.stringify(last)}` },
+    );
+  }
+
+  const ETCD = (n: number) => `dns-etcd-${n}=http://dns-etcd-${n}.dns-etcd-peers.default.svc:2380`;
+  it('a 3-member etcd StatefulSet bootstrapped by DNS names (--initial-cluster etcd-N.peers.ns.svc) forms a cluster and goes Ready', async () => {
+    const t0 = Date.now();
+    await apply(`apiVersion: v1
+kind: Service
+metadata: { name: dns-etcd-peers, namespace: default }
+spec:
+  clusterIP: None
+  publishNotReadyAddresses: true
+  selector: { app: dns-etcd }
+  ports: [{ name: peer, port: 2380 }]
+---
+apiVersion: v1
+kind: Service
+metadata: { name: dns-etcd, namespace: default }
+spec:
+  selector: { app: dns-etcd }
+  ports: [{ name: client, port: 2379 }]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: { name: dns-etcd, namespace: default }
+spec:
+  serviceName: dns-etcd-peers
+  replicas: 3
+  podManagementPolicy: Parallel
+  selector: { matchLabels: { app: dns-etcd } }
+  template:
+    metadata: { labels: { app: dns-etcd } }
+    spec:
+      terminationGracePeriodSeconds: 10
+      containers:
+      - name: etcd
+        image: registry.k8s.io/etcd:3.5.21-0
+        command: [etcd]
+        args:
+        - --name=$(POD_NAME)
+        - --data-dir=/var/lib/etcd/data
+        - --listen-client-urls=http://$(POD_IP):2379
+        - --advertise-client-urls=http://$(POD_NAME).dns-etcd-peers.default.svc:2379
+        - --listen-peer-urls=http://$(POD_IP):2380
+        - --initial-advertise-peer-urls=http://$(POD_NAME).dns-etcd-peers.default.svc:2380
+        - --initial-cluster=${ETCD(0)},${ETCD(1)},${ETCD(2)}
+        - --initial-cluster-state=new
+        - --initial-cluster-token=dns-etcd
+        env:
+        - name: POD_NAME
+          valueFrom: { fieldRef: { fieldPath: metadata.name } }
+        - name: POD_IP
+          valueFrom: { fieldRef: { fieldPath: status.podIP } }
+        readinessProbe:
+          httpGet: { path: /health, port: 2379 }
+          periodSeconds: 1
+        volumeMounts: [{ name: data, mountPath: /var/lib/etcd }]
+  volumeClaimTemplates:
+  - metadata: { name: data }
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: { requests: { storage: 1Gi } }
+`);
+    await kube.kubectl(['rollout', 'status', 'statefulset/dns-etcd', '--timeout=150s'], { timeoutMs: 160_000 });
+    console.log(`3-member etcd by DNS names Ready: ${Date.now() - t0} ms`);
+    const ips = await Promise.all([0, 1, 2].map(async (i) => (await getPod(`dns-etcd-${i}`))!.status!.podIP!));
+    expect(new Set(ips).size).toBe(3);
+    // One cluster of three, each member known by its DNS name (its /health is what made it Ready: it has a leader).
+    const etcd = new Etcd3({ hosts: ips.map((ip) => `http://${ip}:2379`) });
+    try {
+      const members = (await etcd.cluster.memberList({})).members!;
+      expect(members.map((m) => m.peerURLs).sort()).toEqual([0, 1, 2].map((i) => [`http://dns-etcd-${i}.dns-etcd-peers.default.svc:2380`]));
+      await etcd.put('/kubelet-harness/dns').value('by-name');
+    } finally {
+      etcd.close();
+    }
+    // The Pod's process is the program itself (exec'd, not a shell's child), in a mount namespace of its own.
+    const proc = kubelet.processOf('dns-etcd-0')!;
+    expect(fs.readlinkSync(`/proc/${proc.pid}/exe`)).toMatch(/etcd$/);
+    expect(fs.readlinkSync(`/proc/${proc.pid}/ns/mnt`)).not.toBe(fs.readlinkSync('/proc/self/ns/mnt'));
+    expect(proc.containers[0]!.argv).toContain(`--initial-cluster=${ETCD(0)},${ETCD(1)},${ETCD(2)}`);
+  }, 200_000);
+
+  it('a Node process in a Pod resolves Service names (ClusterIP and headless, short and long forms) to ready Pod IPs and reaches etcd by its Service name', async () => {
+    await apply(`apiVersion: v1
+kind: Pod
+metadata: { name: resolver, namespace: default }
+spec:
+  terminationGracePeriodSeconds: 10
+  containers:
+  - name: main
+    image: resolver:test
+    env: [{ name: POD_IP, valueFrom: { fieldRef: { fieldPath: status.podIP } } }]
+    # An exec probe runs in the Pod's namespace too: Ready once etcd's Service name resolves there.
+    readinessProbe: { exec: { command: [resolve, dns-etcd.default.svc] }, periodSeconds: 1 }
+    livenessProbe: { httpGet: { path: /healthz, port: 8080 }, periodSeconds: 1 }
+`);
+    const r = (await waitReady('resolver')).status!.podIP!;
+    expect(kubelet.log()).toMatch(/default\/resolver main: readiness passed/);
+    const ips = await Promise.all([0, 1, 2].map(async (i) => (await getPod(`dns-etcd-${i}`))!.status!.podIP!));
+    for (const name of ['dns-etcd.default.svc', 'dns-etcd.default.svc.cluster.local', 'dns-etcd.default', 'dns-etcd', 'dns-etcd-peers.default.svc']) await resolvesTo(r, name, ips);
+    await resolvesTo(r, 'dns-etcd-2.dns-etcd-peers.default.svc', [ips[2]!]);
+    // The loam StatefulSet's headless Service, and the Pod's own name (what a kubelet writes into its /etc/hosts).
+    const loamIps = await Promise.all([0, 1, 2].map(async (i) => (await getPod(`loam-${i}`))!.status!.podIP!));
+    await resolvesTo(r, 'loam.default.svc', loamIps);
+    await resolvesTo(r, 'resolver', [r]);
+    // Names the cluster does not have fall through to the machine's resolver (and fail there).
+    expect((await resolve(r, 'no-such-service.default.svc')).addresses).toBeUndefined();
+    // An HTTP client in the Pod reaches etcd by its client Service's name.
+    const health = await ask<{ status?: number; body?: string; error?: string }>(r, `/fetch?url=${encodeURIComponent('http://dns-etcd.default.svc:2379/health')}`);
+    expect(health).toMatchObject({ status: 200 });
+    expect(JSON.parse(health.body!)).toMatchObject({ health: 'true' });
+    // The test process's own /etc/hosts is untouched.
+    expect(fs.readFileSync('/etc/hosts', 'utf8')).not.toMatch(/svc/);
+  }, 90_000);
+
+  it('a deleted and recreated etcd member comes back on a new IP, its name follows it, and the cluster stays whole', async () => {
+    const r = kubelet.processOf('resolver')!.ip;
+    const old = (await getPod('dns-etcd-1'))!;
+    const oldIp = old.status!.podIP!;
+    await kube.kubectl(['delete', 'pod', 'dns-etcd-1', '--wait=false']);
+    const pod = await waitReady('dns-etcd-1', { notUid: old.metadata.uid, timeoutMs: 120_000 });
+    const ip = pod.status!.podIP!;
+    expect(ip).not.toBe(oldIp); // addresses are handed out round robin
+    await resolvesTo(r, 'dns-etcd-1.dns-etcd-peers.default.svc', [ip]);
+    const ips = await Promise.all([0, 1, 2].map(async (i) => (await getPod(`dns-etcd-${i}`))!.status!.podIP!));
+    await resolvesTo(r, 'dns-etcd.default.svc', ips);
+    // Its peers found it again by name: it serves the data written before, and the cluster takes writes.
+    const etcd = new Etcd3({ hosts: `http://${ip}:2379` });
+    try {
+      expect(await etcd.get('/kubelet-harness/dns').string()).toBe('by-name');
+      await etcd.put('/kubelet-harness/dns2').value('after');
+      expect(await etcd.get('/kubelet-harness/dns2').string()).toBe('after');
+    } finally {
+      etcd.close();
+    }
+  }, 150_000);
+
+  it('SIGTERM still reaches the program itself: a deleted Pod\'s graceful exit is reported with its exit code', async () => {
+    const proc = kubelet.processOf('resolver')!;
+    expect(fs.readlinkSync(`/proc/${proc.pid}/exe`)).toBe(fs.realpathSync(process.execPath));
+    expect(proc.containers[0]!.argv[0]).toBe(process.execPath);
+    await kube.kubectl(['delete', 'pod', 'resolver', '--wait=false']);
+    await waitFor(async () => (await getPod('resolver')) === undefined, 'resolver to be deleted', 30_000, 100);
+    expect(pidAlive(proc.pid!)).toBe(false);
+    const after = kubelet.pods().find((p) => p.uid === proc.uid);
+    expect(after).toBeUndefined();
+    // 43 is what its SIGTERM handler exits with: the signal reached it, and its exit code came back.
+    expect(kubelet.log()).toMatch(/default\/resolver main: exited code=43 signal=null/);
   }, 60_000);
 });
 

@@ -70,6 +70,11 @@ export class OutcomeTable {
     return this.map.get(id);
   }
 
+  /** Oldest first (log order): a checkpoint keeps that order, so forgetting goes on as before. */
+  entries(): IterableIterator<[string, Outcome]> {
+    return this.map.entries();
+  }
+
   put(id: string, o: Outcome, now = Date.now()): void {
     const prev = this.map.get(id);
     if (prev) {
@@ -112,6 +117,8 @@ export class EngineState {
   /** Writes waiting for their append: validation sees them, readers do not. */
   readonly pendingObjects = new Map<string, PendingObject>();
   readonly pendingAliases = new Map<string, string | null>();
+  /** Datasets reserved in `datasetIds` whose record is not durable yet (a checkpoint leaves them out). */
+  readonly pendingDatasets = new Set<string>();
   readonly liveBytes = new Map<number, number>();
   readonly outcomes = new OutcomeTable((o) => this.liveDelta(o.segment, -o.length));
 

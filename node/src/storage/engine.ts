@@ -9,9 +9,11 @@ import {
 import { wordsFromHex } from './oid-index.js';
 import { checkFrame, decodeFrame, encodeBatch, RecordType, type LogRecord } from './record.js';
 import { SegmentLog, parseSegmentName } from './segment-log.js';
-import { ObjectStoreUnavailableError, type ObjectStore } from './object-store.js';
-import { ManifestKeys, latestManifest } from './tier/manifest.js';
+import { ObjectStoreError, ObjectStoreUnavailableError, type ObjectStore } from './object-store.js';
+import { ManifestKeys, latestManifest, type Manifest } from './tier/manifest.js';
 import { S3Tier, type TierObserver } from './tier/s3-tier.js';
+import { CheckpointError, encodeCheckpoint, loadCheckpoint, readCheckpoint, type DecodedCheckpoint, type EncodedCheckpoint } from './tier/checkpoint.js';
+import { ChecksumMismatchError } from './tier/checked-fetch.js';
 import type { RecoveryReport, SegmentStore, WriteBlock } from './segment-store.js';
 import type { SegmentFiles } from './segment-files.js';
 import { EngineState, OUTCOME_KEEP_MS, aliasKey, type DirectoryEntry, type PendingObject } from './engine-state.js';
@@ -66,9 +68,14 @@ export interface EngineOptions {
     onChecksumMismatch?: (key: string) => void;
     /** Bound on local bytes of segments S3 holds (least recently read evicted first). */
     diskCacheBytes?: number;
+    /** An index checkpoint is taken once this many bytes were uploaded since the last (default 512 MiB); 0: none. */
+    checkpointBytes?: number;
     info?: (msg: string, fields?: Record<string, unknown>) => void;
   };
 }
+
+/** Default bytes uploaded between two index checkpoints. */
+export const DEFAULT_CHECKPOINT_BYTES = 512 * 1024 * 1024;
 
 export interface EngineObserver {
   fsync?(seconds: number, bytes: number, batches: number): void;
@@ -106,6 +113,17 @@ async function manifestWhenReachable(store: ObjectStore, keys: ManifestKeys, inf
       }
     },
   });
+}
+
+/** Whether some segment the manifest's checkpoint covers has no local file (evicted, or never local). */
+function coversEvicted(logDir: string, m: Manifest): boolean {
+  let local: Set<number>;
+  try {
+    local = new Set(fs.readdirSync(logDir).map((f) => parseSegmentName(f)?.id).filter((id): id is number => id !== undefined));
+  } catch {
+    return true;
+  }
+  return m.segments.slice(0, m.checkpoint?.segments.length ?? 0).some((s) => !local.has(parseSegmentName(s.name)?.id ?? -1));
 }
 
 function hasSegments(logDir: string): boolean {
@@ -150,6 +168,8 @@ export class Engine implements EngineCore {
   private compactor!: Compactor;
   private readonly compactBelow: number;
   private compacting?: Promise<CompactionResult>;
+  /** A checkpoint capture in progress: compaction waits for it (it repoints the state). */
+  private capturing?: Promise<EncodedCheckpoint | 'nothing' | undefined>;
   private compactTimer?: NodeJS.Timeout;
   private probeTimer?: NodeJS.Timeout;
   private readonly probeIntervalMs: number;
@@ -159,8 +179,8 @@ export class Engine implements EngineCore {
   /** Commit ids whose write failed after reaching the log (cleared once the log cut it). */
   private readonly uncertain = new Set<string>();
   recovery!: RecoveryReport;
-  /** What was restored from S3 at open (an empty log directory with a manifest in S3). */
-  restored?: { segments: number; bytes: number; ms: number };
+  /** What was restored from S3 at open (an empty log directory with a manifest in S3); `checkpoint`: segments it covered. */
+  restored?: { segments: number; bytes: number; ms: number; checkpoint: number; replayed: number };
   /** The S3 tier, when configured. */
   tier?: S3Tier;
   /** The tier's object store: the engine closes it. */
@@ -183,19 +203,38 @@ export class Engine implements EngineCore {
     const logDir = path.join(opts.dir, 'log');
     let tier: S3Tier | undefined;
     let restoring = false;
+    let checkpoint: DecodedCheckpoint | undefined;
     const info = opts.tier?.info ?? ((msg: string, fields?: Record<string, unknown>) => opts.observer?.warn?.(msg, fields));
     if (opts.tier) {
       const keys = new ManifestKeys('', opts.tier.node);
       const found = await manifestWhenReachable(opts.tier.store, keys, info);
+      const everyBytes = opts.tier.checkpointBytes ?? DEFAULT_CHECKPOINT_BYTES;
       tier = new S3Tier({
         store: opts.tier.store, keys, nodeNumber: opts.tier.nodeNumber, uploadIntervalMs: opts.tier.uploadIntervalMs,
         manifest: found?.manifest, observer: opts.tier.observer, diskCacheBytes: opts.tier.diskCacheBytes,
         onChecksumMismatch: opts.tier.onChecksumMismatch,
+        checkpoint: everyBytes > 0 ? { everyBytes, capture: () => engine.captureCheckpoint(opts.tier!.node) } : undefined,
       });
       // An empty log directory and a manifest in S3: this node lost its volume, and its log is
       // replayed from S3 (segments stay there, read on demand, until the cache holds them).
       restoring = !!found && !hasSegments(logDir);
-      if (restoring) info('restoring the log from S3', { manifest: found!.key, segments: found!.manifest.segments.length, bytes: found!.manifest.segments.reduce((n, x) => n + x.size, 0) });
+      const m = found?.manifest;
+      if (restoring) info('restoring the log from S3', { manifest: found!.key, segments: m!.segments.length, bytes: m!.segments.reduce((n, x) => n + x.size, 0), checkpoint: m!.checkpoint?.key });
+      // A restore, or a restart whose checkpointed segments are not all on local disk (evicted):
+      // the checkpoint saves fetching and replaying them. A restart with all of them local replays locally.
+      if (m?.checkpoint && (restoring || coversEvicted(logDir, m))) {
+        // The checkpoint stands in for the segments it covers; if it cannot be used, every segment replays.
+        const t = Date.now();
+        try {
+          checkpoint = await readCheckpoint(opts.tier.store, m, opts.tier.onChecksumMismatch);
+          info('loading the index checkpoint', { key: m.checkpoint.key, bytes: m.checkpoint.size, objects: checkpoint.header.objects, covers: checkpoint.header.segments.length, of: m.segments.length, fetchMs: Date.now() - t });
+        } catch (e) {
+          const reason = e instanceof ChecksumMismatchError ? 'checksum' : e instanceof CheckpointError ? 'invalid' : e instanceof ObjectStoreError ? 'unreadable' : 'error';
+          opts.observer?.warn?.('the index checkpoint cannot be used: replaying every segment instead', { key: m.checkpoint.key, err: (e as Error).message });
+          opts.tier.observer?.checkpointFallback?.(reason);
+          tier.dropCheckpoint();
+        }
+      }
     }
     const t0 = Date.now();
     let lastProgress = 0;
@@ -206,6 +245,7 @@ export class Engine implements EngineCore {
         onFsync: opts.observer?.fsync?.bind(opts.observer),
         files: opts.files,
         remote: tier?.remote,
+        checkpoint: checkpoint && { names: checkpoint.header.segments, load: (handles) => loadCheckpoint(engine.state, checkpoint!, handles) },
         onRemoteReplay: (done, of, bytes) => {
           opts.tier?.observer?.replayProgress?.(done, of, bytes);
           if (Date.now() - lastProgress < 1_000 && done < of) return;
@@ -219,12 +259,19 @@ export class Engine implements EngineCore {
     );
     engine.log = log;
     engine.tierStore = opts.tier?.store;
+    if (checkpoint && report.checkpointSegments === undefined) {
+      // The local log does not start with the segments it covers (compacted further locally).
+      opts.observer?.warn?.('the index checkpoint does not match the local log: every segment was replayed', { key: tier?.checkpointKey });
+      opts.tier?.observer?.checkpointFallback?.('mismatch');
+    }
     if (tier) {
       tier.attach(log);
       engine.tier = tier;
       if (restoring) {
-        engine.restored = { segments: report.segments, bytes: report.bytes, ms: Date.now() - t0 };
-        info('restored the log from S3', { ...engine.restored, records: report.records });
+        const covered = report.checkpointSegments ?? 0;
+        engine.restored = { segments: report.segments, bytes: report.bytes, ms: Date.now() - t0, checkpoint: covered, replayed: report.segments - covered };
+        if (checkpoint) opts.tier!.observer?.checkpointLoaded?.(covered);
+        info('restored the log from S3', { ...engine.restored, records: report.records, objects: engine.state.index.size });
       }
       // The last segment may be one S3 already holds (a local copy after a flush): appending to
       // it would change an uploaded segment under the same name. New writes go to a new one.
@@ -368,6 +415,7 @@ export class Engine implements EngineCore {
     if (this.state.datasetIds.size >= MAX_DATASETS) throw new LimitExceededError(`at most ${MAX_DATASETS} datasets`, { limit: 'datasets' });
     const id = this.state.datasetIds.size + 1;
     this.state.datasetIds.set(name, id); // reserve now so a concurrent create does not take the id
+    this.state.pendingDatasets.add(name);
     try {
       const record: LogRecord = { type: RecordType.Dataset, dataset: id, name };
       const at = await this.append([record]);
@@ -375,6 +423,8 @@ export class Engine implements EngineCore {
     } catch (e) {
       this.state.datasetIds.delete(name);
       throw e;
+    } finally {
+      this.state.pendingDatasets.delete(name);
     }
     return true;
   }
@@ -576,10 +626,50 @@ export class Engine implements EngineCore {
   /** Compacts every sealed segment whose needed share fell below the threshold (one run at a time). */
   compact(opts: { all?: boolean } = {}): Promise<CompactionResult> {
     if (this.compacting) return this.compacting;
-    this.compacting = this.compactor.run(opts.all ?? false, () => this.closed).finally(() => {
+    const capturing = this.capturing;
+    this.compacting = (async () => {
+      await capturing?.catch(() => undefined);
+      return this.compactor.run(opts.all ?? false, () => this.closed);
+    })().finally(() => {
       this.compacting = undefined;
     });
     return this.compacting;
+  }
+
+  // ---------------------------------------------------------------- index checkpoints (S3 tier)
+
+  /**
+   * The state after exactly the sealed segments, serialized (tier/checkpoint.ts): seals the
+   * active segment, then encodes in one synchronous step while the new active segment is still
+   * empty, so no commit lands between the boundary and the snapshot. Not while compaction runs
+   * (it repoints entries between two handles): it waits for a running one, and a new one waits
+   * for it. 'nothing' when no sealed segment holds data; undefined when it cannot be taken now.
+   */
+  captureCheckpoint(node: string): Promise<EncodedCheckpoint | 'nothing' | undefined> {
+    if (this.capturing) return this.capturing;
+    const compacting = this.compacting;
+    const p = (async (): Promise<EncodedCheckpoint | 'nothing' | undefined> => {
+      await compacting?.catch(() => undefined);
+      const log = this.log as SegmentLog;
+      if (this.closed || log.blocked) return undefined;
+      await log.seal();
+      // From this check to the end of the encode nothing else runs (all synchronous).
+      if (this.closed || log.blocked) return undefined;
+      const active = log.activeSegment;
+      if (log.segmentSize(active) > 0) return undefined; // a commit landed after the seal: try again later
+      const segments = log.segments().filter((h) => h !== active && log.segmentSize(h) > 0);
+      if (segments.length === 0) return 'nothing';
+      return encodeCheckpoint({ state: this.state, segments, fileName: (h) => log.fileName(h) }, node);
+    })().finally(() => {
+      this.capturing = undefined;
+    });
+    this.capturing = p;
+    return p;
+  }
+
+  /** Flushes, then writes an index checkpoint of it to S3 (a graceful stop); at once without an S3 tier. */
+  async checkpoint(signal?: AbortSignal): Promise<void> {
+    await this.tier?.checkpointNow(signal);
   }
 
   // ---------------------------------------------------------------- lifecycle

@@ -30,6 +30,15 @@ export interface SegmentLogOptions {
   remote?: RemoteSegments;
   /** Progress of replaying remote segments at open (a restore from S3 can take a while). */
   onRemoteReplay?: (done: number, of: number, bytes: number) => void;
+  /**
+   * An index checkpoint of the first segments of the log (`names`, log order, as the remote
+   * store names them): they are opened without being read, `load` gets their handles (in the
+   * order of `names`) before the first later segment replays, and only later ones replay. Used
+   * only if the log's first segments are exactly those (a local file of the same name is the same
+   * content; a later local revision is not) and the last of them is not the log's last;
+   * otherwise every segment replays and the report's `checkpointSegments` stays unset.
+   */
+  checkpoint?: { names: string[]; load: (handles: number[]) => void };
 }
 
 /** Where sealed segments that are not on local disk are read from (the S3 tier). */
@@ -150,7 +159,8 @@ export class SegmentLog implements SegmentStore {
     }
     // Remote segments that have no local file of the same or a later revision.
     const remoteNames = new Map<number, string>();
-    for (const [name] of opts.remote?.list() ?? []) {
+    const remoteSizes = opts.remote?.list() ?? new Map<string, number>();
+    for (const [name] of remoteSizes) {
       const p = parseSegmentName(name);
       if (!p) continue;
       const local = names.get(p.id);
@@ -167,8 +177,21 @@ export class SegmentLog implements SegmentStore {
     }
     const ids = [...new Set([...names.keys(), ...remoteNames.keys()])].sort((a, b) => a - b);
     const report: RecoveryReport = { segments: ids.length, records: 0, bytes: 0, truncatedBytes: 0 };
-    // Remote segments are fetched a few ahead of the replay.
-    const remoteIds = ids.filter((id) => remoteNames.has(id));
+    const chosen = (id: number) => remoteNames.get(id) ?? names.get(id);
+    const ck = opts.checkpoint;
+    const usable = !!ck && ck.names.length > 0 && ck.names.length < ids.length + 1
+      && ids.slice(0, ck.names.length).every((id, i) => chosen(id) === ck.names[i] && remoteSizes.has(ck.names[i]))
+      && (remoteNames.has(ids[ck.names.length - 1]) || ck.names.length < ids.length);
+    const covered = new Map(usable ? ck!.names.map((n, i) => [n, i]) : []);
+    const coveredHandles: number[] = [];
+    const loadCheckpoint = () => {
+      if (!opts.checkpoint || coveredHandles.length === 0) return;
+      opts.checkpoint.load(coveredHandles);
+      report.checkpointSegments = coveredHandles.length;
+      coveredHandles.length = 0;
+    };
+    // Remote segments are fetched a few ahead of the replay (not the ones the checkpoint covers).
+    const remoteIds = ids.filter((id) => remoteNames.has(id) && !covered.has(remoteNames.get(id)!));
     const fetches = new Map<number, Promise<Buffer>>();
     const fetchAhead = (from: number) => {
       for (const id of remoteIds.slice(from, from + REMOTE_PREFETCH)) {
@@ -184,6 +207,23 @@ export class SegmentLog implements SegmentStore {
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i];
       const remoteName = remoteNames.get(id);
+      const coveredName = chosen(id)!;
+      if (covered.has(coveredName)) {
+        const p = parseSegmentName(coveredName)!;
+        const handle = p.rev === 0 ? id : log.nextHandle++;
+        const size = remoteSizes.get(coveredName)!;
+        // A local copy (the same content as the upload of this name) is read locally, never replayed.
+        const reader = remoteName === undefined ? files.openRead(coveredName) : undefined;
+        log.segs.set(handle, { id, rev: p.rev, size, reader, lastRead: 0 });
+        coveredHandles[covered.get(coveredName)!] = handle;
+        report.bytes += size;
+        if (i === ids.length - 1) {
+          loadCheckpoint();
+          await log.createSegment(id + 1);
+        }
+        continue;
+      }
+      loadCheckpoint(); // before the first segment after the checkpoint replays
       if (remoteName) {
         fetchAhead(remoteDone);
         const data = await fetches.get(id)!;

@@ -55,6 +55,8 @@ export interface RecoveryReport {
   /** Bytes cut from the tail of the last segment (a torn tail). */
   truncatedBytes: number;
   truncatedReason?: string;
+  /** Segments an index checkpoint covered (opened without being read). */
+  checkpointSegments?: number;
 }
 
 /** The log is damaged in a way that is not a torn tail: the node must not start on it. */

@@ -3,7 +3,7 @@
  * (their client gRPC service, at the Pod's IP). One Client per address, kept between reconciles
  * so a resync costs one Status call per node, not a new HTTP/2 connection each time.
  */
-import { connect, DeadlineExceededError, LoamError, type Client } from '@loam/sdk';
+import { connect, DeadlineExceededError, LoamError, NodeDrainedError, UnavailableError, type Client } from '@loam/sdk';
 import type { NodeAddress, NodeAdmin, NodeAdminStatus } from '../controller/contract.js';
 
 export interface LoamNodeAdminOptions {
@@ -58,9 +58,26 @@ export class LoamNodeAdmin implements NodeAdmin {
     return c;
   }
 
+  /**
+   * Runs `fn` on the Client of `address`. When the node is unreachable the Client is dropped and
+   * closed: Pod IPs come and go, and a Client kept for every address ever seen would pile up.
+   */
+  private async use<T>(address: string, fn: (c: Client) => Promise<T>): Promise<T> {
+    const p = this.client(address);
+    const c = await p;
+    try {
+      return await fn(c);
+    } catch (e) {
+      if (e instanceof UnavailableError && !(e instanceof NodeDrainedError) && this.clients.get(address) === p) {
+        this.clients.delete(address);
+        void c.close();
+      }
+      throw e;
+    }
+  }
+
   async status(via: NodeAddress, timeoutMs = this.deadlineMs): Promise<NodeAdminStatus[]> {
-    const c = await this.client(via.address);
-    const all = await c.status({ timeoutMs });
+    const all = await this.use(via.address, (c) => c.status({ timeoutMs }));
     // Unreachable members are left out: the caller compares with the Pods it expects, and a node
     // it cannot see is not one it may count as empty.
     return all.flatMap((s) => s.reachable ? [{
@@ -77,7 +94,10 @@ export class LoamNodeAdmin implements NodeAdmin {
    * drained, or throws what the Drain call failed with first (the only node, no such node ...).
    */
   async startDrain(via: NodeAddress, number: number, opId: string): Promise<void> {
-    const c = await this.client(via.address);
+    return this.use(via.address, (c) => this.startDrainWith(c, number, opId));
+  }
+
+  private async startDrainWith(c: Client, number: number, opId: string): Promise<void> {
     const deadline = Date.now() + this.drainStartTimeoutMs;
     let failed: unknown;
     let done = false;
@@ -106,8 +126,7 @@ export class LoamNodeAdmin implements NodeAdmin {
    * @loam/sdk) when the node cannot safely be made ready yet (retry later).
    */
   async cancelDrain(via: NodeAddress, number: number): Promise<void> {
-    const c = await this.client(via.address);
-    await c.cancelDrain(number, { timeoutMs: Math.max(this.deadlineMs, this.drainStartTimeoutMs) * 4 });
+    await this.use(via.address, (c) => c.cancelDrain(number, { timeoutMs: Math.max(this.deadlineMs, this.drainStartTimeoutMs) * 4 }));
   }
 
   async close(): Promise<void> {

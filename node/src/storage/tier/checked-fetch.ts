@@ -24,8 +24,8 @@ export async function crc32Yielding(data: Buffer): Promise<number> {
   return crc;
 }
 
-/** Downloads a segment and checks it against the manifest, retrying a mismatch twice. */
-export async function fetchSegment(store: ObjectStore, s: ManifestSegment, onMismatch?: (key: string) => void): Promise<Buffer> {
+/** Downloads a segment (or checkpoint) and checks it against the manifest, retrying a mismatch twice. */
+export async function fetchSegment(store: ObjectStore, s: Pick<ManifestSegment, 'key' | 'size' | 'crc32'>, onMismatch?: (key: string) => void): Promise<Buffer> {
   let last: ChecksumMismatchError | undefined;
   for (let attempt = 0; attempt < 3; attempt++) {
     const data = await store.get(s.key);

@@ -8,6 +8,8 @@ import type { ObjectStore } from '../object-store.js';
  * - `P/nodes/NODE/segments/NAME.gGEN` — the content of segment file NAME as generation GEN
  *   uploaded it. A rewritten segment (compaction) has a new NAME (`ID-REV.seg`), and every start
  *   has a new GEN, so no key is ever written twice: uploads are conditional creates.
+ * - `P/nodes/NODE/checkpoints/GEN-SEQ.ckpt` — an index checkpoint (tier/checkpoint.ts) that
+ *   generation GEN took (SEQ counts this generation's checkpoints), never overwritten.
  * - `P/nodes/NODE/manifests/GEN-SEQ.json` (both zero-padded) — written after each upload. The
  *   current manifest is the one with the greatest key, so a fenced process (an older
  *   generation) can write manifests that are never read. A manifest names only segments whose
@@ -23,6 +25,26 @@ export interface ManifestSegment {
   generation: number;
 }
 
+/**
+ * The index checkpoint a manifest names: the engine's state after exactly the segments
+ * `segments` (keys, in log order: a prefix of the log ending with the segment named `through`).
+ * A manifest names it only while its own segments up to `through` are exactly those keys, so
+ * everything the checkpoint points into is named by the same manifest (and kept by GC with it);
+ * a rewrite of one of them (compaction) makes the next manifest leave it out.
+ */
+export interface ManifestCheckpoint {
+  key: string;
+  size: number;
+  /** CRC-32 (zlib) of the whole object. */
+  crc32: number;
+  generation: number;
+  /** The last segment (file name) it covers. */
+  through: string;
+  segments: string[];
+  /** Objects in its index (informational). */
+  objects: number;
+}
+
 export interface Manifest {
   format: 1;
   node: string;
@@ -32,6 +54,21 @@ export interface Manifest {
   seq: number;
   writtenAt: string;
   segments: ManifestSegment[];
+  checkpoint?: ManifestCheckpoint;
+}
+
+/**
+ * Whether `c` describes the state after exactly these segments: the ones up to `c.through` are
+ * its keys, in order. Otherwise it points into segment contents this list does not name.
+ */
+export function checkpointFits(c: ManifestCheckpoint, segments: readonly ManifestSegment[]): boolean {
+  const through = segmentIdOf(c.through);
+  const covered = segments.filter((s) => segmentIdOf(s.name) <= through);
+  return covered.length === c.segments.length && covered.length > 0 && covered.every((s, i) => s.key === c.segments[i]) && covered.at(-1)!.name === c.through;
+}
+
+function segmentIdOf(name: string): number {
+  return Number(name.slice(0, 10));
 }
 
 const pad = (n: number) => String(n).padStart(10, '0');
@@ -53,6 +90,21 @@ export class ManifestKeys {
 
   segment(name: string, generation: number): string {
     return `${this.segmentsPrefix}${name}.g${generation}`;
+  }
+
+  get checkpointsPrefix(): string {
+    return `${this.root}checkpoints/`;
+  }
+
+  checkpoint(generation: number, seq: number): string {
+    return `${this.checkpointsPrefix}${pad(generation)}-${pad(seq)}.ckpt`;
+  }
+
+  /** Generation and sequence of a checkpoint key, or undefined for another key. */
+  parseCheckpoint(key: string): { generation: number; seq: number } | undefined {
+    if (!key.startsWith(this.checkpointsPrefix)) return undefined;
+    const m = /^(\d{10})-(\d{10})\.ckpt$/.exec(key.slice(this.checkpointsPrefix.length));
+    return m ? { generation: Number(m[1]), seq: Number(m[2]) } : undefined;
   }
 
   manifest(generation: number, seq: number): string {
@@ -97,6 +149,13 @@ export function decodeManifest(buf: Buffer, key: string): Manifest {
     const id = Number(s.name.slice(0, 10));
     if (!(id > last)) throw bad(`segments out of log order at ${s.name}`);
     last = id;
+  }
+  const c = m.checkpoint;
+  if (c !== undefined) {
+    if (typeof c !== 'object' || c === null || typeof c.key !== 'string' || !Number.isSafeInteger(c.size) || !Number.isSafeInteger(c.crc32)
+      || !Number.isSafeInteger(c.generation) || typeof c.through !== 'string' || !Array.isArray(c.segments) || !c.segments.every((k) => typeof k === 'string')) {
+      throw bad(`checkpoint ${JSON.stringify(c)}`);
+    }
   }
   return m;
 }

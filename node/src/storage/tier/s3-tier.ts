@@ -1,6 +1,7 @@
 import pRetry, { AbortError } from 'p-retry';
 import { ObjectExistsError, ObjectStorePermanentError, type ObjectStore } from '../object-store.js';
-import { encodeManifest, type Manifest, type ManifestKeys, type ManifestSegment } from './manifest.js';
+import { checkpointFits, encodeManifest, type Manifest, type ManifestCheckpoint, type ManifestKeys, type ManifestSegment } from './manifest.js';
+import type { EncodedCheckpoint } from './checkpoint.js';
 import { RemoteReader } from './remote-reader.js';
 import { crc32Yielding } from './checked-fetch.js';
 
@@ -34,6 +35,23 @@ export interface TierObserver {
   remoteRead?(hit: boolean): void;
   /** Segments replayed from S3 at open (a restore, or a restart with evicted segments). */
   replayProgress?(done: number, of: number, bytes: number): void;
+  /** An index checkpoint landed in S3 (`objects` in its index). */
+  checkpointWritten?(bytes: number, objects: number): void;
+  /** A restore could not use the manifest's checkpoint and replays every segment instead. */
+  checkpointFallback?(reason: string): void;
+  /** A restore loaded the checkpoint: `segments` were not replayed. */
+  checkpointLoaded?(segments: number): void;
+}
+
+/** How the tier gets index checkpoints from the engine (see tier/checkpoint.ts). */
+export interface CheckpointTaker {
+  /**
+   * The engine's state at a seal boundary, serialized; 'nothing' when no sealed segment holds
+   * data; undefined when it cannot be taken right now (compaction running, writes refused).
+   */
+  capture(): Promise<EncodedCheckpoint | 'nothing' | undefined>;
+  /** A checkpoint is taken once this many bytes were uploaded since the last one. */
+  everyBytes: number;
 }
 
 export interface S3TierOptions {
@@ -49,6 +67,8 @@ export interface S3TierOptions {
   /** Bound on local bytes of segments S3 holds; the least recently read go first. None: keep all. */
   diskCacheBytes?: number;
   onChecksumMismatch?: (key: string) => void;
+  /** Index checkpoints (none: a restore replays every segment). */
+  checkpoint?: CheckpointTaker;
 }
 
 /** Sealed segments uploaded at once. */
@@ -89,6 +109,21 @@ export class S3Tier {
 
   private gen?: TierGeneration;
 
+  /** Bytes uploaded since the last checkpoint was captured (rewrites count: they make checkpoints stale). */
+  private bytesSinceCheckpoint = 0;
+  /** Captured, waiting for its segments to be in S3 before it is uploaded. */
+  private pendingCheckpoint?: EncodedCheckpoint & { capture: number; captureMs: number; key?: string; crc32?: number; failures: number };
+  /** The latest checkpoint in S3 that may still fit the log (the manifest names it while it does). */
+  private checkpoint?: ManifestCheckpoint;
+  private checkpointCapture = 0;
+  /** This generation's checkpoint keys. */
+  private checkpointSeq = 0;
+  private captures = 0;
+  /** The capture a manifest last named, and the last capture that found nothing to do (for `checkpointNow`). */
+  private namedCapture = 0;
+  private emptyCapture = 0;
+  private checkpointWanted = false;
+
   /** Reads what is only in S3 (for the log's remote segments). */
   readonly remote: RemoteReader;
   private logRef?: TierLog;
@@ -101,8 +136,19 @@ export class S3Tier {
     if (m) {
       for (const s of m.segments) this.remember(s);
       this.current = m;
+      this.checkpoint = m.checkpoint;
     }
     this.remote.setManifest(m);
+  }
+
+  /** The key of the latest checkpoint that may still fit the log. */
+  get checkpointKey(): string | undefined {
+    return this.checkpoint?.key;
+  }
+
+  /** A restore could not use the manifest's checkpoint: later manifests do not name it (GC deletes it). */
+  dropCheckpoint(): void {
+    this.checkpoint = undefined;
   }
 
   /** The log this tier uploads (opened with `remote` as its remote segments). */
@@ -217,6 +263,32 @@ export class S3Tier {
     }
   }
 
+  /**
+   * Flushes, then takes an index checkpoint of everything flushed and resolves once a manifest
+   * names it (at once when the current manifest's checkpoint already covers all of its segments,
+   * or when the log holds nothing). For a graceful stop: the next restore replays nothing.
+   */
+  async checkpointNow(signal?: AbortSignal): Promise<void> {
+    if (!this.opts.checkpoint) return;
+    await this.flush(signal);
+    const covers = () => {
+      const c = this.current?.checkpoint;
+      return !!c && c.through === this.current!.segments.at(-1)?.name;
+    };
+    if (covers()) return;
+    const want = this.captures + 1;
+    for (;;) {
+      if (this.fencedFlag) throw new Error('fenced: a later start of this node took over; nothing more is uploaded');
+      if (this.stopped) throw new Error('the S3 tier stopped before the checkpoint was written');
+      signal?.throwIfAborted();
+      if (this.namedCapture >= want || this.emptyCapture >= want || covers()) return;
+      if (!this.pendingCheckpoint) this.checkpointWanted = true; // again after a capture that failed or was dropped
+      await this.kick();
+      if (this.namedCapture >= want || this.emptyCapture >= want || covers()) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
   /** One pass; concurrent calls share it. */
   kick(): Promise<void> {
     if (this.stopped || this.fencedFlag || !this.gen) return Promise.resolve();
@@ -240,6 +312,7 @@ export class S3Tier {
     }
     if (this.stopped) return;
     await this.advanceManifest();
+    await this.checkpointStep();
     await this.evictOverBound();
     if (this.gcWanted || (!this.sweptAtStart && this.current)) {
       this.sweptAtStart = true;
@@ -251,7 +324,7 @@ export class S3Tier {
   /** Writes a manifest if the uploaded prefix of the log changed. */
   private async advanceManifest(): Promise<void> {
     const next = this.nextManifest();
-    if (next && !sameSegments(next.segments, this.current?.segments)) await this.writeManifest(next);
+    if (next && (!sameSegments(next.segments, this.current?.segments) || next.checkpoint?.key !== this.current?.checkpoint?.key)) await this.writeManifest(next);
   }
 
   /**
@@ -338,6 +411,7 @@ export class S3Tier {
         if (!(e instanceof ObjectExistsError) || (await crc32Yielding(await this.opts.store.get(key))) !== crc32) throw e;
       }
       this.obs.uploaded?.(data.length, Number(process.hrtime.bigint() - t0) / 1e9);
+      this.bytesSinceCheckpoint += data.length;
       this.remember({ name, key, size: data.length, crc32, generation: gen });
     }, {
       retries: Number.POSITIVE_INFINITY,
@@ -367,10 +441,86 @@ export class S3Tier {
       segments.push(s);
     }
     if (segments.length === 0 && !this.current) return undefined;
+    let checkpoint = this.checkpoint;
+    if (checkpoint && !checkpointFits(checkpoint, segments)) {
+      // Once the prefix reaches past it, a mismatch is a segment it points into that compaction
+      // rewrote or removed: stale for good (the next checkpoint replaces it). Before, it waits.
+      const through = segmentId(checkpoint.through);
+      if (segments.some((s) => segmentId(s.name) >= through)) this.checkpoint = undefined;
+      checkpoint = undefined;
+    }
     return {
       format: 1, node: this.opts.keys.node, number: this.opts.nodeNumber, generation: this.generationValue,
-      seq: this.seq + 1, writtenAt: new Date().toISOString(), segments,
+      seq: this.seq + 1, writtenAt: new Date().toISOString(), segments, ...(checkpoint ? { checkpoint } : {}),
     };
+  }
+
+  /**
+   * Takes a checkpoint when one is due: after `everyBytes` uploaded since the last (a quarter of
+   * that while the manifest names none, e.g. after compaction made it stale), or when asked
+   * (`checkpointNow`). It is uploaded once every segment it covers is in S3, and the next
+   * manifest names it. Never on the write path: the capture is one synchronous step at a seal.
+   */
+  private async checkpointStep(): Promise<void> {
+    const taker = this.opts.checkpoint;
+    if (!taker || this.stopped || this.fencedFlag) return;
+    if (!this.pendingCheckpoint) {
+      const due = this.checkpointWanted || this.bytesSinceCheckpoint >= taker.everyBytes
+        || (!this.current?.checkpoint && this.bytesSinceCheckpoint >= taker.everyBytes / 4);
+      if (!due) return;
+      let c: EncodedCheckpoint | 'nothing' | undefined;
+      const t0 = performance.now();
+      try {
+        c = await taker.capture();
+      } catch (e) {
+        // Not every pass: the next try waits for the next `everyBytes` (or a `checkpointNow` asking again).
+        this.bytesSinceCheckpoint = 0;
+        this.checkpointWanted = false;
+        this.obs.warn?.('index checkpoint not taken', { err: (e as Error).message });
+        return;
+      }
+      if (c === undefined) return; // not now: the next pass tries again
+      this.checkpointWanted = false;
+      this.bytesSinceCheckpoint = 0;
+      const capture = ++this.captures;
+      if (c === 'nothing') {
+        this.emptyCapture = capture;
+        return;
+      }
+      this.pendingCheckpoint = { ...c, capture, captureMs: Math.round(performance.now() - t0), failures: 0 };
+    }
+    const pending = this.pendingCheckpoint;
+    const keys = pending.names.map((n) => this.uploaded.get(n)?.key);
+    if (keys.some((k) => k === undefined)) {
+      // It waits for its segments; one that compaction replaced before it landed never comes.
+      const local = new Set(this.log.segments().map((h) => this.log.fileName(h)));
+      if (pending.names.some((n, i) => keys[i] === undefined && !local.has(n))) this.pendingCheckpoint = undefined;
+      return;
+    }
+    if (!(await this.checkGeneration())) return;
+    const gen = this.generationValue;
+    // One key for every attempt: a create that landed but whose answer was lost is found as ours.
+    const key = (pending.key ??= this.opts.keys.checkpoint(gen, ++this.checkpointSeq));
+    const crc32 = (pending.crc32 ??= await crc32Yielding(pending.body));
+    try {
+      await this.opts.store.create(key, pending.body, { signal: this.abort.signal });
+    } catch (e) {
+      // Ours from an attempt whose answer was lost (no one else writes this generation's keys).
+      const ours = e instanceof ObjectExistsError && (await crc32Yielding(await this.opts.store.get(key).catch(() => Buffer.alloc(0)))) === crc32;
+      if (!ours) {
+        pending.failures++;
+        if (!this.stopped && (pending.failures <= 3 || pending.failures % 20 === 0)) {
+          this.obs.warn?.('index checkpoint not uploaded; retrying with the next pass', { key, attempt: pending.failures, err: (e as Error).message });
+        }
+        return;
+      }
+    }
+    this.checkpoint = { key, size: pending.body.length, crc32, generation: gen, through: pending.names.at(-1)!, segments: keys as string[], objects: pending.objects };
+    this.checkpointCapture = pending.capture;
+    this.pendingCheckpoint = undefined;
+    this.obs.checkpointWritten?.(pending.body.length, pending.objects);
+    this.obs.info?.('index checkpoint in S3', { key, bytes: pending.body.length, objects: pending.objects, segments: keys.length, captureMs: pending.captureMs });
+    await this.advanceManifest();
   }
 
   private async checkGeneration(): Promise<boolean> {
@@ -401,6 +551,7 @@ export class S3Tier {
       // Ours from an attempt whose answer was lost (no one else writes this generation's keys).
     }
     this.seq = m.seq;
+    if (m.checkpoint && m.checkpoint.key === this.checkpoint?.key) this.namedCapture = Math.max(this.namedCapture, this.checkpointCapture);
     if (this.current) this.previous = [this.current, ...this.previous].slice(0, KEEP_MANIFESTS);
     this.current = m;
     this.remote.setManifest(m);
@@ -421,7 +572,12 @@ export class S3Tier {
       const keep = new Set([currentKey, ...this.previous.map((m) => keys.manifest(m.generation, m.seq))].filter((k): k is string => !!k));
       const oldManifests = manifests.filter((k) => !keep.has(k) && (!currentKey || k < currentKey));
       const named = new Set<string>();
-      for (const m of [this.current, ...this.previous]) for (const s of m?.segments ?? []) named.add(s.key);
+      // What a kept manifest's checkpoint points into is kept with it (it is in that manifest's
+      // segments too, by checkpointFits; this says so where the deletion is decided).
+      for (const m of [this.current, ...this.previous]) for (const k of [...(m?.segments ?? []).map((s) => s.key), ...(m?.checkpoint?.segments ?? [])]) named.add(k);
+      const keptCheckpoints = new Set([this.current, ...this.previous].map((m) => m?.checkpoint?.key).filter((k): k is string => !!k));
+      if (this.checkpoint) keptCheckpoints.add(this.checkpoint.key); // landed, named by the next manifest
+      for (const k of this.checkpoint?.segments ?? []) named.add(k);
       const local = new Set(this.log.segments().map((h) => this.log.fileName(h)));
       const mine = new Set([...this.uploaded.values()].filter((s) => local.has(s.name)).map((s) => s.key));
       const gen = this.generationValue;
@@ -434,9 +590,14 @@ export class S3Tier {
         if (p.generation < gen) return true;
         return !this.uploading.has(p.name);
       });
-      if (oldManifests.length + dead.length === 0) return;
+      // Checkpoints no kept manifest names: stale ones, a fenced process's, one cut off by a crash.
+      const deadCheckpoints = (await store.list(keys.checkpointsPrefix)).map((e) => e.key).filter((k) => {
+        const p = keys.parseCheckpoint(k);
+        return !!p && !keptCheckpoints.has(k) && p.generation <= gen;
+      });
+      if (oldManifests.length + dead.length + deadCheckpoints.length === 0) return;
       if (!(await this.checkGeneration())) return;
-      await store.delete([...oldManifests, ...dead], { signal: this.abort.signal });
+      await store.delete([...oldManifests, ...dead, ...deadCheckpoints], { signal: this.abort.signal });
       // Forget what was deleted, so a later manifest can never name it.
       for (const k of dead) {
         const p = keys.parseSegment(k)!;
