@@ -128,6 +128,13 @@ describe('computeStatus', () => {
     const blind = computeStatus(ds(running), obs({ nodes: undefined }));
     expect(blind.phase).toBe('Degraded');
     expect(blind.conditions!.map((c) => [c.type, c.status, c.reason])).toEqual([['Ready', 'False', 'NodeStatusUnavailable'], ['Progressing', 'False', 'Stable'], ['Degraded', 'True', 'NodeStatusUnavailable']]);
+    const lost = obs({ pods: obs({}).pods.map((p) => (p.ordinal === 1 ? { ...p, ready: false, freshVolume: true } : p)), nodes: [node(0), node(2)] });
+    expect(computeStatus(ds(running), lost).phase).toBe('Degraded'); // without S3 there is nothing to restore from
+    const withS3 = { ...ds(running), spec: { nodes: 3, s3: { bucket: 'b' } } };
+    const restoring = computeStatus(withS3, lost);
+    expect(restoring.phase).toBe('Restoring');
+    expect(restoring.conditions!.find((c) => c.type === 'Progressing')).toMatchObject({ status: 'True', reason: 'RestoringFromS3' });
+    expect(restoring.nodes![1]).toMatchObject({ name: 's-1', backend: 2, ready: false });
     expect(computeStatus(ds(running), obs({ error: 'boom' })).conditions!.find((c) => c.type === 'Degraded')).toMatchObject({ status: 'True', reason: 'ReconcileError', message: 'boom' });
   });
 });

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { Etcd3 } from 'etcd3';
 import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
-import { connect, Persistent, registerModel, type Client } from '@loam/sdk';
+import { connect, oidHomeNode, Persistent, registerModel, type Client } from '@loam/sdk';
 import { DATASTORE_CRD_NAME, LoamNodeAdmin, type DataStore } from '@loam/operator';
 import { ensureKubeTools } from '../harness/kube-tools.js';
 import { startKube, type KubeCluster } from '../harness/kube.js';
@@ -124,9 +124,9 @@ async function sdk(ds: DataStore): Promise<Client> {
   return c;
 }
 
-async function write(c: Client, alias: string, text: string, withPhase = false): Promise<void> {
+async function write(c: Client, alias: string, text: string, withPhase = false, backend?: number): Promise<void> {
   const t0 = Date.now();
-  const item = await c.persist(Object.assign(new Item(), { text }), { alias });
+  const item = await c.persist(Object.assign(new Item(), { text }), { alias, ...(backend !== undefined ? { backend } : {}) });
   acked.set(alias, { text, oid: item.$oid!, at: `${new Date().toISOString()} after ${Date.now() - t0} ms${withPhase ? `, phase ${phases[phases.length - 1]}` : ''}` });
 }
 
@@ -254,7 +254,9 @@ describe('the operator end to end', () => {
   it('a Pod deleted with its PVC restores from S3 and its objects are readable', async () => {
     const ds = (await getDs())!;
     const c = await sdk(ds);
-    for (let i = 0; i < 10; i++) await write(c, `pre-loss-${i}`, `before the loss ${i}`);
+    // Mastered on the node about to lose its volume, so its restore has them to bring back.
+    const target = ds.status!.nodes!.find((x) => x.name === 'e2e-1')!.backend!;
+    for (let i = 0; i < 10; i++) await write(c, `pre-loss-${i}`, `before the loss ${i}`, false, target);
     await c.flush({ timeoutMs: 60_000 }); // in S3 on every node
     const old = kubelet.processOf('e2e-1')!;
     const oldDir = kubelet.volumeDir('data-e2e-1');
@@ -268,8 +270,9 @@ describe('the operator end to end', () => {
       const d = await getDs();
       return ready(d, 2) && d!.status!.nodes!.find((x) => x.name === 'e2e-1')!.endpoint === `loam://${kubelet.processOf('e2e-1')!.ip}:7480` ? d : undefined;
     }, 'Running again with the restored node', 180_000, { everyMs: 200 });
-    // The restored node holds objects again (its count reaches the status with a later pass).
-    await pollUntil(async () => ((await getDs())!.status!.nodes!.find((x) => x.name === 'e2e-1')?.objects ?? 0) > 0, 'the restored node to hold objects', 30_000, { everyMs: 200 });
+    // The restored node holds its objects again (its count reaches the status with a later pass).
+    await pollUntil(async () => ((await getDs())!.status!.nodes!.find((x) => x.name === 'e2e-1')?.objects ?? 0) >= 10, 'the restored node to hold its 10 objects', 30_000, { everyMs: 200 });
+    for (let i = 0; i < 10; i++) expect(oidHomeNode(acked.get(`pre-loss-${i}`)!.oid)).toBe(target);
     await expectAllReadable(await sdk(back!));
   }, 300_000);
 

@@ -133,7 +133,7 @@ const progressing = (ds: DataStore) => ds.status?.conditions?.find((c) => c.type
 describe('drain and rollout gating with kwok Pods and scripted nodes', () => {
   it('goes Running once the Pods are Ready and every node says ready; then a pass writes nothing', async () => {
     for (const i of [0, 1, 2]) admin.add(i);
-    const r = await kube.request('POST', DS_API, { apiVersion: 'loam.dev/v1alpha1', kind: 'DataStore', metadata: { name: NAME }, spec: { nodes: 3, etcd: { endpoints: ['127.0.0.1:2379'] } } });
+    const r = await kube.request('POST', DS_API, { apiVersion: 'loam.dev/v1alpha1', kind: 'DataStore', metadata: { name: NAME }, spec: { nodes: 3, etcd: { endpoints: ['127.0.0.1:2379'] }, s3: { bucket: 'gate-bucket', endpoint: 'http://127.0.0.1:9' } } });
     expect(r.status, JSON.stringify(r.body)).toBe(201);
     const ds = await reconcileUntil(ctx, KEY, async () => {
       const d = await getDs();
@@ -219,4 +219,21 @@ describe('drain and rollout gating with kwok Pods and scripted nodes', () => {
     const p0 = (await kube.request('GET', `/api/v1/namespaces/${NS}/pods/${NAME}-0`)).body as { spec: { containers: { image: string }[] } };
     expect(p0.spec.containers[0]!.image).toBe('loam:test-2');
   }, 120_000);
+
+  it('a Pod back on a new volume, with S3 configured, shows as Restoring until its node is ready', async () => {
+    const old = (await kube.request('GET', `/api/v1/namespaces/${NS}/pods/${NAME}-1`)).body as { metadata: { uid: string } };
+    admin.nodes.delete(`${NAME}-1`); // down: out of the nodes' Status
+    await kube.kubectl(['delete', 'pvc', `data-${NAME}-1`, '--wait=false']);
+    await kube.kubectl(['delete', 'pod', `${NAME}-1`, '--wait=false']);
+    const ds = await reconcileUntil(ctx, KEY, async () => {
+      const p = (await kube.request('GET', `/api/v1/namespaces/${NS}/pods/${NAME}-1`)).body as { metadata?: { uid: string } };
+      const d = await getDs();
+      return p.metadata?.uid && p.metadata.uid !== old.metadata.uid && d.status?.phase === 'Restoring' ? d : undefined;
+    }, 'Restoring with a new gate-1', 60_000);
+    expect(progressing(ds)).toMatchObject({ status: 'True', reason: 'RestoringFromS3' });
+    expect(progressing(ds)!.message).toContain(`${NAME}-1 lost its volume`);
+    expect(ds.status!.nodes!.find((n) => n.name === `${NAME}-1`)).toMatchObject({ backend: 2, ready: false });
+    admin.add(1); // restored and back in the cluster
+    await reconcileUntil(ctx, KEY, async () => (await getDs()).status?.phase === 'Running', 'Running again', 30_000);
+  }, 90_000);
 });

@@ -88,6 +88,25 @@ async function ensureClusterSecret(api: KubeApi, ds: DataStore): Promise<boolean
   }
 }
 
+/**
+ * Marks the not-Ready Pods whose data PVC is no older than the Pod itself (the StatefulSet made
+ * both anew: the old volume was deleted), which with S3 means the node is restoring. Costs a
+ * list of PVCs, only when some node is not Ready.
+ */
+async function markFreshVolumes(api: KubeApi, ds: DataStore, podObjs: PodObj[], observed: ObservedPod[], nodes: NodeAdminStatus[] | undefined): Promise<void> {
+  const down = observed.filter((p) => !p.ready || (nodes !== undefined && nodes.find((n) => n.id === p.name)?.state !== 'ready'));
+  if (down.length === 0) return;
+  const claims = await api.list('v1', 'PersistentVolumeClaim', ds.metadata.namespace!, selectorString(selectorLabels(ds, 'node')));
+  for (const p of down) {
+    const pod = podObjs.find((x) => x.metadata.name === p.name);
+    const claim = claims.find((c) => c.metadata.name === names.dataClaim(ds, p.ordinal)) as (KubeObj & { metadata: { creationTimestamp?: string } }) | undefined;
+    const podAt = Date.parse(pod?.metadata.creationTimestamp ?? '');
+    const claimAt = Date.parse(claim?.metadata.creationTimestamp ?? '');
+    // Timestamps have a one-second resolution: the StatefulSet creates the claim just before the Pod.
+    if (Number.isFinite(podAt) && Number.isFinite(claimAt) && claimAt >= podAt - 1000) p.freshVolume = true;
+  }
+}
+
 /** Pods whose node has joined the cluster: a backend number now or in the last status. */
 function joinedNodes(ds: DataStore, nodes: NodeAdminStatus[] | undefined): Set<string> {
   return new Set([...(ds.status?.nodes ?? []).filter((n) => n.backend !== undefined).map((n) => n.name), ...(nodes ?? []).map((n) => n.id)]);
@@ -138,6 +157,7 @@ async function reconcileLive(ctx: ReconcileContext, api: KubeApi, fetched: DataS
   const liveReplicas = live?.spec.replicas;
   const shrinkTarget = liveReplicas !== undefined && desired < liveReplicas ? names.pod(ds, liveReplicas - 1) : undefined;
   const nodes = observed.some((p) => p.ready && p.ip) ? await nodesStatus(ctx, observed, shrinkTarget) : undefined;
+  if (ds.spec.s3) await markFreshVolumes(api, ds, pods.map((p) => p.obj), observed, nodes);
 
   // Decide.
   const draft = buildStatefulSet(ds, { replicas: desired, partition: 0, defaultImage: ctx.defaultImage });

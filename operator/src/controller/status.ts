@@ -13,6 +13,8 @@ export interface ObservedPod {
   ordinal: number;
   ready: boolean;
   ip: string | undefined;
+  /** Its PVC is no older than the Pod: the volume was lost and made anew with the Pod. */
+  freshVolume?: boolean;
 }
 
 export interface Observation {
@@ -104,6 +106,11 @@ export function computeStatus(ds: DataStore, o: Observation): DataStoreStatus {
   } else if (joining > 0) {
     phase = 'Scaling';
     progress = { reason: 'NodesJoining', message: `${joining} new node${joining === 1 ? '' : 's'} joining; ${readyNodes} of ${o.desired} nodes Ready` };
+  } else if (ds.spec.s3 && notReady.some((n) => o.pods.find((p) => p.name === n.name)?.freshVolume)) {
+    // A node that had joined, back on a new, empty volume: it restores its log from S3 at start.
+    const restoring = notReady.filter((n) => o.pods.find((p) => p.name === n.name)?.freshVolume).map((n) => n.name);
+    phase = 'Restoring';
+    progress = { reason: 'RestoringFromS3', message: `${restoring.join(', ')} lost ${restoring.length === 1 ? 'its volume and is' : 'their volumes and are'} restoring from S3; ${readyNodes} of ${o.desired} nodes Ready` };
   } else {
     phase = 'Degraded';
     progress = { reason: 'NodesRecovering', message: `${notReady.map((n) => n.name).join(', ')} not Ready (the StatefulSet restarts them); ${readyNodes} of ${o.desired} nodes Ready` };
