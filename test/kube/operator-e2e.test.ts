@@ -216,14 +216,19 @@ describe('the operator end to end', () => {
     const c = await sdk((await getDs())!);
     let stop = false;
     let errors = 0;
+    const failures: string[] = [];
     let n = 0;
     const writer = (async () => {
       while (!stop) {
+        const t0 = Date.now();
         try {
           await write(c, `roll-${n}`, `during the roll ${n}`, true);
           n++;
-        } catch {
-          errors++; // an unacknowledged write: retried with the next alias, not counted as written
+        } catch (e) {
+          // An unacknowledged write: retried with the next alias, not counted as written.
+          failures.push(`roll-${n} failed after ${Date.now() - t0} ms (phase ${phases[phases.length - 1]}): ${String(e)}`);
+          n++;
+          errors++;
           await new Promise((r) => setTimeout(r, 50));
         }
       }
@@ -248,7 +253,7 @@ describe('the operator end to end', () => {
     expect(evs).toContain('RolloutStarted');
     expect(evs).toContain('RolloutStep');
     await expectAllReadable(await sdk((await getDs())!));
-    console.log(`roll: ${n} writes acknowledged, ${errors} failed and retried`);
+    console.log(`roll: ${n - errors} writes acknowledged, ${errors} failed and retried\n${failures.join('\n')}`);
   }, 300_000);
 
   it('a Pod deleted with its PVC restores from S3 and its objects are readable', async () => {
