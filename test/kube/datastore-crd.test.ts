@@ -8,14 +8,13 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { completeDataStore, DATASTORE_CRD_NAME, type DataStore } from '@loam/operator';
-import { ensureKubeTools } from '../harness/kube-tools.js';
+import { DATASTORE_CRD_FILE as CRD_FILE, installDataStoreCrd, kubeSetup } from '../harness/kube-suite.js';
 import { startKube, type KubeCluster } from '../harness/kube.js';
 import { ROOT, waitFor } from '../harness/node-process.js';
 
-const CRD_FILE = path.join(ROOT, 'crds', `${DATASTORE_CRD_NAME}.yaml`);
 const MINIMAL = path.join(ROOT, 'examples/datastore-minimal.yaml');
 const WITH_S3 = path.join(ROOT, 'examples/datastore-s3.yaml');
 const NS = 'default';
@@ -23,41 +22,9 @@ const API = `/apis/loam.dev/v1alpha1/namespaces/${NS}/datastores`;
 
 let kube: KubeCluster;
 let crdApply = '';
-// As in test/kube-harness.test.ts: a component that cannot be built or started fails every test
-// (vitest would report the tests of a file whose beforeAll threw as skipped).
-let setupError: unknown;
-
-beforeAll(async () => {
-  try {
-    await ensureKubeTools(); // cold: minutes; warm: a few stat calls
-  } catch (e) {
-    setupError = e;
-  }
-}, 60 * 60_000);
-
-beforeAll(async () => {
-  if (setupError) return;
-  try {
-    kube = await startKube({ controllerManager: false, scheduler: false });
-    crdApply = (await kube.kubectl(['apply', '-f', CRD_FILE])).stdout;
-    await kube.kubectl(['wait', '--for=condition=Established', `crd/${DATASTORE_CRD_NAME}`, '--timeout=30s']);
-    // Established, and in discovery (what kubectl resolves `lds` through).
-    await waitFor(
-      async () => {
-        const r = await kube.request('GET', '/apis/loam.dev/v1alpha1');
-        return r.status === 200 && (r.body as { resources?: { name: string }[] }).resources?.some((x) => x.name === 'datastores');
-      },
-      'loam.dev/v1alpha1 datastores in discovery',
-      30_000,
-      100,
-    );
-  } catch (e) {
-    setupError = e;
-  }
-}, 180_000);
-
-beforeEach(() => {
-  if (setupError) throw setupError;
+kubeSetup(async () => {
+  kube = await startKube({ controllerManager: false, scheduler: false });
+  crdApply = await installDataStoreCrd(kube);
 });
 
 afterAll(async () => {

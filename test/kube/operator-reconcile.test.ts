@@ -7,50 +7,24 @@
  * subresource, drain gating without node status, the finalizer for both deletion policies (with a
  * real etcd for `Delete`), and passes with injected API errors converging to what a clean run makes.
  */
-import path from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { Etcd3 } from 'etcd3';
-import { DATASTORE_CRD_NAME, FailingKubeApi, FINALIZER, type DataStore, type KubeObj } from '@loam/operator';
-import { ensureKubeTools } from '../harness/kube-tools.js';
+import { FailingKubeApi, FINALIZER, type DataStore, type KubeObj } from '@loam/operator';
+import { installDataStoreCrd, kubeSetup } from '../harness/kube-suite.js';
 import { startKube, type KubeCluster } from '../harness/kube.js';
 import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
-import { ROOT } from '../harness/node-process.js';
 import { pollUntil } from '../harness/wait.js';
 import { NO_NODES_ADMIN, reconcileOnce, reconcileUntil, testContext, type TestContext } from '../harness/reconcile-loop.js';
 
-const CRD_FILE = path.join(ROOT, 'crds', `${DATASTORE_CRD_NAME}.yaml`);
 const NS = 'default';
 const DS_API = `/apis/loam.dev/v1alpha1/namespaces/${NS}/datastores`;
 
 let kube: KubeCluster;
 let etcd: EtcdCluster;
-let setupError: unknown;
 
-beforeAll(async () => {
-  try {
-    await ensureKubeTools();
-  } catch (e) {
-    setupError = e;
-  }
-}, 60 * 60_000);
-
-beforeAll(async () => {
-  if (setupError) return;
-  try {
-    [kube, etcd] = await Promise.all([startKube({ scheduler: false }), startEtcd()]);
-    await kube.kubectl(['apply', '-f', CRD_FILE]);
-    await kube.kubectl(['wait', '--for=condition=Established', `crd/${DATASTORE_CRD_NAME}`, '--timeout=30s']);
-    await pollUntil(async () => {
-      const r = await kube.request('GET', '/apis/loam.dev/v1alpha1');
-      return r.status === 200 && (r.body as { resources?: { name: string }[] }).resources?.some((x) => x.name === 'datastores/scale');
-    }, 'datastores in discovery', 30_000);
-  } catch (e) {
-    setupError = e;
-  }
-}, 180_000);
-
-beforeEach(() => {
-  if (setupError) throw setupError;
+kubeSetup(async () => {
+  [kube, etcd] = await Promise.all([startKube({ scheduler: false }), startEtcd()]);
+  await installDataStoreCrd(kube);
 });
 
 afterAll(async () => {

@@ -13,10 +13,9 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { KubeConfig } from '@kubernetes/client-node';
 import {
-  DATASTORE_CRD_NAME,
   KubeEventRecorder,
   keyString,
   startOperator,
@@ -28,42 +27,23 @@ import {
   type Reconciler,
   type RuntimeLog,
 } from '@loam/operator';
-import { ensureKubeTools } from '../harness/kube-tools.js';
+import { installDataStoreCrd, kubeSetup } from '../harness/kube-suite.js';
 import { startKube, type KubeCluster } from '../harness/kube.js';
 import { ROOT } from '../harness/node-process.js';
 import { releasePorts, reservePorts } from '../harness/ports.js';
 import { pollUntil } from '../harness/wait.js';
 
-const CRD_FILE = path.join(ROOT, 'crds', `${DATASTORE_CRD_NAME}.yaml`);
 const LOAM = path.join(ROOT, 'node/bin/loam.js');
 const DS_API = (ns: string) => `/apis/loam.dev/v1alpha1/namespaces/${ns}/datastores`;
 const LEASE_API = (ns: string, name: string) => `/apis/coordination.k8s.io/v1/namespaces/${ns}/leases/${name}`;
 
 let kube: KubeCluster;
 let kc: KubeConfig;
-let setupError: unknown;
 
-beforeAll(async () => {
-  try {
-    await ensureKubeTools();
-  } catch (e) {
-    setupError = e;
-  }
-}, 60 * 60_000);
-
-beforeAll(async () => {
-  if (setupError) return;
-  try {
-    kube = await startKube({ controllerManager: false, scheduler: false });
-    kc = new KubeConfig();
-    kc.loadFromFile(kube.kubeconfig);
-  } catch (e) {
-    setupError = e;
-  }
-}, 180_000);
-
-beforeEach(() => {
-  if (setupError) throw setupError;
+kubeSetup(async () => {
+  kube = await startKube({ controllerManager: false, scheduler: false });
+  kc = new KubeConfig();
+  kc.loadFromFile(kube.kubeconfig);
 });
 
 const running: OperatorHandle[] = [];
@@ -88,8 +68,7 @@ let crd: Promise<void> | undefined;
 /** Applies the DataStore CRD once and waits until it is served. */
 function ensureCrd(): Promise<void> {
   crd ??= (async () => {
-    await kube.kubectl(['apply', '-f', CRD_FILE]);
-    await kube.kubectl(['wait', '--for=condition=Established', `crd/${DATASTORE_CRD_NAME}`, '--timeout=30s']);
+    await installDataStoreCrd(kube);
     await pollUntil(async () => (await kube.request('GET', DS_API('default'))).status === 200, 'datastores to be served', 30_000);
   })();
   return crd;

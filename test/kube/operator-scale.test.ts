@@ -5,17 +5,13 @@
  * checks what the reconcile does with the StatefulSet and which admin calls it makes. The real
  * nodes' side of the same flows is in operator-e2e.test.ts.
  */
-import path from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { DATASTORE_CRD_NAME, FailingKubeApi, HttpKubeApi, type DataStore, type NodeAddress, type NodeAdmin, type NodeAdminStatus } from '@loam/operator';
+import { afterAll, describe, expect, it } from 'vitest';
+import { FailingKubeApi, HttpKubeApi, type DataStore, type NodeAddress, type NodeAdmin, type NodeAdminStatus } from '@loam/operator';
 import { KubeConfig } from '@kubernetes/client-node';
-import { ensureKubeTools } from '../harness/kube-tools.js';
+import { installDataStoreCrd, kubeSetup } from '../harness/kube-suite.js';
 import { startKube, type KubeCluster } from '../harness/kube.js';
-import { ROOT } from '../harness/node-process.js';
-import { pollUntil } from '../harness/wait.js';
 import { reconcileOnce, reconcileUntil, testContext, type TestContext } from '../harness/reconcile-loop.js';
 
-const CRD_FILE = path.join(ROOT, 'crds', `${DATASTORE_CRD_NAME}.yaml`);
 const NS = 'default';
 const NAME = 'gate';
 const KEY = { namespace: NS, name: NAME };
@@ -54,7 +50,6 @@ let kube: KubeCluster;
 let admin: ScriptedAdmin;
 let ctx: TestContext;
 let failing: FailingKubeApi;
-let setupError: unknown;
 let provisioning = true;
 let provisioner: Promise<void> | undefined;
 
@@ -86,34 +81,15 @@ async function provisionLoop(): Promise<void> {
   }
 }
 
-beforeAll(async () => {
-  try {
-    await ensureKubeTools();
-  } catch (e) {
-    setupError = e;
-  }
-}, 60 * 60_000);
-
-beforeAll(async () => {
-  if (setupError) return;
-  try {
-    kube = await startKube({ kwok: { pods: true }, nodes: 1 });
-    await kube.kubectl(['apply', '-f', CRD_FILE]);
-    await kube.kubectl(['wait', '--for=condition=Established', `crd/${DATASTORE_CRD_NAME}`, '--timeout=30s']);
-    await pollUntil(async () => (await kube.request('GET', '/apis/loam.dev/v1alpha1')).status === 200, 'loam.dev in discovery', 30_000);
-    admin = new ScriptedAdmin();
-    const kc = new KubeConfig();
-    kc.loadFromFile(kube.kubeconfig);
-    failing = new FailingKubeApi(new HttpKubeApi(kc));
-    ctx = testContext({ kubeconfig: kube.kubeconfig, admin, kube: failing, defaultImage: 'loam:test-1' });
-    provisioner = provisionLoop();
-  } catch (e) {
-    setupError = e;
-  }
-}, 180_000);
-
-beforeEach(() => {
-  if (setupError) throw setupError;
+kubeSetup(async () => {
+  kube = await startKube({ kwok: { pods: true }, nodes: 1 });
+  await installDataStoreCrd(kube);
+  admin = new ScriptedAdmin();
+  const kc = new KubeConfig();
+  kc.loadFromFile(kube.kubeconfig);
+  failing = new FailingKubeApi(new HttpKubeApi(kc));
+  ctx = testContext({ kubeconfig: kube.kubeconfig, admin, kube: failing, defaultImage: 'loam:test-1' });
+  provisioner = provisionLoop();
 });
 
 afterAll(async () => {
