@@ -72,6 +72,9 @@ async function alone(m: Written): Promise<string> {
 async function latest(store: FailingObjectStore): Promise<string[]> {
   const keys = (await store.inner.list('nodes/n/manifests/')).map((o) => o.key).sort();
   const m = decodeManifest(await store.inner.get(keys.at(-1)!), keys.at(-1)!);
+  // Whatever it names is there (GC keeps the earlier revision it still names).
+  const held = new Set((await store.inner.list('nodes/n/segments/')).map((o) => o.key));
+  expect(m.segments.filter((s) => !held.has(s.key)).map((s) => s.key)).toEqual([]);
   return m.segments.map((s) => s.name);
 }
 
@@ -97,7 +100,7 @@ async function read(e: Engine, oid: string): Promise<string | undefined> {
 describe('compaction and the S3 manifest', () => {
   it('a rewrite that dropped a flushed record superseded only locally is not named before the superseding write is in S3', async () => {
     const prefix = `horizon-${++n}/`;
-    const store = failing(prefix);
+    const store = new Recording(failing(prefix).inner);
     const e = await tiered(fx.tmp(), store);
     const o = newOid(1);
     const keep = newOid(1);
@@ -108,16 +111,23 @@ describe('compaction and the S3 manifest', () => {
     await e.commit({ dataset: 'default', writes: [put(o, 'r-prime', 1)] });
     await compactAndUpload(e, store, true);
     const named = await latest(store);
+    const copy = await alone(store.manifests.at(-1)!);
+    // Once r′ is in S3, the manifest names the rewrite (the earlier revision becomes garbage).
+    await e.flush();
+    expect((await latest(store)).some((x) => /-\d+\.seg$/.test(x))).toBe(true);
     await e.close();
 
-    const restored = await tiered(fx.tmp(), failing(prefix), false);
+    const restored = await tiered(fx.tmp(), failing(copy), false);
     expect([r, 'r-prime'], `manifest ${named.join(',')}`).toContain(await read(restored, o));
     expect(await read(restored, keep)).toBe('kept');
+    const now = await tiered(fx.tmp(), failing(prefix), false);
+    expect(await read(now, o)).toBe('r-prime');
+    expect(await read(now, keep)).toBe('kept');
   });
 
   it('a segment compaction removed whole stays named until what superseded it is in S3', async () => {
     const prefix = `horizon-${++n}/`;
-    const store = failing(prefix);
+    const store = new Recording(failing(prefix).inner);
     const e = await tiered(fx.tmp(), store);
     const o = newOid(1);
     await e.commit({ dataset: 'default', writes: [put(o, 'first')] });
@@ -127,12 +137,18 @@ describe('compaction and the S3 manifest', () => {
     await e.commit({ dataset: 'default', writes: [put(o, 'third', 2)] });
     // The segment holding 'second' is wholly dead: compaction removes it; the first one is rewritten.
     await compactAndUpload(e, store, true);
-    await e.tier!.kick();
     const named = await latest(store);
+    expect(named).toContain('0000000002.seg');
+    const copy = await alone(store.manifests.at(-1)!);
+    await e.flush();
+    // 'third' is in S3: the removed segment is no longer named.
+    expect(await latest(store)).not.toContain('0000000002.seg');
     await e.close();
 
-    const restored = await tiered(fx.tmp(), failing(prefix), false);
+    const restored = await tiered(fx.tmp(), failing(copy), false);
     expect(['second', 'third'], `manifest ${named.join(',')}`).toContain(await read(restored, o));
+    const now = await tiered(fx.tmp(), failing(prefix), false);
+    expect(await read(now, o)).toBe('third');
   });
 
   it('a delete not yet in S3: the rewrite that dropped the newest flushed version is not named, no older version comes back', async () => {
@@ -191,5 +207,25 @@ describe('compaction and the S3 manifest', () => {
       expect(await read(restored, keep)).toBe('kept');
       await restored.close();
     }
+  });
+
+  it('an alias moved to another object only locally: the rewrite that dropped its flushed target is not named', async () => {
+    const prefix = `horizon-${++n}/`;
+    const store = failing(prefix);
+    const e = await tiered(fx.tmp(), store);
+    const a = newOid(1);
+    const b = newOid(1);
+    const pad = 'p '.repeat(2000);
+    await e.commit({ dataset: 'default', writes: [put(a, 'a'), put(b, 'b')], aliasSets: [{ alias: 'x', oid: a }] });
+    await e.commit({ dataset: 'default', writes: [put(a, pad, 1)] }); // the first segment mostly dead
+    await e.flush();
+    await e.commit({ dataset: 'default', writes: [], aliasDeletes: ['x'] });
+    await e.commit({ dataset: 'default', writes: [], aliasSets: [{ alias: 'x', oid: b }] });
+    await compactAndUpload(e, store, true);
+    const named = await latest(store);
+    await e.close();
+
+    const restored = await tiered(fx.tmp(), failing(prefix), false);
+    expect([a, b], `manifest ${named.join(',')}`).toContain(restored.getAlias('default', 'x'));
   });
 });
