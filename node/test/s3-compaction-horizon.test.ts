@@ -69,6 +69,15 @@ async function alone(m: Written): Promise<string> {
   return prefix;
 }
 
+/** The current manifest and what it names, as S3 holds them now. */
+async function snapshot(store: FailingObjectStore): Promise<Written> {
+  const key = (await store.inner.list('nodes/n/manifests/')).map((o) => o.key).sort().at(-1)!;
+  const body = await store.inner.get(key);
+  const objects = new Map<string, Buffer>();
+  for (const s of decodeManifest(body, key).segments) objects.set(s.key, await store.inner.get(s.key));
+  return { key, body, objects };
+}
+
 async function latest(store: FailingObjectStore): Promise<string[]> {
   const keys = (await store.inner.list('nodes/n/manifests/')).map((o) => o.key).sort();
   const m = decodeManifest(await store.inner.get(keys.at(-1)!), keys.at(-1)!);
@@ -227,5 +236,39 @@ describe('compaction and the S3 manifest', () => {
 
     const restored = await tiered(fx.tmp(), failing(prefix), false);
     expect([a, b], `manifest ${named.join(',')}`).toContain(restored.getAlias('default', 'x'));
+  });
+
+  it('a restart before the horizon is in S3 keeps naming the earlier revision, and names the rewrite once it is', async () => {
+    const prefix = `horizon-${++n}/`;
+    const dir = fx.tmp();
+    const e = await tiered(dir, failing(prefix));
+    const o = newOid(1);
+    const r = 'r '.repeat(2000);
+    await e.commit({ dataset: 'default', writes: [put(o, r), put(newOid(1), 'kept')] });
+    await e.flush();
+    await e.commit({ dataset: 'default', writes: [put(o, 'r-prime', 1)] });
+    const first = failing(prefix);
+    await compactAndUpload(e, first, true);
+    expect(await latest(first)).toContain('0000000001.seg');
+    await e.close();
+
+    // The rewrite's horizon is not kept on disk: the restart bounds it by the log's last segment.
+    const store = new Recording(failing(prefix).inner);
+    const again = await tiered(dir, store);
+    await pollUntil(async () => {
+      await again.tier!.kick();
+      return (await store.inner.list('nodes/n/segments/')).some((x) => /-1\.seg\.g2$/.test(x.key));
+    }, 'the rewrite uploaded again by the new generation', 20_000);
+    await again.tier!.kick();
+    expect(await latest(store)).toContain('0000000001.seg');
+    const before = await snapshot(store);
+    await again.flush();
+    expect(await latest(store)).toContain('0000000001-1.seg');
+    await again.close();
+
+    const restored = await tiered(fx.tmp(), failing(await alone(before)), false);
+    expect([r, 'r-prime']).toContain(await read(restored, o));
+    const now = await tiered(fx.tmp(), failing(prefix), false);
+    expect(await read(now, o)).toBe('r-prime');
   });
 });
