@@ -121,9 +121,11 @@ describe('compaction and the S3 manifest', () => {
     await compactAndUpload(e, store, true);
     const named = await latest(store);
     const copy = await alone(store.manifests.at(-1)!);
+    expect(e.tier!.heldForHorizon()).toBe(1);
     // Once r′ is in S3, the manifest names the rewrite (the earlier revision becomes garbage).
     await e.flush();
     expect((await latest(store)).some((x) => /-\d+\.seg$/.test(x))).toBe(true);
+    expect(e.tier!.heldForHorizon()).toBe(0);
     await e.close();
 
     const restored = await tiered(fx.tmp(), failing(copy), false);
@@ -152,6 +154,7 @@ describe('compaction and the S3 manifest', () => {
     await e.flush();
     // 'third' is in S3: the removed segment is no longer named.
     expect(await latest(store)).not.toContain('0000000002.seg');
+    expect(e.tier!.heldForHorizon()).toBe(0);
     await e.close();
 
     const restored = await tiered(fx.tmp(), failing(copy), false);

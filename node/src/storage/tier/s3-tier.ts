@@ -99,6 +99,8 @@ export class S3Tier {
   private readonly horizons = new Map<string, number>();
   /** Names a manifest named: their horizon was reached then, and stays reached. */
   private readonly met = new Set<string>();
+  /** Segments the last manifest computed named at an earlier revision, waiting for a horizon. */
+  private held = 0;
   /** When each segment was first seen holding bytes not in S3 (for sealing and the backlog age). */
   private readonly firstSeen = new Map<number, number>();
   private seq = 0;
@@ -365,6 +367,14 @@ export class S3Tier {
     }
   }
 
+  /**
+   * Rewritten or removed segments whose earlier revision the manifest still names because the
+   * writes that superseded what they dropped are not all in S3 yet (as of the last pass).
+   */
+  heldForHorizon(): number {
+    return this.held;
+  }
+
   /** Local bytes of segments S3 holds (what `diskCacheBytes` bounds). */
   cachedBytes(): number {
     if (!this.logRef) return 0;
@@ -483,9 +493,11 @@ export class S3Tier {
     let reach = Number.POSITIVE_INFINITY;
     let segments: ManifestSegment[];
     let forget: number[];
+    let held: number;
     for (;;) {
       segments = [];
       forget = [];
+      held = 0;
       let last = 0;
       for (const it of items) {
         const revs = revisions.get(it.id) ?? [];
@@ -493,7 +505,10 @@ export class S3Tier {
           if (it.horizon <= reach) forget.push(it.id);
           else {
             const older = revs.find((u) => reached(u, reach));
-            if (older) segments.push(older);
+            if (older) {
+              segments.push(older);
+              held++;
+            }
           }
           last = it.id;
           continue;
@@ -502,12 +517,14 @@ export class S3Tier {
         const current = this.isUploaded(it.h!, it.name) ? this.uploaded.get(it.name) : undefined;
         const u = current && (this.met.has(current.name) || it.horizon <= reach) ? current : revs.find((x) => segmentRev(x.name) < rev && reached(x, reach));
         if (!u) break;
+        if (current && u !== current) held++;
         segments.push(u);
         last = it.id;
       }
       if (last >= reach) break;
       reach = last;
     }
+    this.held = held;
     if (segments.length === 0 && !this.current) return undefined;
     let checkpoint = this.checkpoint;
     if (checkpoint && !checkpointFits(checkpoint, segments)) {
