@@ -573,8 +573,9 @@ export class SegmentLog implements SegmentStore {
    * from now on. The caller must know the remote copy is complete (uploaded and in a manifest).
    */
   async evict(segment: number): Promise<void> {
-    const s = this.seg(segment);
-    if (segment === this.active || !s.reader || s.retiring || !this.remote) return;
+    // Gone already: compaction may retire or remove a segment between the caller's listing and here.
+    const s = this.segs.get(segment);
+    if (!s || segment === this.active || !s.reader || s.retiring || !this.remote) return;
     const name = segmentName(s.id, s.rev);
     if (this.remote.list().get(name) !== s.size) throw new Error(`invariant: segment ${name} is not held remotely at its size`);
     s.reader.close();
