@@ -54,6 +54,13 @@ export class S3Metrics {
         if (t) this.set(t.cachedBytes());
       },
     });
+    new Gauge({
+      name: 'loam_s3_horizon_held_segments', help: 'Compacted segments the manifest still names at an earlier revision: what superseded the records they dropped is not all in S3 yet', registers,
+      collect() {
+        const t = engine()?.tier;
+        if (t) this.set(t.heldForHorizon());
+      },
+    });
     this.evictions = new Counter({ name: 'loam_s3_cache_evictions_total', help: 'Segments evicted from local disk (S3 holds them)', registers });
     this.remoteReads = new Counter({ name: 'loam_s3_remote_reads_total', help: 'Block reads of evicted segments, from the block cache (hit) or S3 (miss)', labelNames: ['result'], registers });
     this.replayTotal = new Gauge({ name: 'loam_s3_replay_segments', help: 'Segments the start replays from S3 (a restore, or evicted segments)', registers });

@@ -40,7 +40,7 @@ export class Compactor {
       if (stop() || this.store.blocked) break;
       if (seg === this.store.activeSegment) continue;
       const size = this.store.segmentSize(seg);
-      const oldest = this.store.segments()[0] === seg;
+      const oldest = this.store.hasOlder ? !this.store.hasOlder(seg) : this.store.segments()[0] === seg;
       const needed = (this.state.liveBytes.get(seg) ?? 0) + (oldest ? 0 : this.keptRemovals.get(seg) ?? 0);
       if (!all && size > 0 && needed / size >= this.compactBelow) continue;
       if (all && size > 0 && this.keptRemovals.has(seg) && needed >= size) continue; // nothing left to drop
@@ -53,7 +53,7 @@ export class Compactor {
 
   private async compactSegment(seg: number): Promise<number> {
     const data = await this.store.readSegment(seg);
-    const hasOlder = this.store.segments().indexOf(seg) > 0;
+    const hasOlder = this.store.hasOlder ? this.store.hasOlder(seg) : this.store.segments().indexOf(seg) > 0;
     const kept: ScannedRecord[] = [];
     let removalBytes = 0;
     // In slices, yielding between them: a 64 MiB segment is too much for one turn of the loop.

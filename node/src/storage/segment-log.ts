@@ -96,6 +96,11 @@ interface Segment {
   retiring?: boolean;
   /** When it was last read (a counter, for least-recently-used eviction). */
   lastRead: number;
+  /**
+   * A rewrite's liveness horizon: the id of the last segment that may hold a record superseding
+   * one this revision dropped (see `horizonOf`).
+   */
+  horizon?: number;
 }
 
 export class SegmentLog implements SegmentStore {
@@ -124,6 +129,11 @@ export class SegmentLog implements SegmentStore {
 
   private readonly remote?: RemoteSegments;
   private reads = 0;
+  /**
+   * With remote segments: ids removed whole, with their horizon. S3 may still hold (and a
+   * manifest name) an earlier revision until the tier forgets them.
+   */
+  private readonly removed = new Map<number, number>();
 
   private constructor(opts: SegmentLogOptions) {
     this.remote = opts.remote;
@@ -275,6 +285,10 @@ export class SegmentLog implements SegmentStore {
       }
     }
     if (ids.length === 0) await log.createSegment(1);
+    // A local rewrite's horizon was not kept: whatever superseded what it dropped is in the log
+    // as it opened, so its last segment bounds it.
+    const last = ids.at(-1) ?? 0;
+    for (const s of log.segs.values()) if (s.rev > 0 && s.reader) s.horizon = last;
     return { log, report };
   }
 
@@ -559,8 +573,9 @@ export class SegmentLog implements SegmentStore {
    * from now on. The caller must know the remote copy is complete (uploaded and in a manifest).
    */
   async evict(segment: number): Promise<void> {
-    const s = this.seg(segment);
-    if (segment === this.active || !s.reader || s.retiring || !this.remote) return;
+    // Gone already: compaction may retire or remove a segment between the caller's listing and here.
+    const s = this.segs.get(segment);
+    if (!s || segment === this.active || !s.reader || s.retiring || !this.remote) return;
     const name = segmentName(s.id, s.rev);
     if (this.remote.list().get(name) !== s.size) throw new Error(`invariant: segment ${name} is not held remotely at its size`);
     s.reader.close();
@@ -568,15 +583,53 @@ export class SegmentLog implements SegmentStore {
     await this.files.remove(name);
   }
 
+  /**
+   * The liveness horizon of a rewrite made now: the caller judged liveness against state that
+   * only records already appended built, so every record superseding one it dropped is in the
+   * active segment or before it (before it, when the active one holds nothing acknowledged).
+   */
+  private horizonNow(): number {
+    const a = this.seg(this.active);
+    return a.size > 0 ? a.id : a.id - 1;
+  }
+
+  /**
+   * The horizon of a segment's content: 0 for appended content; for a rewrite, the id of the
+   * last segment that may hold a record superseding one it dropped. A restore that replays this
+   * revision must replay every segment up to there too, or the dropped record is simply lost.
+   */
+  horizonOf(segment: number): number {
+    return this.seg(segment).horizon ?? 0;
+  }
+
+  /** Ids removed whole (with remote segments): id -> horizon, as for a rewrite. */
+  removedSegments(): ReadonlyMap<number, number> {
+    return this.removed;
+  }
+
+  /** The remote store no longer names any revision of a removed segment. */
+  forgetRemoved(id: number): void {
+    this.removed.delete(id);
+  }
+
+  hasOlder(segment: number): boolean {
+    const list = this.segments();
+    if (list.indexOf(segment) > 0) return true;
+    const id = this.seg(segment).id;
+    for (const r of this.removed.keys()) if (r < id) return true; // S3 may still replay it
+    return false;
+  }
+
   async rewrite(segment: number, content: Buffer): Promise<number> {
     if (segment === this.active) throw new Error('invariant: cannot rewrite the active segment');
     const old = this.seg(segment);
     const rev = old.rev + 1;
     const name = segmentName(old.id, rev);
+    const horizon = this.horizonNow();
     await this.files.replace(name, content);
     // From here a restart reads the new content; this process reads both until retire(old).
     const handle = this.nextHandle++;
-    this.segs.set(handle, { id: old.id, rev, size: content.length, reader: this.files.openRead(name), lastRead: 0 });
+    this.segs.set(handle, { id: old.id, rev, size: content.length, reader: this.files.openRead(name), lastRead: 0, horizon });
     old.retiring = true;
     return handle;
   }
@@ -593,6 +646,7 @@ export class SegmentLog implements SegmentStore {
   async remove(segment: number): Promise<void> {
     if (segment === this.active) throw new Error('invariant: cannot remove the active segment');
     const s = this.seg(segment);
+    if (this.remote) this.removed.set(s.id, this.horizonNow());
     this.segs.delete(segment);
     if (!s.reader) return; // remote only: nothing local to remove
     s.reader.close();

@@ -35,6 +35,11 @@ export interface SegmentStore {
   rewrite(segment: number, content: Buffer): Promise<number>;
   retire(segment: number): Promise<void>;
   remove(segment: number): Promise<void>;
+  /**
+   * Whether some segment before this one may still be replayed (locally, or by a restore from
+   * S3): while one may, a removal must be kept. Without it: whether one is in `segments()` before.
+   */
+  hasOlder?(segment: number): boolean;
   readonly blocked: WriteBlock | undefined;
   probe(): Promise<boolean>;
   close(): Promise<void>;

@@ -11,6 +11,11 @@ export interface TierLog {
   segments(): number[];
   segmentSize(segment: number): number;
   fileName(segment: number): string;
+  /** A rewrite's liveness horizon (segment id; 0 for appended content): see SegmentLog.horizonOf. */
+  horizonOf(segment: number): number;
+  /** Ids removed whole, with their horizon, until `forgetRemoved`. */
+  removedSegments(): ReadonlyMap<number, number>;
+  forgetRemoved(id: number): void;
   readSegment(segment: number): Promise<Buffer>;
   seal(): Promise<number | undefined>;
   localSealed(): { segment: number; name: string; size: number; lastRead: number }[];
@@ -90,6 +95,12 @@ export class S3Tier {
   /** By segment id: the latest uploaded content of any revision (replays like the current one). */
   private readonly uploadedById = new Map<number, ManifestSegment>();
   private readonly uploading = new Map<string, Promise<void>>();
+  /** By uploaded name: its liveness horizon (the log's, when its upload started). */
+  private readonly horizons = new Map<string, number>();
+  /** Names a manifest named: their horizon was reached then, and stays reached. */
+  private readonly met = new Set<string>();
+  /** Segments the last manifest computed named at an earlier revision, waiting for a horizon. */
+  private held = 0;
   /** When each segment was first seen holding bytes not in S3 (for sealing and the backlog age). */
   private readonly firstSeen = new Map<number, number>();
   private seq = 0;
@@ -134,7 +145,10 @@ export class S3Tier {
     this.remote = new RemoteReader(opts.store, { onMismatch: opts.onChecksumMismatch, onFetch: (hit) => this.obs.remoteRead?.(hit) });
     const m = opts.manifest;
     if (m) {
-      for (const s of m.segments) this.remember(s);
+      for (const s of m.segments) {
+        this.remember(s);
+        this.met.add(s.name);
+      }
       this.current = m;
       this.checkpoint = m.checkpoint;
     }
@@ -324,7 +338,14 @@ export class S3Tier {
   /** Writes a manifest if the uploaded prefix of the log changed. */
   private async advanceManifest(): Promise<void> {
     const next = this.nextManifest();
-    if (next && (!sameSegments(next.segments, this.current?.segments) || next.checkpoint?.key !== this.current?.checkpoint?.key)) await this.writeManifest(next);
+    if (!next) return;
+    const { manifest, forget } = next;
+    if (!sameSegments(manifest.segments, this.current?.segments) || manifest.checkpoint?.key !== this.current?.checkpoint?.key) {
+      if (!(await this.writeManifest(manifest))) return;
+    }
+    // Removed segments no manifest needs any more: compaction may drop removals before them now.
+    const named = new Set(this.current?.segments.map((x) => segmentId(x.name)));
+    for (const id of forget) if (!named.has(id)) this.log.forgetRemoved(id);
   }
 
   /**
@@ -344,6 +365,14 @@ export class S3Tier {
       bytes -= s.size;
       this.obs.evicted?.(s.size);
     }
+  }
+
+  /**
+   * Rewritten or removed segments whose earlier revision the manifest still names because the
+   * writes that superseded what they dropped are not all in S3 yet (as of the last pass).
+   */
+  heldForHorizon(): number {
+    return this.held;
   }
 
   /** Local bytes of segments S3 holds (what `diskCacheBytes` bounds). */
@@ -393,6 +422,7 @@ export class S3Tier {
 
   private async upload(h: number, name: string): Promise<void> {
     const gen = this.generationValue;
+    const horizon = this.log.horizonOf(h);
     const key = this.opts.keys.segment(name, gen);
     await pRetry(async () => {
       if (this.stopped || this.fencedFlag) throw new AbortError('stopped');
@@ -412,6 +442,7 @@ export class S3Tier {
       }
       this.obs.uploaded?.(data.length, Number(process.hrtime.bigint() - t0) / 1e9);
       this.bytesSinceCheckpoint += data.length;
+      this.horizons.set(name, horizon);
       this.remember({ name, key, size: data.length, crc32, generation: gen });
     }, {
       retries: Number.POSITIVE_INFINITY,
@@ -429,30 +460,91 @@ export class S3Tier {
     });
   }
 
-  /** The manifest the uploads now allow: the longest prefix of sealed segments with content in S3. */
-  private nextManifest(): Manifest | undefined {
-    const segments: ManifestSegment[] = [];
-    for (const h of this.log.segments()) {
-      if (h === this.log.activeSegment) break;
-      const name = this.log.fileName(h);
-      if (this.log.segmentSize(h) === 0) continue; // an empty sealed segment replays as nothing
-      const s = this.isUploaded(h, name) ? this.uploaded.get(name) : this.olderRevision(name);
-      if (!s) break;
-      segments.push(s);
+  /**
+   * The manifest the uploads now allow: the longest prefix of sealed segments with content in S3
+   * whose every named revision has its liveness horizon within the prefix. A rewrite dropped
+   * records superseded by records up to its horizon; named before those are in S3, a restore
+   * would have neither. Until then the manifest keeps naming the newest earlier revision that
+   * qualifies (the one it named before: GC keeps what a kept manifest names), and a segment
+   * compaction removed whole stays named the same way. `forget`: removed ids it no longer needs.
+   */
+  private nextManifest(): { manifest: Manifest; forget: number[] } | undefined {
+    const active = this.log.activeSegment;
+    const revisions = new Map<number, ManifestSegment[]>(); // every uploaded revision by id, newest first
+    for (const u of this.uploaded.values()) {
+      const id = segmentId(u.name);
+      const list = revisions.get(id);
+      if (list) list.push(u);
+      else revisions.set(id, [u]);
     }
+    for (const list of revisions.values()) list.sort((a, b) => segmentRev(b.name) - segmentRev(a.name));
+    const items: { id: number; h?: number; name?: string; horizon: number }[] = [];
+    for (const h of this.log.segments()) {
+      if (h === active) break;
+      if (this.log.segmentSize(h) === 0) continue; // an empty sealed segment replays as nothing
+      const name = this.log.fileName(h);
+      items.push({ id: segmentId(name), h, name, horizon: this.log.horizonOf(h) });
+    }
+    for (const [id, horizon] of this.log.removedSegments()) items.push({ id, horizon });
+    items.sort((a, b) => a.id - b.id);
+    const reached = (u: ManifestSegment, reach: number) => this.met.has(u.name) || (this.horizons.get(u.name) ?? 0) <= reach;
+    // The prefix decides which horizons it reaches, and a revision left out can shorten it:
+    // start from the longest and shrink until the choice reaches as far as it assumed.
+    let reach = Number.POSITIVE_INFINITY;
+    let segments: ManifestSegment[];
+    let forget: number[];
+    let held: number;
+    for (;;) {
+      segments = [];
+      forget = [];
+      held = 0;
+      let last = 0;
+      for (const it of items) {
+        const revs = revisions.get(it.id) ?? [];
+        if (it.name === undefined) {
+          if (it.horizon <= reach) forget.push(it.id);
+          else {
+            const older = revs.find((u) => reached(u, reach));
+            if (older) {
+              segments.push(older);
+              held++;
+            }
+          }
+          last = it.id;
+          continue;
+        }
+        const rev = segmentRev(it.name);
+        const current = this.isUploaded(it.h!, it.name) ? this.uploaded.get(it.name) : undefined;
+        const u = current && (this.met.has(current.name) || it.horizon <= reach) ? current : revs.find((x) => segmentRev(x.name) < rev && reached(x, reach));
+        if (!u) break;
+        if (current && u !== current) held++;
+        segments.push(u);
+        last = it.id;
+      }
+      if (last >= reach) break;
+      reach = last;
+    }
+    this.held = held;
     if (segments.length === 0 && !this.current) return undefined;
     let checkpoint = this.checkpoint;
     if (checkpoint && !checkpointFits(checkpoint, segments)) {
-      // Once the prefix reaches past it, a mismatch is a segment it points into that compaction
-      // rewrote or removed: stale for good (the next checkpoint replaces it). Before, it waits.
-      const through = segmentId(checkpoint.through);
-      if (segments.some((s) => segmentId(s.name) >= through)) this.checkpoint = undefined;
+      // Stale for good once a revision it covers is neither the log's content of its id any
+      // more (compaction rewrote or removed it) nor named; before, it waits (for uploads, or
+      // for a rewrite's horizon).
+      const local = new Set(this.log.segments().map((h) => this.log.fileName(h)));
+      const named = new Set(segments.map((x) => x.name));
+      const gone = checkpoint.segments.some((k) => {
+        const p = this.opts.keys.parseSegment(k);
+        return !p || (!local.has(p.name) && !named.has(p.name));
+      });
+      if (gone) this.checkpoint = undefined;
       checkpoint = undefined;
     }
-    return {
+    const manifest: Manifest = {
       format: 1, node: this.opts.keys.node, number: this.opts.nodeNumber, generation: this.generationValue,
       seq: this.seq + 1, writtenAt: new Date().toISOString(), segments, ...(checkpoint ? { checkpoint } : {}),
     };
+    return { manifest, forget };
   }
 
   /**
@@ -538,15 +630,16 @@ export class S3Tier {
     return ok;
   }
 
-  private async writeManifest(m: Manifest): Promise<void> {
-    if (!(await this.checkGeneration())) return;
+  /** Whether it was written (or found written: ours). */
+  private async writeManifest(m: Manifest): Promise<boolean> {
+    if (!(await this.checkGeneration())) return false;
     const key = this.opts.keys.manifest(m.generation, m.seq);
     try {
       await this.opts.store.create(key, encodeManifest(m), { signal: this.abort.signal });
     } catch (e) {
       if (!(e instanceof ObjectExistsError)) {
         this.obs.warn?.('manifest not written; retrying with the next pass', { key, err: (e as Error).message });
-        return;
+        return false;
       }
       // Ours from an attempt whose answer was lost (no one else writes this generation's keys).
     }
@@ -555,7 +648,9 @@ export class S3Tier {
     if (this.current) this.previous = [this.current, ...this.previous].slice(0, KEEP_MANIFESTS);
     this.current = m;
     this.remote.setManifest(m);
+    for (const x of m.segments) this.met.add(x.name);
     this.gcWanted = true; // once the pass's uploads are done: a listing per manifest would cost more than the uploads
+    return true;
   }
 
   /**
@@ -601,7 +696,11 @@ export class S3Tier {
       // Forget what was deleted, so a later manifest can never name it.
       for (const k of dead) {
         const p = keys.parseSegment(k)!;
-        if (this.uploaded.get(p.name)?.key === k) this.uploaded.delete(p.name);
+        if (this.uploaded.get(p.name)?.key === k) {
+          this.uploaded.delete(p.name);
+          this.horizons.delete(p.name);
+          this.met.delete(p.name);
+        }
         const id = segmentId(p.name);
         if (this.uploadedById.get(id)?.key === k) this.uploadedById.delete(id);
       }
