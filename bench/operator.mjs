@@ -87,7 +87,11 @@ async function child() {
   const { connect } = await import('@loam/sdk');
   const op = await import('@loam/operator');
 
-  const emit = (o) => process.stdout.write(`${RESULT}${JSON.stringify(o)}\n`);
+  // The runner gone (Ctrl-C): a write to its pipe must not kill the cleanup.
+  process.stdout.on('error', () => undefined);
+  const emit = (o) => {
+    if (!process.stdout.destroyed) process.stdout.write(`${RESULT}${JSON.stringify(o)}\n`);
+  };
   const parts = (process.env.BENCH_OPERATOR ?? 'ready,idle,drain').split(',').map((s) => s.trim());
 
   const NS = 'default';
@@ -100,6 +104,7 @@ async function child() {
   // Our own shutdown instead of lib.mjs's immediate exit: the clusters stop cleanly.
   const closers = [];
   let shuttingDown;
+  let interrupted = false;
   const shutdown = () =>
     (shuttingDown ??= (async () => {
       for (const c of closers.reverse()) await c().catch((e) => process.stderr.write(`operator bench: cleanup: ${e?.message ?? e}\n`));
@@ -107,7 +112,10 @@ async function child() {
     })());
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
     process.removeAllListeners(sig);
-    process.once(sig, () => void shutdown().finally(() => process.exit(130)));
+    process.once(sig, () => {
+      interrupted = true;
+      void shutdown().finally(() => process.exit(130));
+    });
   }
 
   let kube;
@@ -118,6 +126,7 @@ async function child() {
   const logs = [];
   const detail = () => `operator log:\n${logs.slice(-10).join('\n')}\nkubelet:\n${kubelet?.log().slice(-3000)}`;
   const crash = (part, e) => {
+    if (interrupted) return; // what a signal's cleanup broke is no result
     process.stderr.write(`operator bench: ${part}: ${e?.stack ?? e}\n${detail()}\n`);
     emit({ name: part, crash: String(e?.message ?? e).split('\n')[0] });
   };
@@ -555,7 +564,9 @@ async function child() {
               ` just before and just after the drain (their mean per round); a fresh DataStore per round, ${ROUNDS} rounds, each after 2 warm-up moves (node 0 -> 1, and from the node to be drained -> node 0), the figure the median of the per-round ratios ${drains.map((d, i) => ratio(d.ms / moves[i].ms)).join(' ')};` +
               ` drain ms ${drains.map((d) => fmt(d.ms)).join(' ')}: node seen draining in the status at ${drains.map((d) => fmt(d.tDraining)).join(' ')}, drained and empty (its admin Status) at ${drains.map((d) => fmt(d.tDrained)).join(' ')}, StatefulSet at 2 replicas at ${drains.map((d) => fmt(d.tShrunk)).join(' ')};` +
               ` moves ms ${moves.map((m) => `${fmt(m.before)}/${fmt(m.after)}`).join(' ')}; objects on the drained node before (its admin Status) ${drains.map((d) => d.objectsOnLast).join(' ')};` +
-              ` afterwards the root and 3 sampled objects located off the drained node and readable; the operator's passes run every ${op.PROGRESS_REQUEUE_MS} ms while a drain is in progress (and on watch events)`,
+              ` where the time goes (medians): spec change to the drain started and seen in the status ${fmt(median(drains.map((d) => d.tDraining)))} ms, then to the node drained and empty ${fmt(median(drains.map((d) => d.tDrained - d.tDraining)))} ms,` +
+              ` then to the StatefulSet at 2 ${fmt(median(drains.map((d) => d.tShrunk - d.tDrained)))} ms (the operator looks again every ${op.PROGRESS_REQUEUE_MS} ms while a drain is in progress, PROGRESS_REQUEUE_MS, and on watch events), then to Ready ${fmt(median(drains.map((d) => d.ms - d.tShrunk)))} ms;` +
+              ` afterwards the root and 3 sampled objects located off the drained node and readable`,
           });
         } catch (e) {
           crash('operator-drain', e);
