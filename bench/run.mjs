@@ -6,7 +6,7 @@
 import os from 'node:os';
 import { cleanupAll, now, cpuSnapshot, foreignCpuShare } from './lib.mjs';
 
-const ALL = ['persist', 'get', 'group-commit', 'save', 'restart', 'cluster-get', 'cluster-persist', 'cluster-move', 'cluster-tx', 's3-put', 's3-upload', 's3-writes', 's3-get', 's3-restore'];
+const ALL = ['persist', 'get', 'group-commit', 'save', 'restart', 'cluster-get', 'cluster-persist', 'cluster-move', 'cluster-tx', 's3-put', 's3-upload', 's3-writes', 's3-get', 's3-restore', 'operator'];
 
 const wanted = process.argv.slice(2);
 const unknown = wanted.filter((w) => !ALL.some((b) => b.startsWith(w)));
