@@ -40,6 +40,12 @@ import { writeStatus } from './status-write.js';
 
 /** How soon to look again while something is in progress (a drain, Pods starting, a rollout). */
 export const PROGRESS_REQUEUE_MS = 2_000;
+/**
+ * How soon to look again while Running: the nodes' objects and upload backlog change with the
+ * data, and no Kubernetes event says so (the resync alone would leave them up to its period old).
+ * A pass that sees the same numbers writes nothing.
+ */
+export const RUNNING_REQUEUE_MS = 10_000;
 /** Deadline of the nodes' Status call. */
 export const NODE_STATUS_TIMEOUT_MS = 5_000;
 
@@ -209,13 +215,14 @@ async function reconcileLive(ctx: ReconcileContext, api: KubeApi, fetched: DataS
   const status = computeStatus(ds, {
     desired,
     pods: observed.filter((p) => p.ordinal < scale.replicas),
+    members: Array.from({ length: scale.replicas }, (_, i) => names.pod(ds, i)),
     nodes,
     ...(rollout.rolling ? { rolling: { updated: rollout.updated, replicas: scale.replicas, ...(rollout.waiting ? { waiting: rollout.waiting } : {}) } } : {}),
     ...(scale.scalingDown ? { scalingDown: scale.scalingDown } : {}),
     now: new Date(),
   });
   await writeStatus(ctx, api, ds, status);
-  return status.phase === 'Running' ? {} : { requeueAfterMs: PROGRESS_REQUEUE_MS };
+  return { requeueAfterMs: status.phase === 'Running' ? RUNNING_REQUEUE_MS : PROGRESS_REQUEUE_MS };
 }
 
 /** The Degraded condition with the error (written only when it changed), and a Warning Event. */
