@@ -4,6 +4,7 @@ import type { NodeAdminStatus } from '../src/controller/contract.js';
 import { planScale, type ScaleInput } from '../src/controller/scale-down.js';
 import { planRollout, type RolloutInput } from '../src/controller/rollout.js';
 import { computeStatus, type Observation } from '../src/controller/status.js';
+import { onNewVolume, type PodObj } from '../src/controller/objects.js';
 import type { DataStore } from '../src/crd/types.js';
 
 const node = (i: number, over: Partial<NodeAdminStatus> = {}): NodeAdminStatus => ({ id: `s-${i}`, number: i + 1, state: 'ready', objects: 10, draining: null, s3: null, ...over });
@@ -166,5 +167,20 @@ describe('computeStatus', () => {
     expect(grown.phase).toBe('Scaling');
     // Past the StatefulSet's replicas (scaled down), a missing Pod's entry goes.
     expect(computeStatus(ds(gone), obs({ desired: 1, members: ['s-0'], pods: obs({}).pods.slice(0, 1), nodes: [node(0)] })).nodes!.map((n) => n.name)).toEqual(['s-0']);
+  });
+});
+
+describe('onNewVolume', () => {
+  const pod = (at: string, restarts?: number): PodObj => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 's-1', creationTimestamp: at }, ...(restarts !== undefined ? { status: { containerStatuses: [{ name: 'loam', restartCount: restarts }] } } : {}) });
+  const claim = (at: string) => ({ metadata: { creationTimestamp: at } });
+  it('a claim no older than its Pod (one-second timestamps) is a new volume, an older one is not', () => {
+    expect(onNewVolume(pod('2026-01-01T00:10:00Z'), claim('2026-01-01T00:09:59Z'))).toBe(true);
+    expect(onNewVolume(pod('2026-01-01T00:10:00Z', 0), claim('2026-01-01T00:10:00Z'))).toBe(true);
+    expect(onNewVolume(pod('2026-01-01T00:10:00Z'), claim('2026-01-01T00:00:00Z'))).toBe(false);
+    expect(onNewVolume(undefined, claim('2026-01-01T00:10:00Z'))).toBe(false);
+    expect(onNewVolume(pod('2026-01-01T00:10:00Z'), undefined)).toBe(false);
+  });
+  it('not once the Pod\'s container has restarted: that process has had the volume since its first start', () => {
+    expect(onNewVolume(pod('2026-01-01T00:10:00Z', 2), claim('2026-01-01T00:10:00Z'))).toBe(false);
   });
 });

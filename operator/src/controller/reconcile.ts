@@ -32,7 +32,7 @@ import type { NodeAdminStatus, ReconcileContext, ReconcileResult, Reconciler } f
 import { reconcileDeletion } from './deletion.js';
 import { addFinalizer, dataStoreRef } from './finalizer.js';
 import { HttpKubeApi, KubeApiError, refOf, type KubeApi, type KubeObj } from './kube-api.js';
-import { ordinalOf, podReady, REVISION_LABEL, type PodObj, type StatefulSetObj } from './objects.js';
+import { onNewVolume, ordinalOf, podReady, REVISION_LABEL, type PodObj, type StatefulSetObj } from './objects.js';
 import { planRollout } from './rollout.js';
 import { planScale } from './scale-down.js';
 import { sameStatus, computeStatus, type ObservedPod } from './status.js';
@@ -106,10 +106,7 @@ async function markFreshVolumes(api: KubeApi, ds: DataStore, podObjs: PodObj[], 
   for (const p of down) {
     const pod = podObjs.find((x) => x.metadata.name === p.name);
     const claim = claims.find((c) => c.metadata.name === names.dataClaim(ds, p.ordinal)) as (KubeObj & { metadata: { creationTimestamp?: string } }) | undefined;
-    const podAt = Date.parse(pod?.metadata.creationTimestamp ?? '');
-    const claimAt = Date.parse(claim?.metadata.creationTimestamp ?? '');
-    // Timestamps have a one-second resolution: the StatefulSet creates the claim just before the Pod.
-    if (Number.isFinite(podAt) && Number.isFinite(claimAt) && claimAt >= podAt - 1000) p.freshVolume = true;
+    if (onNewVolume(pod, claim)) p.freshVolume = true;
   }
 }
 
