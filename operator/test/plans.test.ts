@@ -4,6 +4,7 @@ import type { NodeAdminStatus } from '../src/controller/contract.js';
 import { planScale, type ScaleInput } from '../src/controller/scale-down.js';
 import { planRollout, type RolloutInput } from '../src/controller/rollout.js';
 import { computeStatus, type Observation } from '../src/controller/status.js';
+import { onNewVolume, type PodObj } from '../src/controller/objects.js';
 import type { DataStore } from '../src/crd/types.js';
 
 const node = (i: number, over: Partial<NodeAdminStatus> = {}): NodeAdminStatus => ({ id: `s-${i}`, number: i + 1, state: 'ready', objects: 10, draining: null, s3: null, ...over });
@@ -75,6 +76,15 @@ describe('planRollout', () => {
     const down = [0, 1, 2].map((o) => ({ name: `s-${o}`, ordinal: o, ready: false, revision: 'r1' }));
     expect(planRollout(roll({ pods: down, live: { templateHash: 'h1', partition: 0, updateRevision: 'r1', statusCurrent: true } }))).toEqual({ partition: 0, rolling: false, updated: 0 });
   });
+  it('a Pod missing after the StatefulSet called the roll complete (deleted, or a scale-up) is no roll; during a roll it is waited for', () => {
+    const two = [0, 2].map((o) => ({ name: `s-${o}`, ordinal: o, ready: true, revision: 'r2' }));
+    const done = { templateHash: 'h2', partition: 0, updateRevision: 'r2', currentRevision: 'r2', statusCurrent: true };
+    expect(planRollout(roll({ pods: two, live: done }))).toEqual({ partition: 0, rolling: false, updated: 2 });
+    expect(planRollout(roll({ replicas: 5, live: done, pods: [0, 1, 2].map((o) => ({ name: `s-${o}`, ordinal: o, ready: true, revision: 'r2' })) }))).toEqual({ partition: 0, rolling: false, updated: 3 });
+    // Mid-roll (currentRevision still the old one): the Pod being replaced holds the partition.
+    const mid = [0, 2].map((o) => ({ name: `s-${o}`, ordinal: o, ready: true, revision: o === 2 ? 'r2' : 'r1' }));
+    expect(planRollout(roll({ pods: mid, live: { templateHash: 'h2', partition: 1, updateRevision: 'r2', currentRevision: 'r1', statusCurrent: true } }))).toMatchObject({ partition: 1, rolling: true, waiting: 'node 1 to be replaced' });
+  });
   it('keeps the partition while the StatefulSet controller has not seen the template', () => {
     expect(planRollout(roll({ live: { templateHash: 'h2', partition: 2, updateRevision: 'r2', statusCurrent: false } }))).toMatchObject({ partition: 2, rolling: true });
   });
@@ -136,5 +146,41 @@ describe('computeStatus', () => {
     expect(restoring.conditions!.find((c) => c.type === 'Progressing')).toMatchObject({ status: 'True', reason: 'RestoringFromS3' });
     expect(restoring.nodes![1]).toMatchObject({ name: 's-1', backend: 2, ready: false });
     expect(computeStatus(ds(running), obs({ error: 'boom' })).conditions!.find((c) => c.type === 'Degraded')).toMatchObject({ status: 'True', reason: 'ReconcileError', message: 'boom' });
+  });
+  it('a member whose Pod is missing keeps its entry and backend if it had joined, so it is down (not joining) and later restoring', () => {
+    const members = ['s-0', 's-1', 's-2'];
+    const running = computeStatus(ds(), obs({ members }));
+    const withS3 = (st: DataStore['status']) => ({ ...ds(st), spec: { nodes: 3, s3: { bucket: 'b' } } });
+    // s-1's Pod deleted with its PVC, and not yet made again: down, not a new node joining.
+    const gone = computeStatus(withS3(running), obs({ members, pods: obs({}).pods.filter((p) => p.ordinal !== 1), nodes: [node(0), node(2)] }));
+    expect(gone.nodes!.map((n) => n.name)).toEqual(members);
+    expect(gone.nodes![1]).toEqual({ name: 's-1', ready: false, backend: 2 });
+    expect(gone.phase).toBe('Degraded');
+    expect(gone.conditions!.find((c) => c.type === 'Progressing')).toMatchObject({ reason: 'NodesRecovering' });
+    // Back on a new volume: Restoring, the backend still known.
+    const back = computeStatus(withS3(gone), obs({ members, pods: obs({}).pods.map((p) => (p.ordinal === 1 ? { ...p, ready: false, freshVolume: true } : p)), nodes: [node(0), node(2)] }));
+    expect(back.phase).toBe('Restoring');
+    expect(back.nodes![1]).toMatchObject({ name: 's-1', backend: 2, ready: false });
+    // A member that never joined has no entry while its Pod is missing: it is joining.
+    const grown = computeStatus({ ...ds(running), spec: { nodes: 4 } }, obs({ desired: 4, members: [...members, 's-3'] }));
+    expect(grown.nodes!.map((n) => n.name)).toEqual(members);
+    expect(grown.phase).toBe('Scaling');
+    // Past the StatefulSet's replicas (scaled down), a missing Pod's entry goes.
+    expect(computeStatus(ds(gone), obs({ desired: 1, members: ['s-0'], pods: obs({}).pods.slice(0, 1), nodes: [node(0)] })).nodes!.map((n) => n.name)).toEqual(['s-0']);
+  });
+});
+
+describe('onNewVolume', () => {
+  const pod = (at: string, restarts?: number): PodObj => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 's-1', creationTimestamp: at }, ...(restarts !== undefined ? { status: { containerStatuses: [{ name: 'loam', restartCount: restarts }] } } : {}) });
+  const claim = (at: string) => ({ metadata: { creationTimestamp: at } });
+  it('a claim no older than its Pod (one-second timestamps) is a new volume, an older one is not', () => {
+    expect(onNewVolume(pod('2026-01-01T00:10:00Z'), claim('2026-01-01T00:09:59Z'))).toBe(true);
+    expect(onNewVolume(pod('2026-01-01T00:10:00Z', 0), claim('2026-01-01T00:10:00Z'))).toBe(true);
+    expect(onNewVolume(pod('2026-01-01T00:10:00Z'), claim('2026-01-01T00:00:00Z'))).toBe(false);
+    expect(onNewVolume(undefined, claim('2026-01-01T00:10:00Z'))).toBe(false);
+    expect(onNewVolume(pod('2026-01-01T00:10:00Z'), undefined)).toBe(false);
+  });
+  it('not once the Pod\'s container has restarted: that process has had the volume since its first start', () => {
+    expect(onNewVolume(pod('2026-01-01T00:10:00Z', 2), claim('2026-01-01T00:10:00Z'))).toBe(false);
   });
 });

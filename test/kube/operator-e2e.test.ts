@@ -276,7 +276,11 @@ describe('the operator end to end', () => {
       return ready(d, 2) && d!.status!.nodes!.find((x) => x.name === 'e2e-1')!.endpoint === `loam://${kubelet.processOf('e2e-1')!.ip}:7480` ? d : undefined;
     }, 'Running again with the restored node', 180_000, { everyMs: 200 });
     // The restored node holds its objects again (its count reaches the status with a later pass).
-    await pollUntil(async () => ((await getDs())!.status!.nodes!.find((x) => x.name === 'e2e-1')?.objects ?? 0) >= 10, 'the restored node to hold its 10 objects', 30_000, { everyMs: 200 });
+    let seen: NonNullable<NonNullable<DataStore['status']>['nodes']>[number] | undefined;
+    await pollUntil(async () => ((seen = (await getDs())!.status!.nodes!.find((x) => x.name === 'e2e-1'))?.objects ?? 0) >= 10, 'the restored node to hold its 10 objects', 30_000, {
+      everyMs: 200,
+      detail: () => `status: ${JSON.stringify(seen)}; node: ${kubelet.processOf('e2e-1')!.logs.split('\n').filter((l) => /restored the log/.test(l)).join('\n')}`,
+    });
     for (let i = 0; i < 10; i++) expect(oidHomeNode(acked.get(`pre-loss-${i}`)!.oid)).toBe(target);
     await expectAllReadable(await sdk(back!));
   }, 300_000);

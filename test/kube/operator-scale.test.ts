@@ -119,9 +119,19 @@ describe('drain and rollout gating with kwok Pods and scripted nodes', () => {
     expect(ds.status!.nodes!.map((n) => [n.name, n.backend, n.ready, n.objects])).toEqual([[`${NAME}-0`, 1, true, 5], [`${NAME}-1`, 2, true, 5], [`${NAME}-2`, 3, true, 5]]);
     expect(ds.status!.nodes!.every((n) => /^loam:\/\/\d+\.\d+\.\d+\.\d+:7480$/.test(n.endpoint ?? ''))).toBe(true);
     const writes = failing.writes().length;
-    await reconcileOnce(ctx, KEY);
+    const pass = await reconcileOnce(ctx, KEY);
     await reconcileOnce(ctx, KEY);
     expect(failing.writes().slice(writes)).toEqual([]);
+    // Running, it still asks to be looked at again: the nodes' counts change with no Kubernetes
+    // event to say so. A changed count is written by the next pass, and nothing else is.
+    expect(pass.requeueAfterMs).toBeGreaterThanOrEqual(5_000);
+    expect(pass.requeueAfterMs).toBeLessThanOrEqual(15_000);
+    admin.node(0).objects = 8;
+    await reconcileOnce(ctx, KEY);
+    expect(failing.writes().slice(writes)).toEqual([{ verb: 'apply', kind: 'DataStore', name: NAME }]);
+    expect((await getDs()).status!.nodes![0]!.objects).toBe(8);
+    admin.node(0).objects = 5;
+    await reconcileOnce(ctx, KEY);
   }, 120_000);
 
   it('scale 3→2 drains the highest ordinal and keeps the StatefulSet at 3 while the drain runs', async () => {
@@ -197,12 +207,30 @@ describe('drain and rollout gating with kwok Pods and scripted nodes', () => {
   }, 120_000);
 
   it('a Pod back on a new volume, with S3 configured, shows as Restoring until its node is ready', async () => {
-    const old = (await kube.request('GET', `/api/v1/namespaces/${NS}/pods/${NAME}-1`)).body as { metadata: { uid: string } };
+    const podPath = `/api/v1/namespaces/${NS}/pods/${NAME}-1`;
+    const old = (await kube.request('GET', podPath)).body as { metadata: { uid: string } };
     admin.nodes.delete(`${NAME}-1`); // down: out of the nodes' Status
+    // A finalizer of the test's keeps the old claim Terminating once its Pod is gone, and the
+    // StatefulSet controller makes no Pod while its claim is being deleted: passes run while the
+    // member has no Pod at all, which must not make it look new (its backend is the only record
+    // that it joined).
+    const claim = `/api/v1/namespaces/${NS}/persistentvolumeclaims/data-${NAME}-1`;
+    const finalizers = ((await kube.request('GET', claim)).body as { metadata: { finalizers?: string[] } }).metadata.finalizers ?? [];
+    await kube.kubectl(['patch', 'pvc', `data-${NAME}-1`, '--type=merge', '-p', JSON.stringify({ metadata: { finalizers: [...finalizers, 'test.loam.dev/hold'] } })]);
     await kube.kubectl(['delete', 'pvc', `data-${NAME}-1`, '--wait=false']);
     await kube.kubectl(['delete', 'pod', `${NAME}-1`, '--wait=false']);
+    await reconcileUntil(ctx, KEY, async () => (await kube.request('GET', podPath)).status === 404, `${NAME}-1 without a Pod`, 30_000);
+    await reconcileOnce(ctx, KEY);
+    await reconcileOnce(ctx, KEY);
+    expect((await kube.request('GET', podPath)).status).toBe(404); // still none: those passes saw it missing
+    const missing = await getDs();
+    expect(missing.status!.nodes!.find((n) => n.name === `${NAME}-1`)).toEqual({ name: `${NAME}-1`, backend: 2, ready: false });
+    expect(missing.status!.phase).toBe('Degraded');
+    expect(progressing(missing)).toMatchObject({ status: 'True', reason: 'NodesRecovering' });
+    const held = ((await kube.request('GET', claim)).body as { metadata: { finalizers?: string[] } }).metadata.finalizers ?? [];
+    await kube.kubectl(['patch', 'pvc', `data-${NAME}-1`, '--type=merge', '-p', JSON.stringify({ metadata: { finalizers: held.filter((f) => f !== 'test.loam.dev/hold') } })]);
     const ds = await reconcileUntil(ctx, KEY, async () => {
-      const p = (await kube.request('GET', `/api/v1/namespaces/${NS}/pods/${NAME}-1`)).body as { metadata?: { uid: string } };
+      const p = (await kube.request('GET', podPath)).body as { metadata?: { uid: string } };
       const d = await getDs();
       return p.metadata?.uid && p.metadata.uid !== old.metadata.uid && d.status?.phase === 'Restoring' ? d : undefined;
     }, 'Restoring with a new gate-1', 60_000);

@@ -32,4 +32,19 @@ export function ordinalOf(setName: string, podName: string | undefined): number 
   return /^(0|[1-9]\d*)$/.test(rest) ? Number(rest) : undefined;
 }
 
+/**
+ * Whether `pod` is on a volume made anew with it: its data claim is no older than the Pod (the
+ * StatefulSet made both: the old claim was deleted). Timestamps have a one-second resolution and
+ * the claim is made just before the Pod, so the first Pod of every ordinal matches too; it is the
+ * caller's business that the node had joined before. A Pod whose container has restarted is not
+ * taken as one: the process that restarted has had that volume since its first start (a crash, or
+ * a restore that failed, not one in progress).
+ */
+export function onNewVolume(pod: PodObj | undefined, claim: { metadata: { creationTimestamp?: string } } | undefined): boolean {
+  const podAt = Date.parse(pod?.metadata.creationTimestamp ?? '');
+  const claimAt = Date.parse(claim?.metadata.creationTimestamp ?? '');
+  if (!Number.isFinite(podAt) || !Number.isFinite(claimAt) || claimAt < podAt - 1000) return false;
+  return (pod!.status?.containerStatuses ?? []).every((c) => (c.restartCount ?? 0) === 0);
+}
+
 export const REVISION_LABEL = 'controller-revision-hash';

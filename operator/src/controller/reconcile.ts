@@ -32,7 +32,7 @@ import type { NodeAdminStatus, ReconcileContext, ReconcileResult, Reconciler } f
 import { reconcileDeletion } from './deletion.js';
 import { addFinalizer, dataStoreRef } from './finalizer.js';
 import { HttpKubeApi, KubeApiError, refOf, type KubeApi, type KubeObj } from './kube-api.js';
-import { ordinalOf, podReady, REVISION_LABEL, type PodObj, type StatefulSetObj } from './objects.js';
+import { onNewVolume, ordinalOf, podReady, REVISION_LABEL, type PodObj, type StatefulSetObj } from './objects.js';
 import { planRollout } from './rollout.js';
 import { planScale } from './scale-down.js';
 import { sameStatus, computeStatus, type ObservedPod } from './status.js';
@@ -40,6 +40,12 @@ import { writeStatus } from './status-write.js';
 
 /** How soon to look again while something is in progress (a drain, Pods starting, a rollout). */
 export const PROGRESS_REQUEUE_MS = 2_000;
+/**
+ * How soon to look again while Running: the nodes' objects and upload backlog change with the
+ * data, and no Kubernetes event says so (the resync alone would leave them up to its period old).
+ * A pass that sees the same numbers writes nothing.
+ */
+export const RUNNING_REQUEUE_MS = 10_000;
 /** Deadline of the nodes' Status call. */
 export const NODE_STATUS_TIMEOUT_MS = 5_000;
 
@@ -100,10 +106,7 @@ async function markFreshVolumes(api: KubeApi, ds: DataStore, podObjs: PodObj[], 
   for (const p of down) {
     const pod = podObjs.find((x) => x.metadata.name === p.name);
     const claim = claims.find((c) => c.metadata.name === names.dataClaim(ds, p.ordinal)) as (KubeObj & { metadata: { creationTimestamp?: string } }) | undefined;
-    const podAt = Date.parse(pod?.metadata.creationTimestamp ?? '');
-    const claimAt = Date.parse(claim?.metadata.creationTimestamp ?? '');
-    // Timestamps have a one-second resolution: the StatefulSet creates the claim just before the Pod.
-    if (Number.isFinite(podAt) && Number.isFinite(claimAt) && claimAt >= podAt - 1000) p.freshVolume = true;
+    if (onNewVolume(pod, claim)) p.freshVolume = true;
   }
 }
 
@@ -209,13 +212,14 @@ async function reconcileLive(ctx: ReconcileContext, api: KubeApi, fetched: DataS
   const status = computeStatus(ds, {
     desired,
     pods: observed.filter((p) => p.ordinal < scale.replicas),
+    members: Array.from({ length: scale.replicas }, (_, i) => names.pod(ds, i)),
     nodes,
     ...(rollout.rolling ? { rolling: { updated: rollout.updated, replicas: scale.replicas, ...(rollout.waiting ? { waiting: rollout.waiting } : {}) } } : {}),
     ...(scale.scalingDown ? { scalingDown: scale.scalingDown } : {}),
     now: new Date(),
   });
   await writeStatus(ctx, api, ds, status);
-  return status.phase === 'Running' ? {} : { requeueAfterMs: PROGRESS_REQUEUE_MS };
+  return { requeueAfterMs: status.phase === 'Running' ? RUNNING_REQUEUE_MS : PROGRESS_REQUEUE_MS };
 }
 
 /** The Degraded condition with the error (written only when it changed), and a Warning Event. */

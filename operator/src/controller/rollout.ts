@@ -9,6 +9,7 @@
  * - A rollout in progress (some Pod not on the update revision): when every Pod at or above the
  *   partition is updated, Ready and its node ready, the partition moves down by one; else it stays.
  * - Every Pod updated: partition 0; the roll is over once each is Ready and its node ready.
+ * - The StatefulSet's currentRevision is its update revision: no roll, whatever Pods are missing.
  */
 import type { NodeAdminStatus } from './contract.js';
 
@@ -51,11 +52,14 @@ export function planRollout(i: RolloutInput): RolloutPlan {
   const rev = i.live.updateRevision;
   const inSet = i.pods.filter((p) => p.ordinal < i.replicas);
   const updated = inSet.filter((p) => p.revision === rev).length;
+  // The StatefulSet has called the roll complete (its currentRevision moves to the update
+  // revision once every Pod it has is updated and Ready): a Pod that crashes, is deleted or is
+  // still to be made for a scale-up afterwards is no roll (a missing one is made on the update
+  // revision); the phase says what it is instead.
+  if (i.live.currentRevision === rev) return { partition: 0, rolling: false, updated };
   if (inSet.length === i.replicas && updated === i.replicas) {
     // Every Pod on the new template: the roll ends when the last one is back, Ready and in the
-    // cluster, or once the StatefulSet has called it complete (its currentRevision moves to the
-    // update revision when every Pod is updated and Ready): a later crash is no roll.
-    if (i.live.currentRevision === rev) return { partition: 0, rolling: false, updated };
+    // cluster (or when the StatefulSet calls it complete, above).
     const last = inSet.find((p) => !p.ready || i.nodes?.find((n) => n.id === p.name)?.state !== 'ready');
     return last ? { partition: 0, rolling: true, updated, waiting: `${last.name} to be Ready and rejoin the cluster` } : { partition: 0, rolling: false, updated };
   }

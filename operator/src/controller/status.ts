@@ -21,6 +21,13 @@ export interface Observation {
   /** spec.nodes. */
   desired: number;
   pods: ObservedPod[];
+  /**
+   * The node Pods the StatefulSet should have now (`<set>-0` .. `<set>-<replicas-1>`). One of them
+   * whose Pod is missing (deleted, not yet made again) keeps its entry in status.nodes if it had
+   * joined: not ready, with its backend number, which is the only record that it joined (the
+   * scale-down and the phase tell a node that is down from one that is new by it).
+   */
+  members?: string[];
   /** The nodes' Status answers (undefined: none could be had). */
   nodes: NodeAdminStatus[] | undefined;
   rolling?: { updated: number; replicas: number; waiting?: string };
@@ -31,9 +38,13 @@ export interface Observation {
   now: Date;
 }
 
-/** Per-node state: each Pod, with what its node says about itself. */
+/** Per-node state: each Pod (and each member whose Pod is missing, if it had joined), with what its node says about itself. */
 export function nodeStatuses(o: Observation, prev: DataStoreNodeStatus[] = []): DataStoreNodeStatus[] {
-  return [...o.pods]
+  const gone = (o.members ?? []).flatMap((name, ordinal): ObservedPod[] => {
+    if (o.pods.some((p) => p.name === name)) return [];
+    return prev.some((x) => x.name === name && x.backend !== undefined) ? [{ name, ordinal, ready: false, ip: undefined }] : [];
+  });
+  return [...o.pods, ...gone]
     .sort((a, b) => a.ordinal - b.ordinal)
     .map((p) => {
       const n = o.nodes?.find((x) => x.id === p.name);
