@@ -7,7 +7,7 @@ export * from './controller/contract.js';
 export * from './children/index.js';
 export { HttpKubeApi, KubeApiError, resourcePath, type KubeApi, type KubeObj, type ObjectRef, type JsonPatchOp, type ApiVerb } from './controller/kube-api.js';
 export { FailingKubeApi, WRITE_VERBS, type FailureRule, type InjectedError, type RecordedCall } from './controller/failing-kube-api.js';
-export { reconcileDataStore, ensureApplied, kubeApiOf, PROGRESS_REQUEUE_MS } from './controller/reconcile.js';
+export { reconcileDataStore, ensureApplied, kubeApiOf, PROGRESS_REQUEUE_MS, RUNNING_REQUEUE_MS } from './controller/reconcile.js';
 export { computeStatus, nodeStatuses, sameStatus, type Observation, type ObservedPod } from './controller/status.js';
 export { kubeEventRecorder } from './controller/events.js';
 export { addFinalizer, removeFinalizer, hasFinalizer } from './controller/finalizer.js';

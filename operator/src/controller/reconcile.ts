@@ -38,8 +38,13 @@ import { planScale } from './scale-down.js';
 import { sameStatus, computeStatus, type ObservedPod } from './status.js';
 import { writeStatus } from './status-write.js';
 
-/** How soon to look again while something is in progress (a drain, Pods starting, a rollout). */
-export const PROGRESS_REQUEUE_MS = 2_000;
+/**
+ * How soon to look again while something is in progress (a drain, Pods starting, a rollout): the
+ * step after a drain ends (shrinking the StatefulSet) waits for this, so it bounds what a
+ * scale-down adds to the drain itself (bench/operator.mjs, operator-drain). A pass costs a few
+ * GETs and one Status call; it writes only when the status changed.
+ */
+export const PROGRESS_REQUEUE_MS = 1_000;
 /**
  * How soon to look again while Running: the nodes' objects and upload backlog change with the
  * data, and no Kubernetes event says so (the resync alone would leave them up to its period old).
