@@ -40,7 +40,7 @@ export function storeService(
   /** Cluster mode only: membership and placement, undefined while the node is still joining. */
   cluster?: () => ClusterContext | undefined,
 ): StoreServiceServer {
-  const unary = unaryHandler(metrics, log, () => joined());
+  const unary = unaryHandler(metrics, log, () => joined(), self);
   const me = () => self();
   // Resolved per call: in cluster mode nothing is answered before the node has joined.
   let membership: Membership | undefined;
