@@ -6,7 +6,7 @@
  * afterwards, by alias and by oid.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, NotFoundError, oidHomeNode, Persistent, registerModel, type Client } from '@loam/sdk';
+import { connect, newOid, newTxid, NotFoundError, oidHomeNode, Persistent, registerModel, type Client } from '@loam/sdk';
 import { startEtcd, type EtcdCluster } from './harness/etcd.js';
 import { startS3, type S3Server } from './harness/s3-server.js';
 import { startClusterNode, tempDir, waitFor, type NodeProcess } from './harness/node-process.js';
@@ -43,11 +43,11 @@ const newHost = () => `127.0.${net}.${nextHost++}`;
 
 interface RollNode { name: string; dataDir: string; proc: NodeProcess }
 
-function start(prefix: string, n: { name: string; dataDir: string }, at: { host: string; port?: number } = { host: newHost() }): Promise<NodeProcess> {
+function start(prefix: string, n: { name: string; dataDir: string }, at: { host: string; port?: number } = { host: newHost() }, env: Record<string, string> = {}): Promise<NodeProcess> {
   return startClusterNode({
     etcd: etcd.endpoints, prefix, dataDir: n.dataDir, host: at.host, port: at.port ?? 0,
     args: ['--node-name', n.name, '--s3-endpoint', s3.endpoint, '--s3-bucket', s3.bucket, '--s3-prefix', prefix.slice(1), '--s3-region', s3.region, '--upload-interval', '500ms'],
-    env: { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey },
+    env: { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, ...env },
   });
 }
 
@@ -170,7 +170,7 @@ describe('a rolling restart that moves every node to a new address', () => {
     nodes[0].proc = await start(prefix, nodes[0]);
     const back = Date.now();
     const outcome = await write;
-    expect(outcome).toHaveProperty('item');
+    expect(outcome, JSON.stringify(outcome)).toHaveProperty('item');
     const { item, at } = outcome as { item: Item; at: number };
     // Acknowledged: so it is in this DataStore, and not in the other one.
     const reader = await client(nodes.map((n) => n.proc.url));
@@ -180,4 +180,58 @@ describe('a rolling restart that moves every node to a new address', () => {
     expect(at).toBeGreaterThanOrEqual(back); // only the node itself, once back, acknowledged it
     expect((await reader.getByAlias<Item>('before')).text).toBe('before');
   }, 120_000);
+
+  it('a create meant for a node that moved is not refused by the other node when it takes over the old address', async () => {
+    const prefix = `/loam/roll-swap-${process.pid}`;
+    const nodes: RollNode[] = [];
+    for (const name of ['swap-0', 'swap-1']) {
+      const n = { name, dataDir: tempDir() };
+      nodes.push({ ...n, proc: await start(prefix, n) });
+    }
+    await untilListed(nodes[0].proc, nodes);
+    const c = await client([nodes[0].proc.url]);
+    const first = await c.persist(Object.assign(new Item(), { text: 'before' }));
+    const [, hostOf0, portOf0] = /^loam:\/\/([^:]+):(\d+)\//.exec(nodes[0].proc.url)!;
+    expect(await nodes[0].proc.stop()).toBe(0);
+    expect(await nodes[1].proc.stop()).toBe(0);
+    // The other node restarts on the first one's old address (its old Pod IP, reused).
+    nodes[1].proc = await start(prefix, nodes[1], { host: hostOf0, port: Number(portOf0) });
+    const write = c.persist(Object.assign(new Item(), { text: 'created' }), { alias: 'created' }).then(
+      (item) => ({ item }),
+      (e: unknown) => ({ error: String(e) }),
+    );
+    nodes[0].proc = await start(prefix, nodes[0]);
+    const outcome = await write;
+    expect(outcome, JSON.stringify(outcome)).toHaveProperty('item');
+    const { item } = outcome as { item: Item };
+    expect(oidHomeNode(item.$oid!)).toBe(oidHomeNode(first.$oid!));
+    const reader = await client(nodes.map((n) => n.proc.url));
+    expect((await reader.getByAlias<Item>('created')).text).toBe('created');
+  }, 120_000);
+
+  it('a retry that shares the alias reservation of an attempt that then gives up still sets the alias', async () => {
+    // Attempt 0 reserves the alias and stalls (the failpoint) past its caller's deadline; the
+    // retry (same commit id and object) finds that reservation and shares it. Attempt 0 then
+    // gives up and releases it, the retry applies the commit: its acknowledgement must come with
+    // the alias set.
+    const prefix = `/loam/roll-alias-${process.pid}`;
+    const node = await start(prefix, { name: 'alias-0', dataDir: tempDir() }, { host: newHost() }, { LOAM_FAILPOINTS: 'commit-after-alias-reserve:pause=1500' });
+    const impatient = await client([node.url], 1000);
+    const patient = await client([node.url], 10_000);
+    const oid = newOid(impatient.router.seedBackend.number);
+    const commitId = newTxid();
+    const req = (attempt: number) => ({
+      dataset: 'default', reads: [], deletes: [], aliasDeletes: [], commitId, attempt,
+      writes: [{ oid, className: 'RollRestart.Item', state: Buffer.from([0xc0]), expectedVersion: 0, origin: '' }],
+      aliasSets: [{ alias: 'shared', oid }],
+    });
+    const first = impatient.conn.commit(req(0)).then(() => 'applied', (e: unknown) => String(e));
+    // The retry is sent once attempt 0 holds the reservation and its caller has given up.
+    expect(await first).toMatch(/deadline/i);
+    const versions = (await patient.conn.commit(req(1))).versions;
+    expect(versions).toEqual([1]);
+    const reader = await client([node.url]);
+    expect((await reader.conn.get({ dataset: 'default', oids: [oid], readFromAny: false })).objects.map((o) => o.oid)).toEqual([oid]);
+    expect(await reader.conn.getAlias({ dataset: 'default', alias: 'shared' }).then((r) => r.oid, (e: unknown) => String(e))).toBe(oid);
+  }, 60_000);
 });
