@@ -19,6 +19,7 @@ export const FAILPOINTS = [
   'replicate-after-copy',
   'move-after-install',
   'move-before-activate',
+  'commit-after-alias-reserve',
 ] as const;
 export type Failpoint = (typeof FAILPOINTS)[number];
 

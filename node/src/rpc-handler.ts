@@ -1,5 +1,5 @@
 import type { ServerUnaryCall, sendUnaryData } from '@grpc/grpc-js';
-import { DEADLINE_HEADER, DeadlineExceededError, InvalidArgumentError, toServiceError } from '@loam/sdk/wire';
+import { DEADLINE_HEADER, INSTANCE_HEADER, DeadlineExceededError, InvalidArgumentError, UnavailableError, toServiceError, type Backend } from '@loam/sdk/wire';
 import type { NodeMetrics } from './metrics.js';
 import type { Logger } from './logger.js';
 
@@ -11,6 +11,8 @@ export class MalformedRequest {
 /** What a method knows of its call: when the caller stops waiting (ms since the epoch), if it said. */
 export interface CallContext {
   deadline?: number;
+  /** The node process the caller meant (INSTANCE_HEADER), if it said. */
+  instance?: string;
 }
 
 /** A handled method: answers `req` through `done`, with a typed error or the response. */
@@ -21,7 +23,7 @@ export type Method<Req, Res> = (req: Req, done: (err: unknown, res?: Res) => voi
  * joined"), records its metrics and logs unexpected failures. The same method serves a unary
  * RPC (unary()) and a message on a peer link stream.
  */
-export function methodMaker(metrics: NodeMetrics, log: Logger, before: () => void = () => undefined) {
+export function methodMaker(metrics: NodeMetrics, log: Logger, before: () => void = () => undefined, self?: () => Backend) {
   return function method<Req, Res>(name: string, fn: (req: Req, call: CallContext) => Res | Promise<Res>): Method<Req, Res> {
     // prom-client hashes label objects on every call; the children per outcome are looked up once.
     const children = new Map<string, { count: { inc(): void }; seconds: { observe(v: number): void } }>();
@@ -51,6 +53,15 @@ export function methodMaker(metrics: NodeMetrics, log: Logger, before: () => voi
       try {
         if (req === null || req === undefined) throw new InvalidArgumentError('empty request');
         if (req instanceof MalformedRequest) throw new InvalidArgumentError(`malformed request: ${req.reason}`);
+        if (call.instance && self) {
+          // Meant for the process that had this address before (the node moved, or this is
+          // another node or DataStore on a reused IP): applying it here would acknowledge a
+          // write the cluster it was meant for never sees.
+          const me = self();
+          if (me.instance && call.instance !== me.instance) {
+            throw new UnavailableError(`this address is now node ${me.number} (${me.id}), not the node process the call was meant for: it moved; nothing was done`, { node: me.number, address: me.address, notApplied: true });
+          }
+        }
         before();
         if (call.deadline !== undefined && Date.now() >= call.deadline) {
           throw new DeadlineExceededError(`${name}: the caller's deadline passed before this node read the call; nothing was done`);
@@ -80,15 +91,16 @@ export function unary<Req, Res>(m: Method<Req, Res>) {
     let deadline = d instanceof Date ? d.getTime() : Number.isFinite(d) ? d : undefined;
     const wall = Number(call.metadata.get(DEADLINE_HEADER)[0]);
     if (Number.isFinite(wall) && wall > 0) deadline = Math.min(deadline ?? wall, wall);
+    const instance = call.metadata.get(INSTANCE_HEADER)[0];
     m(call.request, (err, res) => {
       if (err) callback(toServiceError(err) as Parameters<sendUnaryData<Res>>[0]);
       else callback(null, res as Res);
-    }, { deadline });
+    }, { deadline, ...(typeof instance === 'string' && instance ? { instance } : {}) });
   };
 }
 
 /** The old one-step form: unaryHandler(...)(name, fn) is unary(methodMaker(...)(name, fn)). */
-export function unaryHandler(metrics: NodeMetrics, log: Logger, before: () => void = () => undefined) {
-  const method = methodMaker(metrics, log, before);
+export function unaryHandler(metrics: NodeMetrics, log: Logger, before: () => void = () => undefined, self?: () => Backend) {
+  const method = methodMaker(metrics, log, before, self);
   return <Req, Res>(name: string, fn: (req: Req, call: CallContext) => Res | Promise<Res>) => unary(method<Req, Res>(name, fn));
 }

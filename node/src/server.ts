@@ -112,6 +112,8 @@ export class LoamNode {
   readonly identity: NodeIdentity;
   readonly metrics: NodeMetrics;
   readonly log: Logger;
+  /** This process (Backend.instance): calls that name another one are refused (see INSTANCE_HEADER). */
+  readonly instance = randomUUID();
   private readonly server: Server;
   /** NodeService, on its own port: only callers with the cluster secret get past its interceptor. */
   private readonly peerServer?: Server;
@@ -240,7 +242,7 @@ export class LoamNode {
         await node.listenPeers(opts.peerHost ?? opts.host ?? '127.0.0.1', opts.peerPort ?? 0, opts.peerAdvertise);
         // A drained node comes back drained, before it has any view of the cluster (see Placement.recordDrained).
         const state = readDrained(dataDir) ? 'drained' : 'ready';
-        const self = { id: identity.id, number: identity.number, address: node.address, peerAddress: node.peerAddress, startedAt: new Date().toISOString(), state };
+        const self = { id: identity.id, number: identity.number, address: node.address, peerAddress: node.peerAddress, startedAt: new Date().toISOString(), state, instance: node.instance };
         const { membership, joined } = await Membership.join(meta, self, log, {
           numberConfirmed,
           waitMs: opts.joinWaitMs,
@@ -364,7 +366,7 @@ export class LoamNode {
   }
 
   backend(): Backend {
-    return { id: this.identity.id, number: this.identity.number, address: this.address, state: this.stopping ? 'stopping' : this.membership?.self.state ?? 'ready' };
+    return { id: this.identity.id, number: this.identity.number, address: this.address, state: this.stopping ? 'stopping' : this.membership?.self.state ?? 'ready', instance: this.instance };
   }
 
   /** Stops accepting calls, lets running ones finish (bounded), flushes and closes the log. */

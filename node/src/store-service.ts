@@ -1,5 +1,5 @@
 import {
-  DeadlineExceededError, InvalidArgumentError, LoamError, NotFoundError, PROTOCOL_VERSION, UnavailableError, UnknownDatasetError,
+  AliasExistsError, DeadlineExceededError, InvalidArgumentError, LoamError, NotFoundError, PROTOCOL_VERSION, UnavailableError, UnknownDatasetError,
   LimitExceededError, NodeDrainedError, RedirectError, oidHomeNode, toErrorDetail, validateAlias, validateDatasetName, isOid,
   type Backend, type CommitRequest, type Redirect, type StoreServiceServer,
 } from '@loam/sdk/wire';
@@ -13,6 +13,7 @@ import { Operations } from './cluster/operations.js';
 import { reserveAlias } from './cluster/aliases.js';
 import type { Transactions } from './cluster/transactions.js';
 import { unaryHandler } from './rpc-handler.js';
+import { failpointAsync } from './failpoints.js';
 
 export const SERVER_VERSION = '0.1.0';
 /** Commits one CommitBatch call may carry. */
@@ -40,7 +41,7 @@ export function storeService(
   /** Cluster mode only: membership and placement, undefined while the node is still joining. */
   cluster?: () => ClusterContext | undefined,
 ): StoreServiceServer {
-  const unary = unaryHandler(metrics, log, () => joined());
+  const unary = unaryHandler(metrics, log, () => joined(), self);
   const me = () => self();
   // Resolved per call: in cluster mode nothing is answered before the node has joined.
   let membership: Membership | undefined;
@@ -127,6 +128,7 @@ export function storeService(
           throw new NotFoundError(`no alias ${JSON.stringify(alias)} in dataset ${req.dataset}`, { alias, dataset: req.dataset });
         }
       }
+      if (req.aliasSets.length > 0) await failpointAsync('commit-after-alias-reserve');
       // Reserving may have waited on etcd (quorum loss) past the moment the caller gave up: a
       // request nobody waits for any more must not be applied later.
       if (deadline !== undefined && Date.now() >= deadline) {
@@ -148,7 +150,7 @@ export function storeService(
       // Replicas are updated before the write is acknowledged.
       await placement!.pushReplicas(req.dataset, [...req.writes.map((w) => w.oid), ...req.deletes.map((d) => d.oid)]);
       if (req.deletes.length > 0) await placement!.forgetDeleted(req.deletes.map((d) => d.oid));
-      for (const r of reserved) await meta!.compareAndSet(r.key, r.value, JSON.stringify({ oid: (JSON.parse(r.value) as { oid: string }).oid }));
+      for (const r of reserved) await confirmAlias(r);
       for (const alias of req.aliasDeletes) await meta!.delete(META_KEYS.alias(req.dataset, alias));
       return versions;
     } catch (e) {
@@ -156,6 +158,22 @@ export function storeService(
       await release();
       throw notAppliedError(e);
     }
+  }
+
+  /**
+   * Confirms a reservation once its commit is applied. Another attempt of the same commit (a
+   * retry that found this reservation and shared it) may have released it meanwhile: the alias
+   * is then set again, never left missing behind an acknowledged write; one that names another
+   * object by now fails the call instead of acknowledging it.
+   */
+  async function confirmAlias(r: { key: string; value: string }): Promise<void> {
+    const { oid } = JSON.parse(r.value) as { oid: string };
+    const confirmed = JSON.stringify({ oid });
+    if (await meta!.compareAndSet(r.key, r.value, confirmed)) return;
+    const now = await meta!.createIfAbsent(r.key, confirmed);
+    const cur = JSON.parse(now.value) as { oid?: string; pending?: boolean };
+    if (cur.oid !== oid) throw new AliasExistsError(`the alias lost its reservation to object ${cur.oid} while this commit was applied (the objects were written, the alias was not)`);
+    if (cur.pending) await meta!.compareAndSet(r.key, now.value, confirmed);
   }
 
   /** An unavailability met before anything was applied says so: the client may safely retry. */

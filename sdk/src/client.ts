@@ -72,7 +72,7 @@ export async function connect(url?: string | string[], options: ConnectOptions =
   const timeout = options.connectTimeoutMs ?? 10_000;
   const { ep, conn, hello } = await firstSeed(seeds, dataset, rpc, timeout);
   const limits = hello.limits ?? DEFAULT_LIMITS;
-  const router = new Router(conn, hello.backend!, rpc);
+  const router = new Router(conn, hello.backend!, rpc, seeds.map((s) => `${s.host}:${s.port}`));
   return new Client(router, ep.host, ep.port, dataset, { ...DEFAULT_LIMITS, ...limits });
 }
 
@@ -100,6 +100,8 @@ function firstSeed(seeds: Endpoint[], dataset: string, rpc: RpcOptions, timeout:
       // call must not hold connect() for a whole call deadline.
       const hello = await conn.hello({ dataset, clientVersion: '0.1.0' }, Math.max(1, Math.min(rpc.deadlineMs, deadline - Date.now())));
       if (!hello.backend) throw new LoamError('INTERNAL', 'node sent no identity');
+      // From now on every call on it names the process that answered (see INSTANCE_HEADER).
+      conn.instance = hello.backend.instance;
       return { ep, conn, hello };
     } catch (e) {
       conn.close();

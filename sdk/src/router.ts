@@ -7,10 +7,21 @@ import { NodeConnection, type RpcOptions } from './rpc.js';
 export const MAX_HOPS = 4;
 const LOCATION_CACHE_LIMIT = 100_000;
 const MEMBER_REFRESH_MS = 500;
+/**
+ * A client in use relearns the members this often in the background: a node that restarted on
+ * a new address (a new Pod IP) is found while another node still answers, not only once every
+ * address it knew is dead (a rolling restart moves every node, one at a time).
+ */
+const MEMBER_BACKGROUND_REFRESH_MS = 1000;
 /** How long a call waits for a node that was unreachable to come back before failing. */
 const RECONNECT_WAIT_MS = 3000;
 /** How long a member refresh waits for its first node before asking the others too. */
 const HEDGE_MS = 250;
+
+/** A connection is to one node process at one address (see Router.conn). */
+function connKey(address: string, instance: string): string {
+  return instance ? `${address}#${instance}` : address;
+}
 
 /**
  * Which node to ask about what. Knows the cluster's members (learned from any node), keeps one
@@ -31,24 +42,42 @@ export class Router {
   /** The node whose ListBackends answered last: asked first next time. */
   private preferred?: NodeConnection;
   private refreshing?: Promise<void>;
+  /**
+   * The addresses connect() was given, asked (with no process named: whoever is there now) when
+   * no known node process answers: e.g. every node restarted, on its old address or a new one.
+   */
+  private readonly seedAddresses: string[];
 
   constructor(
     readonly seed: NodeConnection,
     readonly seedBackend: Backend,
     private readonly rpc: RpcOptions,
+    seedAddresses: string[] = [],
   ) {
-    this.conns.set(seed.address, seed);
+    this.seedAddresses = seedAddresses.length > 0 ? seedAddresses : [seed.address];
+    this.conns.set(connKey(seed.address, seed.instance), seed);
     this.members.set(seedBackend.number, seedBackend);
     if (seedBackend.state === 'drained') this.drained.add(seedBackend.number);
   }
 
-  conn(address: string): NodeConnection {
-    let c = this.conns.get(address);
+  /**
+   * The connection to the node process `instance` at `address` (any process there without one):
+   * keyed by both, so a call never goes to whoever holds an address now in the name of the node
+   * that held it before.
+   */
+  conn(address: string, instance = ''): NodeConnection {
+    const key = connKey(address, instance);
+    let c = this.conns.get(key);
     if (!c) {
-      c = new NodeConnection(address, this.rpc);
-      this.conns.set(address, c);
+      c = new NodeConnection(address, this.rpc, instance);
+      this.conns.set(key, c);
     }
     return c;
+  }
+
+  /** The connection for member `b`. */
+  connOf(b: Backend): NodeConnection {
+    return this.conn(b.address, b.instance ?? '');
   }
 
   backend(n: number): Backend | undefined {
@@ -79,6 +108,14 @@ export class Router {
       // them, so those objects are looked for through their home again.
       const gone = new Set(before.filter((n) => !this.members.has(n)));
       if (gone.size > 0) for (const [oid, n] of this.locations) if (gone.has(n)) this.locations.delete(oid);
+      // A node that moved (or left) leaves a channel that keeps dialling its old address: close it.
+      const live = new Set([...this.members.values()].map((b) => connKey(b.address, b.instance ?? '')));
+      for (const [key, c] of this.conns) {
+        if (!live.has(key) && c !== this.seed && c !== this.preferred) {
+          c.close();
+          this.conns.delete(key);
+        }
+      }
       this.lastRefresh = Date.now();
     }).finally(() => {
       this.refreshing = undefined;
@@ -107,6 +144,15 @@ export class Router {
         pending++;
         c.listBackends({}).then((res) => {
           if (settled) return;
+          if (!c.instance && !this.sameCluster(res)) {
+            // Whoever holds a seed address now is not a node of this cluster (the address was
+            // reused): its member list would send this client's writes to another DataStore.
+            pending--;
+            lastErr = new UnavailableError(`the process at ${c.address} is not a node of this cluster`);
+            if (!hedged) hedge();
+            else if (pending === 0) fail();
+            return;
+          }
           settled = true;
           clearTimeout(timer);
           this.preferred = c;
@@ -123,14 +169,22 @@ export class Router {
         if (hedged || settled) return;
         hedged = true;
         clearTimeout(timer);
-        const addresses = new Set([...this.conns.keys(), ...[...this.members.values()].map((b) => b.address)]);
-        addresses.delete(first.address);
-        for (const a of addresses) ask(this.conn(a));
+        // Every member as the last list has it, every connection still open, and (last resort,
+        // when every node moved) the addresses connect() was given.
+        const candidates = new Set([...this.conns.values(), ...[...this.members.values()].map((b) => this.connOf(b)), ...this.seedAddresses.map((a) => this.conn(a))]);
+        candidates.delete(first);
+        for (const c of candidates) ask(c);
         if (pending === 0) fail();
       };
       const timer = setTimeout(hedge, HEDGE_MS);
       ask(first);
     });
+  }
+
+  /** True when a member list shares a node id with the one this client has (or it has none). */
+  private sameCluster(res: ListBackendsResponse): boolean {
+    const known = new Set([...this.members.values()].map((b) => b.id).filter(Boolean));
+    return known.size === 0 || res.backends.some((b) => known.has(b.id));
   }
 
   markDrained(n: number): void {
@@ -168,7 +222,7 @@ export class Router {
       if (this.locations.size >= LOCATION_CACHE_LIMIT) this.locations.delete(this.locations.keys().next().value!);
       this.locations.set(oid, node);
     }
-    if (address && !this.members.has(node)) this.members.set(node, { id: '', number: node, address, state: 'ready' });
+    if (address && !this.members.has(node)) this.members.set(node, { id: '', number: node, address, state: 'ready', instance: '' });
   }
 
   /**
@@ -218,14 +272,15 @@ export class Router {
   async withNode<T>(n: number, call: (c: NodeConnection, node: number) => Promise<T>, followRedirects = true): Promise<T> {
     let node = n;
     let retriedUnavailable = false;
+    if (Date.now() - this.lastRefresh >= MEMBER_BACKGROUND_REFRESH_MS && !this.refreshing) void this.refresh().catch(() => undefined);
     for (let hop = 0; ; hop++) {
       try {
         const b = this.target(node) ?? (await this.route(node)); // the usual case: no extra await
-        return await call(this.conn(b.address), b.number);
+        return await call(this.connOf(b), b.number);
       } catch (e) {
         if (followRedirects && e instanceof RedirectError && e.node !== undefined && hop < MAX_HOPS) {
           if (e.oid) this.learn(e.oid, e.node, e.address);
-          else if (e.address && !this.members.has(e.node)) this.members.set(e.node, { id: '', number: e.node, address: e.address, state: 'ready' });
+          else if (e.address && !this.members.has(e.node)) this.members.set(e.node, { id: '', number: e.node, address: e.address, state: 'ready', instance: '' });
           node = e.node;
           continue;
         }
@@ -235,7 +290,7 @@ export class Router {
           retriedUnavailable = true;
           await this.refresh(true).catch(() => undefined);
           const b = this.target(node);
-          if (b) await this.conn(b.address).waitForReady(RECONNECT_WAIT_MS).catch(() => undefined);
+          if (b) await this.connOf(b).waitForReady(RECONNECT_WAIT_MS).catch(() => undefined);
           continue;
         }
         throw e;

@@ -30,12 +30,18 @@ const COMMITS_PER_BATCH = 256;
 /** A promise-based, typed-error wrapper over the generated gRPC client of one node. */
 export class NodeConnection {
   readonly address: string;
+  /**
+   * The node process this connection is meant for (Backend.instance), named in every call; ''
+   * while unknown (a seed before its Hello answered, a node too old to have one).
+   */
+  instance: string;
   private queued: { req: CommitRequest; resolve: (r: CommitResponse) => void; reject: (e: unknown) => void }[] = [];
   private readonly client: StoreServiceClient;
   private readonly opts: RpcOptions;
 
-  constructor(address: string, opts: RpcOptions) {
+  constructor(address: string, opts: RpcOptions, instance = '') {
     this.address = address;
+    this.instance = instance;
     this.opts = opts;
     this.client = new StoreServiceClient(address, credentials.createInsecure(), {
       'grpc.max_receive_message_length': opts.maxMessageBytes,
@@ -51,7 +57,7 @@ export class NodeConnection {
   }
 
   private unary<Req, Res>(fn: UnaryMethod<Req, Res>, req: Req, deadlineMs = this.opts.deadlineMs): Promise<Res> {
-    return callUnary(this.client, fn, req, deadlineMs);
+    return callUnary(this.client, fn, req, deadlineMs, this.instance);
   }
 
   hello(req: HelloRequest, deadlineMs?: number): Promise<HelloResponse> {

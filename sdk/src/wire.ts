@@ -74,10 +74,12 @@ export function toServiceError(err: unknown): Partial<ServiceError> {
 export type UnaryMethod<Req, Res> = (req: Req, metadata: Metadata, options: Partial<CallOptions>, cb: (err: ServiceError | null, res: Res) => void) => unknown;
 
 /** One unary call of `client` with a deadline (so it never hangs); a failure comes back as its typed error. */
-export function callUnary<Req, Res>(client: object, fn: UnaryMethod<Req, Res>, req: Req, deadlineMs: number): Promise<Res> {
+export function callUnary<Req, Res>(client: object, fn: UnaryMethod<Req, Res>, req: Req, deadlineMs: number, instance?: string): Promise<Res> {
   return new Promise((resolve, reject) => {
     const deadline = Date.now() + deadlineMs;
-    fn.call(client, req, deadlineMetadata(deadline), { deadline }, (err, res) => (err ? reject(fromServiceError(err)) : resolve(res)));
+    const md = deadlineMetadata(deadline);
+    if (instance) md.set(INSTANCE_HEADER, instance);
+    fn.call(client, req, md, { deadline }, (err, res) => (err ? reject(fromServiceError(err)) : resolve(res)));
   });
 }
 
@@ -88,6 +90,12 @@ export function callUnary<Req, Res>(client: object, fn: UnaryMethod<Req, Res>, r
  * this the node refuses it. Assumes clocks agree within well under a call's deadline (NTP).
  */
 export const DEADLINE_HEADER = 'loam-deadline-ms';
+
+/**
+ * The process (Backend.instance) a call is meant for. Addresses get reused (a Pod IP, a port):
+ * a node that is not that process refuses the call, typed as unavailable and not applied.
+ */
+export const INSTANCE_HEADER = 'loam-node-instance';
 
 export function deadlineMetadata(deadline: number, md = new Metadata()): Metadata {
   md.set(DEADLINE_HEADER, String(Math.round(deadline)));

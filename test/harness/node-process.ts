@@ -74,6 +74,8 @@ export async function startNode(opts: { dataDir?: string; args?: string[]; timeo
  */
 export async function startClusterNode(opts: {
   etcd: string[]; prefix: string; dataDir?: string; port?: number; args?: string[]; timeoutMs?: number; env?: Record<string, string>;
+  /** The loopback address it listens on (client and peer ports), default 127.0.0.1: another one moves the node, as a new Pod IP does. */
+  host?: string;
   /** null: no --peer-listen (the node's default, or one in `args`). */
   peerPort?: number | null;
   /** The cluster secret file; default: clusterSecretFile(), shared by this test file's nodes; null: none. */
@@ -84,8 +86,8 @@ export async function startClusterNode(opts: {
   const dataDir = opts.dataDir ?? tempDir();
   const secretFile = opts.secretFile === undefined ? clusterSecretFile() : opts.secretFile;
   return launch([
-    'node', '--etcd', opts.etcd.join(','), '--prefix', opts.prefix, '--listen', `127.0.0.1:${opts.port ?? 0}`,
-    ...(opts.peerPort !== null ? ['--peer-listen', `127.0.0.1:${opts.peerPort ?? 0}`] : []),
+    'node', '--etcd', opts.etcd.join(','), '--prefix', opts.prefix, '--listen', `${opts.host ?? '127.0.0.1'}:${opts.port ?? 0}`,
+    ...(opts.peerPort !== null ? ['--peer-listen', `${opts.host ?? '127.0.0.1'}:${opts.peerPort ?? 0}`] : []),
     ...(secretFile !== null ? ['--cluster-secret-file', secretFile] : []),
     '--data', dataDir, '--metrics-port', '0', '--log-level', 'info', ...(opts.args ?? []),
   ], dataDir, opts.timeoutMs, opts.env, opts.onLog);

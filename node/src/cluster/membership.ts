@@ -22,6 +22,11 @@ export interface Member {
    * it, so a push sent before the replica lost its lease confirms nothing after.
    */
   incarnation?: string;
+  /**
+   * A random id of the node's process (Backend.instance), new at every start: clients name it in
+   * their calls, so a process that later holds the same address refuses them. Absent: an older loam.
+   */
+  instance?: string;
 }
 
 /** What a node hears from its membership as it joins and leaves the metadata store's view. */
@@ -317,7 +322,7 @@ export class Membership {
   }
 
   async backends(): Promise<Backend[]> {
-    return (await this.members(true)).map((m) => ({ id: m.id, number: m.number, address: m.address, state: m.state ?? 'ready' }));
+    return (await this.members(true)).map((m) => ({ id: m.id, number: m.number, address: m.address, state: m.state ?? 'ready', instance: m.instance ?? '' }));
   }
 
   /** The live member that serves the home directory of node number `home`, if any. */

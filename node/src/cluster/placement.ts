@@ -207,7 +207,7 @@ export class Placement {
 
   /** Master and replicas of an object, answered by its home (or its current master). */
   async locate(dataset: string, oid: string): Promise<{ master: Backend; replicas: Backend[] }> {
-    const backend = (m: Member): Backend => ({ id: m.id, number: m.number, address: m.address, state: 'ready' });
+    const backend = (m: Member): Backend => ({ id: m.id, number: m.number, address: m.address, state: 'ready', instance: m.instance ?? '' });
     if (this.engine.masters(oid) && (await this.engine.get(dataset, [oid])).objects.length > 0) {
       const replicas = await Promise.all(this.engine.replicasOf(oid).map((n) => this.member(n)));
       return { master: backend(this.me), replicas: replicas.filter((m): m is Member => !!m).map(backend) };

@@ -46,6 +46,12 @@ export interface Backend {
   number: number;
   address: string;
   state: string;
+  /**
+   * A random id of the node's process, new at every start. A client names it in each call
+   * (header loam-node-instance): a process that took the address over later (the node moved,
+   * another node or DataStore got its old IP) refuses the call instead of applying it.
+   */
+  instance: string;
 }
 
 export interface HelloResponse {
@@ -746,7 +752,7 @@ export const HelloRequest: MessageFns<HelloRequest> = {
 };
 
 function createBaseBackend(): Backend {
-  return { id: "", number: 0, address: "", state: "" };
+  return { id: "", number: 0, address: "", state: "", instance: "" };
 }
 
 export const Backend: MessageFns<Backend> = {
@@ -762,6 +768,9 @@ export const Backend: MessageFns<Backend> = {
     }
     if (message.state !== "") {
       writer.uint32(34).string(message.state);
+    }
+    if (message.instance !== "") {
+      writer.uint32(42).string(message.instance);
     }
     return writer;
   },
@@ -811,6 +820,14 @@ export const Backend: MessageFns<Backend> = {
             message.state = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.instance = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -832,6 +849,7 @@ export const Backend: MessageFns<Backend> = {
     message.number = object.number ?? 0;
     message.address = object.address ?? "";
     message.state = object.state ?? "";
+    message.instance = object.instance ?? "";
     return message;
   },
 };
