@@ -589,6 +589,9 @@ export async function startKube(opts: KubeStartOptions = {}): Promise<KubeCluste
       if (dir) fs.rmSync(dir, { recursive: true, force: true });
       releasePorts(Object.values(ports));
     }
+    // Which directory this start used (and removed), so a test can check exactly that one: other
+    // test files start clusters of their own at the same time.
+    if (e instanceof Error && dir) Object.assign(e, { kubeDir: dir });
     throw e;
   }
 }
