@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Persistent, registerModel, type Client } from '@loam/sdk';
-import { waitFor, type NodeProcess } from './harness/node-process.js';
+import { waitFor, type NodeProcess, nodeMetric } from './harness/node-process.js';
 import { clusterFixture, untilDead } from './harness/cluster-fixture.js';
 
 class Box extends Persistent {
@@ -58,7 +58,7 @@ describe('one master per object across moves', () => {
     expect((await fresh.get<Box>(o.$oid!)).v).toBe(1); // the source still masters it
     // Node 2 asks the source what became of the move, and drops its copy.
     await waitFor(async () => (await direct[1].conn.get({ dataset: 'default', oids: [o.$oid!], readFromAny: true })).objects.length === 0
-      && (await metric(nodes[1], 'loam_objects')) === 0, 'the abandoned copy to be dropped', 20_000, 200);
+      && (await nodeMetric(nodes[1], 'loam_objects')) === 0, 'the abandoned copy to be dropped', 20_000, 200);
     expect(await masters(nodes, direct, o.$oid!)).toEqual([1]);
     await fresh.move(o.$oid!, 2); // and the object moves normally afterwards
     expect(await masters(nodes, direct, o.$oid!)).toEqual([2]);
@@ -115,8 +115,3 @@ async function refused(node: NodeProcess, method: string): Promise<number> {
   return m ? Number(m[1]) : 0;
 }
 
-async function metric(node: NodeProcess, name: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${node.metricsPort}/metrics`)).text();
-  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
-  return m ? Number(m[1]) : NaN;
-}

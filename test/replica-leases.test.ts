@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Persistent, registerModel, type Client } from '@loam/sdk';
-import { waitFor, type NodeProcess } from './harness/node-process.js';
+import { waitFor, nodeMetric } from './harness/node-process.js';
 import { clusterFixture, untilDead } from './harness/cluster-fixture.js';
 
 class Reg extends Persistent {
@@ -16,12 +16,6 @@ const fx = clusterFixture('replica-leases');
 async function servedVersion(direct: Client, oid: string): Promise<number | undefined> {
   const res = await direct.conn.get({ dataset: 'default', oids: [oid], readFromAny: true });
   return res.objects[0]?.version;
-}
-
-async function metric(node: NodeProcess, name: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${node.metricsPort}/metrics`)).text();
-  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
-  return m ? Number(m[1]) : NaN;
 }
 
 describe('replica copies serve reads only under a current lease from their master', () => {
@@ -52,7 +46,7 @@ describe('replica copies serve reads only under a current lease from their maste
       if (served !== undefined && served < acked) stale.push(`node 2 served version ${served} after ${acked} was acknowledged`);
       const read = (await viaTwo.get<Reg>(o.$oid!, { readFrom: 'any' })).v;
       if (read !== 5) stale.push(`readFrom 'any' through node 2 read v=${read}`);
-      return stale.length > 0 || (served === undefined && (await metric(nodes[1], 'loam_objects')) === 0);
+      return stale.length > 0 || (served === undefined && (await nodeMetric(nodes[1], 'loam_objects')) === 0);
     }, 'node 2 to learn that its copy was dropped, and drop it', 20_000, 50);
     expect(stale).toEqual([]);
 
@@ -71,7 +65,7 @@ describe('replica copies serve reads only under a current lease from their maste
     const o = await direct[0].persist(new Reg(1), { backend: 1 });
     await direct[0].replicate(o, 2).catch(() => undefined); // the master kills itself after the copy
     await untilDead(nodes[0]);
-    expect(await metric(nodes[1], 'loam_objects')).toBe(1); // the copy is there...
+    expect(await nodeMetric(nodes[1], 'loam_objects')).toBe(1); // the copy is there...
     expect(await servedVersion(direct[1], o.$oid!)).toBeUndefined(); // ...but not served (before: it was)
 
     nodes[0] = await fx.node(prefix, { restart: nodes[0] });
@@ -83,7 +77,7 @@ describe('replica copies serve reads only under a current lease from their maste
     await waitFor(async () => {
       const v = await servedVersion(direct[1], o.$oid!);
       if (v !== undefined) served.push(v);
-      return served.length > 0 || (await metric(nodes[1], 'loam_objects')) === 0;
+      return served.length > 0 || (await nodeMetric(nodes[1], 'loam_objects')) === 0;
     }, 'node 2 to drop the orphan copy after asking its master', 20_000, 100);
     expect(served, 'versions the orphan copy served').toEqual([]);
     expect((await direct[1].get<Reg>(o.$oid!, { readFrom: 'any' })).v).toBe(2);

@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, Persistent, registerModel, type Client } from '@loam/sdk';
-import { startNode, tempDir, waitFor, type NodeProcess } from './harness/node-process.js';
-import { startS3, type S3Server } from './harness/s3-server.js';
+import { startNode, tempDir, waitFor, type NodeProcess, nodeMetric } from './harness/node-process.js';
+import { startS3, type S3Server, s3ObjectsUnder } from './harness/s3-server.js';
 
 class Note extends Persistent {
   constructor(public n: number, public text: string) {
@@ -38,18 +38,6 @@ async function client(node: NodeProcess): Promise<Client> {
   return c;
 }
 
-async function metric(node: NodeProcess, name: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${node.metricsPort}/metrics`)).text();
-  const values = [...text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))].map((m) => Number(m[1]));
-  return values.length === 0 ? NaN : values.reduce((a, b) => a + b, 0);
-}
-
-function objectsUnder(prefix: string): string[] {
-  const root = `${s3.dir}/${s3.bucket}/${prefix}`;
-  if (!fs.existsSync(root)) return [];
-  return (fs.readdirSync(root, { recursive: true }) as string[]).filter((f) => fs.statSync(`${root}/${f}`).isFile()).sort();
-}
-
 interface ManifestJson {
   generation: number;
   segments: { name: string; key: string }[];
@@ -59,7 +47,7 @@ interface ManifestJson {
 /** The manifests in S3 (oldest first); one deleted by GC while being read is left out. */
 function manifests(prefix: string): { file: string; m: ManifestJson }[] {
   const out: { file: string; m: ManifestJson }[] = [];
-  for (const f of objectsUnder(prefix).filter((x) => x.includes('/manifests/'))) {
+  for (const f of s3ObjectsUnder(s3, prefix).filter((x) => x.includes('/manifests/'))) {
     try {
       out.push({ file: f, m: JSON.parse(fs.readFileSync(`${s3.dir}/${s3.bucket}/${prefix}/${f}`, 'utf8')) as ManifestJson });
     } catch {
@@ -125,8 +113,8 @@ describe('index checkpoints in S3', () => {
     fs.rmSync(dir, { recursive: true, force: true });
     node = await s3Node('c1', prefix, dir);
     expect(restoredLine(node)).toMatchObject({ checkpoint: covered, replayed: newer, segments: before.segments.length });
-    expect(await metric(node, 'loam_s3_restore_checkpoint_segments')).toBe(covered);
-    expect(await metric(node, 'loam_s3_replay_segments')).toBe(newer); // only those were fetched and replayed
+    expect(await nodeMetric(node, 'loam_s3_restore_checkpoint_segments')).toBe(covered);
+    expect(await nodeMetric(node, 'loam_s3_replay_segments')).toBe(newer); // only those were fetched and replayed
     c = await client(node);
     expect(await readAll(c, notes)).toEqual([]);
 
@@ -159,7 +147,7 @@ describe('index checkpoints in S3', () => {
     const notes: Note[] = [];
     for (let i = 0; i < 300; i++) notes.push(await c.persist(new Note(i, text(i, 'evicted'))));
     await c.flush();
-    await waitFor(async () => (await metric(node, 'loam_s3_cache_bytes')) === 0 && (await metric(node, 'loam_s3_cache_evictions_total')) > 0, 'the segments to be evicted', 15_000, 100);
+    await waitFor(async () => (await nodeMetric(node, 'loam_s3_cache_bytes')) === 0 && (await nodeMetric(node, 'loam_s3_cache_evictions_total')) > 0, 'the segments to be evicted', 15_000, 100);
     await node.stop(); // the checkpoint covers them all
     const covered = latest(prefix).checkpoint!.segments.length;
     // A restart that keeps every segment local writes more; those stay local.
@@ -171,7 +159,7 @@ describe('index checkpoints in S3', () => {
     node = await s3Node('c4', prefix, dir);
     const rec = node.logs.find((l) => l.msg === 'recovered log') as { checkpointSegments?: number; segments: number };
     expect(rec.checkpointSegments).toBe(covered);
-    expect(await metric(node, 'loam_s3_replay_segments')).toBe(0); // nothing fetched to replay: the later segments are local
+    expect(await nodeMetric(node, 'loam_s3_replay_segments')).toBe(0); // nothing fetched to replay: the later segments are local
     expect(node.logs.some((l) => l.msg === 'restoring the log from S3')).toBe(false);
     c = await client(node);
     expect(await readAll(c, notes)).toEqual([]);
@@ -192,10 +180,10 @@ describe('index checkpoints in S3', () => {
     fs.rmSync(dir, { recursive: true, force: true });
     node = await s3Node('c2', prefix, dir);
     expect(node.logs.some((l) => l.msg === 'the index checkpoint cannot be used: replaying every segment instead')).toBe(true);
-    expect(await metric(node, 'loam_s3_checkpoint_fallbacks_total')).toBe(1);
-    expect(await metric(node, 'loam_s3_checksum_mismatches_total')).toBeGreaterThan(0);
+    expect(await nodeMetric(node, 'loam_s3_checkpoint_fallbacks_total')).toBe(1);
+    expect(await nodeMetric(node, 'loam_s3_checksum_mismatches_total')).toBeGreaterThan(0);
     expect(restoredLine(node)).toMatchObject({ checkpoint: 0, replayed: m.segments.length });
-    expect(await metric(node, 'loam_s3_replay_segments')).toBe(m.segments.length);
+    expect(await nodeMetric(node, 'loam_s3_replay_segments')).toBe(m.segments.length);
     c = await client(node);
     expect(await readAll(c, notes)).toEqual([]);
     // It is not named again, and GC removes it once no kept manifest (the current one and the two
@@ -254,9 +242,9 @@ describe('index checkpoints in S3', () => {
       check();
       const m = latest(prefix);
       // A checkpoint taken after compaction: it names rewritten segments.
-      return m.checkpoint?.segments.some((k) => /-\d+\.seg\.g\d+$/.test(k)) && objectsUnder(prefix).some((f) => /-\d+\.seg\.g\d+$/.test(f));
+      return m.checkpoint?.segments.some((k) => /-\d+\.seg\.g\d+$/.test(k)) && s3ObjectsUnder(s3, prefix).some((f) => /-\d+\.seg\.g\d+$/.test(f));
     }, 'a checkpoint over compacted segments', 45_000, 100);
-    expect(await metric(node, 'loam_s3_checkpoints_total')).toBeGreaterThan(0);
+    expect(await nodeMetric(node, 'loam_s3_checkpoints_total')).toBeGreaterThan(0);
     check();
     expect(seen).toEqual([]);
 
@@ -274,7 +262,7 @@ describe('index checkpoints in S3', () => {
     await c.flush();
     await waitFor(() => {
       check();
-      return objectsUnder(prefix).some((f) => new RegExp(`-\\d+\\.seg\\.g${gen}$`).test(f));
+      return s3ObjectsUnder(s3, prefix).some((f) => new RegExp(`-\\d+\\.seg\\.g${gen}$`).test(f));
     }, 'the restored node to compact and upload a rewrite', 45_000, 100);
     expect(await readAll(c, notes)).toEqual([]);
     expect(seen).toEqual([]);

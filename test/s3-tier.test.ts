@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, Persistent, registerModel, type Client } from '@loam/sdk';
-import { startNode, tempDir, waitFor, type NodeProcess } from './harness/node-process.js';
-import { startS3, type S3Server } from './harness/s3-server.js';
+import { startNode, tempDir, waitFor, type NodeProcess, nodeMetric } from './harness/node-process.js';
+import { startS3, type S3Server, s3ObjectsUnder } from './harness/s3-server.js';
 
 class Note extends Persistent {
   constructor(public n: number, public text: string) {
@@ -37,20 +37,6 @@ async function client(node: NodeProcess): Promise<Client> {
   return c;
 }
 
-/** A metric's value, summed over its labels; NaN when the node exports no such series. */
-async function metric(node: NodeProcess, name: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${node.metricsPort}/metrics`)).text();
-  const values = [...text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))].map((m) => Number(m[1]));
-  return values.length === 0 ? NaN : values.reduce((a, b) => a + b, 0);
-}
-
-/** Files versitygw holds under `prefix` (each S3 object is a file). */
-function objectsUnder(prefix: string): string[] {
-  const root = `${s3.dir}/${s3.bucket}/${prefix}`;
-  if (!fs.existsSync(root)) return [];
-  return (fs.readdirSync(root, { recursive: true }) as string[]).filter((f) => fs.statSync(`${root}/${f}`).isFile()).sort();
-}
-
 async function readAll(c: Client, notes: Note[]): Promise<string[]> {
   const wrong: string[] = [];
   for (const n of notes) {
@@ -71,23 +57,23 @@ describe('the S3 tier', () => {
     for (let i = 0; i < 300; i++) notes.push(await c.persist(new Note(i, `note ${i}`.repeat(10))));
     const res = await c.flush();
     expect(res).toEqual({ nodes: 1, s3: 1 });
-    expect(objectsUnder(prefix).some((f) => f.includes('manifests/'))).toBe(true);
+    expect(s3ObjectsUnder(s3, prefix).some((f) => f.includes('manifests/'))).toBe(true);
     // Written after the flush, not flushed: in S3 within the upload interval all the same.
     for (let i = 300; i < 320; i++) notes.push(await c.persist(new Note(i, `late ${i}`)));
-    await waitFor(async () => (await metric(node, 'loam_s3_upload_backlog_bytes')) === 0, 'the upload backlog to drain', 15_000, 100);
+    await waitFor(async () => (await nodeMetric(node, 'loam_s3_upload_backlog_bytes')) === 0, 'the upload backlog to drain', 15_000, 100);
 
     await node.kill(); // kill -9: nothing more is uploaded
     fs.rmSync(dir, { recursive: true, force: true });
     node = await s3Node('n1', prefix, dir);
     expect(node.logs.some((l) => l.msg === 'restored the log from S3')).toBe(true);
-    expect(await metric(node, 'loam_s3_replay_segments')).toBeGreaterThan(0);
-    expect(await metric(node, 'loam_s3_replay_segments_done')).toBe(await metric(node, 'loam_s3_replay_segments'));
+    expect(await nodeMetric(node, 'loam_s3_replay_segments')).toBeGreaterThan(0);
+    expect(await nodeMetric(node, 'loam_s3_replay_segments_done')).toBe(await nodeMetric(node, 'loam_s3_replay_segments'));
     c = await client(node);
     expect(await readAll(c, notes)).toEqual([]);
     // It goes on as itself: new writes, uploaded under a new generation.
     notes.push(await c.persist(new Note(1000, 'after the restore')));
     await c.flush();
-    expect(await metric(node, 'loam_s3_generation')).toBe(2);
+    expect(await nodeMetric(node, 'loam_s3_generation')).toBe(2);
     // And a second loss of the volume keeps what came after the first (it went to a new segment,
     // not into the restored last one, which S3 already held under its name).
     await node.kill();
@@ -108,13 +94,13 @@ describe('the S3 tier', () => {
     await s3.kill();
     try {
       for (let i = 1; i <= 200; i++) notes.push(await c.persist(new Note(i, `during the outage ${i}`)));
-      await waitFor(async () => (await metric(node, 'loam_s3_upload_backlog_bytes')) > 0 && (await metric(node, 'loam_s3_upload_backlog_age_seconds')) >= 1,
+      await waitFor(async () => (await nodeMetric(node, 'loam_s3_upload_backlog_bytes')) > 0 && (await nodeMetric(node, 'loam_s3_upload_backlog_age_seconds')) >= 1,
         'the backlog to show the outage', 15_000, 100);
-      expect(await metric(node, 'loam_s3_upload_failures_total')).toBeGreaterThan(0);
+      expect(await nodeMetric(node, 'loam_s3_upload_failures_total')).toBeGreaterThan(0);
     } finally {
       await s3.restart();
     }
-    await waitFor(async () => (await metric(node, 'loam_s3_upload_backlog_bytes')) === 0, 'the backlog to drain after S3 is back', 30_000, 100);
+    await waitFor(async () => (await nodeMetric(node, 'loam_s3_upload_backlog_bytes')) === 0, 'the backlog to drain after S3 is back', 30_000, 100);
     await node.kill();
     fs.rmSync(dir, { recursive: true, force: true });
     node = await s3Node('n2', prefix, dir);
@@ -134,11 +120,11 @@ describe('the S3 tier', () => {
     const big = (i: number, round: number) => `${round}:${i}:`.padEnd(4000, String.fromCharCode(97 + (i % 26)));
     for (let i = 0; i < 900; i++) notes.push(await c.persist(new Note(i, big(i, 0)))); // ~3.6 MiB: 3.5 times the bound
     await c.flush();
-    await waitFor(async () => (await metric(node, 'loam_s3_cache_bytes')) <= bound && (await metric(node, 'loam_s3_cache_evictions_total')) > 0,
+    await waitFor(async () => (await nodeMetric(node, 'loam_s3_cache_bytes')) <= bound && (await nodeMetric(node, 'loam_s3_cache_evictions_total')) > 0,
       'the cache to come down to its bound', 20_000, 100);
     expect(await readAll(c, notes)).toEqual([]); // read back from S3 where evicted (the object cache is 1 MiB too)
-    expect(await metric(node, 'loam_s3_remote_reads_total')).toBeGreaterThan(0);
-    expect(await metric(node, 'loam_s3_cache_bytes')).toBeLessThanOrEqual(bound + 512 * 1024); // at most one segment over until the next pass
+    expect(await nodeMetric(node, 'loam_s3_remote_reads_total')).toBeGreaterThan(0);
+    expect(await nodeMetric(node, 'loam_s3_cache_bytes')).toBeLessThanOrEqual(bound + 512 * 1024); // at most one segment over until the next pass
 
     // Rewrite most objects: the old segments, evicted, are mostly dead and get compacted.
     for (const n of notes.slice(0, 700)) {
@@ -147,7 +133,7 @@ describe('the S3 tier', () => {
     }
     await c.flush();
     // Compaction rewrote segments that were only in S3 (fetched whole), and the rewrites went up.
-    await waitFor(async () => objectsUnder(prefix).some((f) => /-\d+\.seg\.g\d+$/.test(f)) && (await metric(node, 'loam_s3_cache_bytes')) <= bound,
+    await waitFor(async () => s3ObjectsUnder(s3, prefix).some((f) => /-\d+\.seg\.g\d+$/.test(f)) && (await nodeMetric(node, 'loam_s3_cache_bytes')) <= bound,
       'compacted segments in S3, and the cache within its bound', 30_000, 200);
     expect(await readAll(c, notes)).toEqual([]);
 
@@ -166,8 +152,8 @@ describe('the S3 tier', () => {
     const notes: Note[] = [];
     for (let i = 0; i < 40; i++) notes.push(await c.persist(new Note(i, 'y'.repeat(100))));
     await c.flush();
-    await waitFor(async () => (await metric(node, 'loam_s3_cache_bytes')) === 0 && (await metric(node, 'loam_s3_cache_evictions_total')) > 0, 'every uploaded segment to be evicted', 15_000, 100);
-    const segment = objectsUnder(prefix).find((f) => f.includes('segments/'))!;
+    await waitFor(async () => (await nodeMetric(node, 'loam_s3_cache_bytes')) === 0 && (await nodeMetric(node, 'loam_s3_cache_evictions_total')) > 0, 'every uploaded segment to be evicted', 15_000, 100);
+    const segment = s3ObjectsUnder(s3, prefix).find((f) => f.includes('segments/'))!;
     s3.corrupt(`${prefix}/${segment}`, 300, 4);
     // One at a time (concurrent gets share one request, which fails as a whole).
     const outcomes: string[] = [];
@@ -175,7 +161,7 @@ describe('the S3 tier', () => {
     expect(outcomes, JSON.stringify(outcomes)).not.toContain('WRONG');
     expect(outcomes.some((o) => o.startsWith('UnavailableError')), JSON.stringify(outcomes.slice(0, 3))).toBe(true);
     expect(outcomes.filter((o) => o === 'right').length, JSON.stringify(outcomes.slice(0, 3))).toBeGreaterThan(30); // only the damaged records fail
-    expect(await metric(node, 'loam_s3_checksum_mismatches_total')).toBeGreaterThan(0);
+    expect(await nodeMetric(node, 'loam_s3_checksum_mismatches_total')).toBeGreaterThan(0);
     await node.stop();
   });
 
@@ -190,7 +176,7 @@ describe('the S3 tier', () => {
     await s3.freeze(); // uploads hang in flight
     try {
       for (let i = 100; i < 300; i++) notes.push(await c.persist(new Note(i, 'in flight')));
-      await waitFor(async () => (await metric(node, 'loam_s3_upload_backlog_age_seconds')) >= 1.5, 'a sealed segment with its upload hanging', 15_000, 100);
+      await waitFor(async () => (await nodeMetric(node, 'loam_s3_upload_backlog_age_seconds')) >= 1.5, 'a sealed segment with its upload hanging', 15_000, 100);
       await node.kill();
     } finally {
       await s3.thaw();
@@ -198,17 +184,17 @@ describe('the S3 tier', () => {
     node = await s3Node('n6', prefix, dir);
     c = await client(node);
     await c.flush();
-    const manifests = objectsUnder(prefix).filter((f) => f.includes('manifests/'));
+    const manifests = s3ObjectsUnder(s3, prefix).filter((f) => f.includes('manifests/'));
     const latest = JSON.parse(fs.readFileSync(`${s3.dir}/${s3.bucket}/${prefix}/${manifests.at(-1)}`, 'utf8')) as { generation: number; segments: { name: string; key: string }[] };
     expect(latest.generation).toBe(2);
     const names = latest.segments.map((x) => x.name);
     expect(new Set(names).size).toBe(names.length);
-    const present = new Set(objectsUnder(prefix).map((f) => `nodes/n6/${f.slice(f.indexOf('segments/'))}`));
+    const present = new Set(s3ObjectsUnder(s3, prefix).map((f) => `nodes/n6/${f.slice(f.indexOf('segments/'))}`));
     for (const x of latest.segments) expect(present.has(x.key), x.key).toBe(true);
     // Whatever the killed process left half done is garbage that no manifest names: swept.
     await waitFor(() => {
       const named = new Set(latest.segments.map((x) => x.key.split('/').pop()));
-      return objectsUnder(prefix).filter((f) => f.includes('segments/')).every((f) => named.has(f.split('/').pop()));
+      return s3ObjectsUnder(s3, prefix).filter((f) => f.includes('segments/')).every((f) => named.has(f.split('/').pop()));
     }, 'unnamed uploads to be swept', 15_000, 200);
     expect(latest.segments.some((x) => x.key.endsWith('.g2'))).toBe(true); // the hung uploads, redone by the new start
     await node.kill();
@@ -226,7 +212,7 @@ describe('the S3 tier', () => {
     const notes: Note[] = [];
     for (let i = 0; i < 50; i++) notes.push(await c.persist(new Note(i, 'kept in S3 only')));
     await c.flush();
-    await waitFor(async () => (await metric(node, 'loam_s3_cache_bytes')) === 0, 'the segments to be evicted', 15_000, 100);
+    await waitFor(async () => (await nodeMetric(node, 'loam_s3_cache_bytes')) === 0, 'the segments to be evicted', 15_000, 100);
     await node.kill();
     await s3.kill();
     let waiting = false;
@@ -252,7 +238,7 @@ describe('the S3 tier', () => {
     for (let i = 0; i < 50; i++) await c.persist(new Note(i, 'x'.repeat(100)));
     await c.flush();
     await node.kill();
-    const segment = objectsUnder(prefix).find((f) => f.includes('segments/'))!;
+    const segment = s3ObjectsUnder(s3, prefix).find((f) => f.includes('segments/'))!;
     expect(segment).toBeDefined();
     s3.corrupt(`${prefix}/${segment}`, 200);
     fs.rmSync(dir, { recursive: true, force: true });

@@ -163,3 +163,10 @@ async function launch(args: string[], dataDir: string, readyWithinMs?: number, e
 export function waitFor<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 10_000, everyMs = 20): Promise<T> {
   return pollUntil(fn, what, timeoutMs, { everyMs });
 }
+
+/** A node's metric from its /metrics, summed over its label sets; NaN when it exports no such series. */
+export async function nodeMetric(node: Pick<NodeProcess, 'metricsPort'>, name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${node.metricsPort}/metrics`)).text();
+  const values = [...text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))].map((m) => Number(m[1]));
+  return values.length === 0 ? NaN : values.reduce((a, b) => a + b, 0);
+}

@@ -306,3 +306,10 @@ export async function cleanupS3(): Promise<void> {
   for (const s of [...live]) await s.stop().catch((e: unknown) => void errors.push(e));
   if (errors.length) throw errors[0];
 }
+
+/** The keys versitygw holds under `prefix` of its bucket (each S3 object is a file), sorted. */
+export function s3ObjectsUnder(s3: Pick<S3Server, 'dir' | 'bucket'>, prefix: string): string[] {
+  const root = `${s3.dir}/${s3.bucket}/${prefix}`;
+  if (!fs.existsSync(root)) return [];
+  return (fs.readdirSync(root, { recursive: true }) as string[]).filter((f) => fs.statSync(`${root}/${f}`).isFile()).sort();
+}
