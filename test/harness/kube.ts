@@ -80,8 +80,12 @@ export interface KubeCluster {
   kubectl(args: string[], opts?: RunOptions): Promise<RunResult>;
   /** `helm args` against this cluster, with HELM_CACHE_HOME, HELM_CONFIG_HOME and HELM_DATA_HOME in the temp dir. */
   helm(args: string[], opts?: RunOptions): Promise<RunResult>;
-  /** A raw HTTPS request to the API server as admin: the status code and the parsed JSON body (or text). */
-  request(method: string, urlPath: string, body?: unknown): Promise<{ status: number; body: unknown }>;
+  /**
+   * One HTTPS call to the API server, as the cluster admin (client certificate) or, with `token`,
+   * as whoever that bearer token is (a ServiceAccount's, from the TokenRequest API). A PATCH is a
+   * JSON merge patch. Resolves with the status code and the parsed JSON body (or its text).
+   */
+  request(method: string, urlPath: string, body?: unknown, opts?: { token?: string }): Promise<{ status: number; body: unknown }>;
   /** Creates a Node annotated `kwok.x-k8s.io/node: fake` (needs kwok) and by default waits until it is Ready. */
   addFakeNode(name: string, opts?: FakeNodeOptions): Promise<void>;
   /** The output of one component so far (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok), bounded. */
@@ -379,17 +383,21 @@ class Cluster implements KubeCluster {
     return run(this.tools.helm, args, { ...opts, env: this.helmEnv, cwd: this.dir });
   }
 
-  request(method: string, urlPath: string, body?: unknown): Promise<{ status: number; body: unknown }> {
+  request(method: string, urlPath: string, body?: unknown, opts: { token?: string } = {}): Promise<{ status: number; body: unknown }> {
     const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
+    const contentType = method === 'PATCH' ? 'application/merge-patch+json' : 'application/json';
+    const who = opts.token === undefined ? { cert: fs.readFileSync(this.pki.adminCrt), key: fs.readFileSync(this.pki.adminKey) } : {};
     return new Promise((resolve, reject) => {
       const req = https.request(
         `${this.server}${urlPath}`,
         {
           method,
           ca: fs.readFileSync(this.pki.caCrt),
-          cert: fs.readFileSync(this.pki.adminCrt),
-          key: fs.readFileSync(this.pki.adminKey),
-          headers: payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+          ...who,
+          headers: {
+            ...(opts.token === undefined ? {} : { authorization: `Bearer ${opts.token}` }),
+            ...(payload === undefined ? {} : { 'content-type': contentType, 'content-length': Buffer.byteLength(payload) }),
+          },
           timeout: 10_000,
         },
         (res) => {

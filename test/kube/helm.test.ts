@@ -24,7 +24,6 @@
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
-import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -127,36 +126,7 @@ async function tokenOf(ns: string, sa: string): Promise<string> {
 
 /** An HTTPS call to the API server with a bearer token: what the operator's own client does. */
 function asToken(token: string, method: string, urlPath: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const payload = body === undefined ? undefined : JSON.stringify(body);
-  return new Promise((resolve, reject) => {
-    const contentType = method === 'PATCH' ? 'application/merge-patch+json' : 'application/json';
-    const req = https.request(
-      `${kube.server}${urlPath}`,
-      {
-        method,
-        ca: fs.readFileSync(kube.caFile),
-        headers: { authorization: `Bearer ${token}`, ...(payload === undefined ? {} : { 'content-type': contentType, 'content-length': Buffer.byteLength(payload) }) },
-        timeout: 10_000,
-      },
-      (res) => {
-        let text = '';
-        res.on('data', (d: Buffer) => (text += d.toString()));
-        res.on('end', () => {
-          let parsed: unknown = text;
-          try {
-            parsed = JSON.parse(text);
-          } catch {
-            /* not JSON */
-          }
-          resolve({ status: res.statusCode ?? 0, body: parsed });
-        });
-        res.on('error', reject);
-      },
-    );
-    req.on('timeout', () => req.destroy(new Error(`${method} ${urlPath}: no answer within 10 s`)));
-    req.on('error', reject);
-    req.end(payload);
-  });
+  return kube.request(method, urlPath, body, { token });
 }
 
 interface Access {
