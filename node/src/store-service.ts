@@ -340,11 +340,14 @@ export function storeService(
     }),
     status: unary('Status', () => {
       const stats = engine.stats();
-      const drain = placement?.drainProgress;
+      const self = me();
+      // A drain records "drained" a moment before it ends (the home hand-over's last steps): from
+      // then on the answer says drained, without progress, as a caller polling for the end expects.
+      const drain = self.state === 'drained' ? undefined : placement?.drainProgress;
       const tier = engine.tier;
       const backlog = tier?.backlog();
       return {
-        backend: me(),
+        backend: self,
         objects: stats.objects,
         diskBytes: stats.diskBytes,
         draining: drain && { objectsLeft: drain.left, objectsTotal: drain.total },
