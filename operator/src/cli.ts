@@ -10,7 +10,8 @@ import { AppsV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node
 import { DATASTORE_GROUP, DATASTORE_PLURAL, DATASTORE_VERSION } from './crd/datastore.js';
 import type { DataStore } from './crd/types.js';
 import { apiErrorCode, describeError } from './runtime/errors.js';
-import { KubeEventRecorder } from './runtime/events.js';
+import { kubeEventRecorder } from './controller/events.js';
+import { HttpKubeApi } from './controller/kube-api.js';
 import { defaultIdentity } from './runtime/leader.js';
 import type { RuntimeLog } from './runtime/log.js';
 import { startOperator, type OperatorHandle } from './runtime/operator.js';
@@ -107,7 +108,6 @@ function inCluster(env: NodeJS.ProcessEnv): KubeConfig {
 export async function runOperator(opts: OperatorCliOptions, log: RuntimeLog): Promise<{ handle: OperatorHandle; close(): Promise<void> }> {
   const { kc, source } = loadKubeConfig(opts.kubeconfig);
   const wiring = await loadWiring();
-  if (wiring.missing.length) log.warn({ missing: wiring.missing }, `this build has no ${wiring.missing.join(' and ')}: every reconcile fails until it is built in (operator/src/runtime/wiring.ts)`);
   const identity = defaultIdentity();
   log.info({ kubeconfig: source, server: kc.getCurrentCluster()?.server, identity }, 'loaded Kubernetes credentials');
   const handle = await startOperator({
@@ -120,7 +120,7 @@ export async function runOperator(opts: OperatorCliOptions, log: RuntimeLog): Pr
     metricsListen: opts.metricsListen,
     defaultImage: opts.image,
     admin: wiring.admin,
-    events: new KubeEventRecorder(kc, log, identity),
+    events: kubeEventRecorder(new HttpKubeApi(kc), log, identity),
     log,
   });
   return {

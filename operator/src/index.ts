@@ -21,7 +21,6 @@ export { Watches, ownerKey, MANAGED_BY_SELECTOR, INSTANCE_LABEL, type WatchOptio
 export { LeaderElector, defaultIdentity, type LeaderElectionOptions, type LeaderCallbacks } from './runtime/leader.js';
 export { OperatorMetrics } from './runtime/metrics.js';
 export { startHealthServer, type HealthServer, type HealthServerOptions } from './runtime/http.js';
-export { KubeEventRecorder } from './runtime/events.js';
 export { startOperator, parseListen, parseKey, InvalidListenAddressError, type OperatorOptions, type OperatorHandle } from './runtime/operator.js';
 export { loadWiring, type Wiring } from './runtime/wiring.js';
 export { apiErrorCode, describeError } from './runtime/errors.js';

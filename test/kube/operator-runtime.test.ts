@@ -16,7 +16,8 @@ import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { KubeConfig } from '@kubernetes/client-node';
 import {
-  KubeEventRecorder,
+  HttpKubeApi,
+  kubeEventRecorder,
   keyString,
   startOperator,
   type DataStore,
@@ -387,11 +388,11 @@ describe('operator runtime on kube-apiserver', () => {
     await pollUntil(() => rec.callsFor('resync/steady').length >= 3, 'repeated resync calls', 20_000);
   }, 60_000);
 
-  it('KubeEventRecorder writes an Event on the DataStore', async () => {
+  it('the Event recorder writes an Event on the DataStore', async () => {
     await ensureCrd();
     await ensureNamespace('events');
     const ds = await createDataStore('events', 'noted');
-    const rec = new KubeEventRecorder(kc, testLog, 'test-instance');
+    const rec = kubeEventRecorder(new HttpKubeApi(kc), testLog, 'test-instance');
     await rec.normal(ds, 'TestStep', 'a step was taken');
     await rec.warning(ds, 'TestTrouble', 'something went wrong');
     const list = (await ok('GET', '/api/v1/namespaces/events/events')) as { items: { reason: string; type: string; message: string; involvedObject: { kind: string; name: string; uid: string } }[] };

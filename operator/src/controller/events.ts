@@ -1,13 +1,15 @@
 /**
- * An EventRecorder writing core/v1 Events on the DataStore (source `loam-operator`). It never
- * throws: an Event is a record for humans, and failing to write one must not fail a reconcile.
+ * An EventRecorder writing core/v1 Events on the DataStore (source `loam-operator`; `instance`:
+ * which operator replica, e.g. its Lease identity). It never throws: an Event is a record for
+ * humans, and failing to write one must not fail a reconcile. It writes through the KubeApi seam,
+ * so a FailingKubeApi fails Event writes too.
  */
 import { randomBytes } from 'node:crypto';
 import type { DataStore } from '../crd/types.js';
 import { FIELD_MANAGER, type EventRecorder } from './contract.js';
 import type { KubeApi, KubeObj } from './kube-api.js';
 
-export function kubeEventRecorder(api: KubeApi, log?: { warn(obj: object, msg: string): void }): EventRecorder {
+export function kubeEventRecorder(api: KubeApi, log?: { warn(obj: object, msg: string): void }, instance: string = FIELD_MANAGER): EventRecorder {
   const record = async (ds: DataStore, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> => {
     try {
       const now = new Date().toISOString();
@@ -21,7 +23,7 @@ export function kubeEventRecorder(api: KubeApi, log?: { warn(obj: object, msg: s
         type,
         source: { component: FIELD_MANAGER },
         reportingComponent: FIELD_MANAGER,
-        reportingInstance: FIELD_MANAGER,
+        reportingInstance: instance,
         firstTimestamp: now,
         lastTimestamp: now,
         count: 1,

@@ -9,10 +9,8 @@ import { reconcileDataStore } from '../controller/reconcile.js';
 export interface Wiring {
   reconciler: Reconciler;
   admin: NodeAdmin;
-  /** What is missing from this build (always empty now; kept for the CLI's warning). */
-  missing: string[];
 }
 
 export async function loadWiring(): Promise<Wiring> {
-  return { reconciler: reconcileDataStore, admin: new LoamNodeAdmin(), missing: [] };
+  return { reconciler: reconcileDataStore, admin: new LoamNodeAdmin() };
 }
