@@ -8,10 +8,10 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { connect, Persistent, registerModel, type Client } from '@loam/sdk';
 import { Etcd3 } from 'etcd3';
-import { ensureKubeTools } from '../harness/kube-tools.js';
+import { kubeSetup } from '../harness/kube-suite.js';
 import { startKube, type KubeCluster } from '../harness/kube.js';
 import { clusterRecords, hostsFile, type DnsEndpointSlice, type DnsPodObject, type DnsService } from '../harness/cluster-dns.js';
 import { PV_LABEL, rewriteInPlace, startKubelet, type Kubelet, type PodObject } from '../harness/kubelet.js';
@@ -53,38 +53,18 @@ process.on('SIGTERM', () => { console.log('resolver: got SIGTERM'); srv.close();
 
 let kube: KubeCluster;
 let kubelet: Kubelet;
-// As in kube-harness.test.ts: a component that cannot be built or started fails every test, never skips it.
-let setupError: unknown;
-
-beforeAll(async () => {
-  try {
-    await ensureKubeTools();
-  } catch (e) {
-    setupError = e;
-  }
-}, 60 * 60_000);
-
-beforeAll(async () => {
-  if (setupError) return;
-  try {
-    const t0 = Date.now();
-    kube = await startKube({ kwok: true, nodes: 2 });
-    kubelet = await startKubelet(kube, {
-      runImage: ({ image, command }) => {
-        if (!image.startsWith('resolver')) return undefined;
-        // `resolve NAME` (an exec probe): exit 0 once NAME resolves in the Pod.
-        if (command?.[0] === 'resolve') return { file: process.execPath, args: ['-e', "require('node:dns').lookup(process.argv[1], (e) => process.exit(e ? 1 : 0))", command[1] ?? ''] };
-        return { file: process.execPath, args: ['-e', RESOLVER] };
-      },
-    });
-    console.log(`control plane with 2 fake Nodes and the kubelet harness: ${Date.now() - t0} ms`);
-  } catch (e) {
-    setupError = e;
-  }
-}, 180_000);
-
-beforeEach(() => {
-  if (setupError) throw setupError;
+kubeSetup(async () => {
+  const t0 = Date.now();
+  kube = await startKube({ kwok: true, nodes: 2 });
+  kubelet = await startKubelet(kube, {
+    runImage: ({ image, command }) => {
+      if (!image.startsWith('resolver')) return undefined;
+      // `resolve NAME` (an exec probe): exit 0 once NAME resolves in the Pod.
+      if (command?.[0] === 'resolve') return { file: process.execPath, args: ['-e', "require('node:dns').lookup(process.argv[1], (e) => process.exit(e ? 1 : 0))", command[1] ?? ''] };
+      return { file: process.execPath, args: ['-e', RESOLVER] };
+    },
+  });
+  console.log(`control plane with 2 fake Nodes and the kubelet harness: ${Date.now() - t0} ms`);
 });
 
 afterEach((ctx) => {

@@ -6,18 +6,16 @@
  * in order on one DataStore: Ready, SDK writes and reads, scale 3→2, an image roll with a writer
  * running, a Pod lost with its PVC restoring from S3, deletion with `Delete`.
  */
-import path from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Etcd3 } from 'etcd3';
 import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { connect, oidHomeNode, Persistent, registerModel, type Client } from '@loam/sdk';
-import { DATASTORE_CRD_NAME, LoamNodeAdmin, type DataStore } from '@loam/operator';
-import { ensureKubeTools } from '../harness/kube-tools.js';
+import { LoamNodeAdmin, type DataStore } from '@loam/operator';
+import { installDataStoreCrd, kubeSetup } from '../harness/kube-suite.js';
 import { startKube, type KubeCluster } from '../harness/kube.js';
 import { startKubelet, type Kubelet } from '../harness/kubelet.js';
 import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
 import { startS3, type S3Server } from '../harness/s3-server.js';
-import { ROOT } from '../harness/node-process.js';
 import { pollUntil } from '../harness/wait.js';
 import { startReconcileLoop, testContext, type ReconcileLoop, type TestContext } from '../harness/reconcile-loop.js';
 
@@ -27,7 +25,6 @@ class Item extends Persistent {
 }
 registerModel(Item, 'OperatorE2E.Item');
 
-const CRD_FILE = path.join(ROOT, 'crds', `${DATASTORE_CRD_NAME}.yaml`);
 const NS = 'default';
 const NAME = 'e2e';
 const DS_API = `/apis/loam.dev/v1alpha1/namespaces/${NS}/datastores`;
@@ -39,7 +36,6 @@ let s3: S3Server;
 let admin: LoamNodeAdmin;
 let ctx: TestContext;
 let loop: ReconcileLoop | undefined;
-let setupError: unknown;
 /** Every phase the DataStore's status showed, in order (repeats folded), as a watcher saw them. */
 const phases: string[] = [];
 /** The fewest Ready nodes the watcher saw since `minReady.reset()`. */
@@ -51,33 +47,14 @@ const clients: Client[] = [];
 /** alias → text and oid of every write the SDK acknowledged, and when. */
 const acked = new Map<string, { text: string; oid: string; at: string }>();
 
-beforeAll(async () => {
-  try {
-    await ensureKubeTools();
-  } catch (e) {
-    setupError = e;
-  }
-}, 60 * 60_000);
-
-beforeAll(async () => {
-  if (setupError) return;
-  try {
-    [kube, etcd, s3] = await Promise.all([startKube({ kwok: true, nodes: 3 }), startEtcd(), startS3()]);
-    kubelet = await startKubelet(kube);
-    await kube.kubectl(['apply', '-f', CRD_FILE]);
-    await kube.kubectl(['wait', '--for=condition=Established', `crd/${DATASTORE_CRD_NAME}`, '--timeout=30s']);
-    await pollUntil(async () => (await kube.request('GET', '/apis/loam.dev/v1alpha1')).status === 200, 'loam.dev in discovery', 30_000);
-    await kube.kubectl(['create', 'secret', 'generic', 's3-creds', `--from-literal=accessKeyId=${s3.accessKeyId}`, `--from-literal=secretAccessKey=${s3.secretAccessKey}`]);
-    admin = new LoamNodeAdmin({ deadlineMs: 5_000 });
-    ctx = testContext({ kubeconfig: kube.kubeconfig, admin, defaultImage: 'loam:test-1' });
-  } catch (e) {
-    setupError = e;
-  }
+kubeSetup(async () => {
+  [kube, etcd, s3] = await Promise.all([startKube({ kwok: true, nodes: 3 }), startEtcd(), startS3()]);
+  kubelet = await startKubelet(kube);
+  await installDataStoreCrd(kube);
+  await kube.kubectl(['create', 'secret', 'generic', 's3-creds', `--from-literal=accessKeyId=${s3.accessKeyId}`, `--from-literal=secretAccessKey=${s3.secretAccessKey}`]);
+  admin = new LoamNodeAdmin({ deadlineMs: 5_000 });
+  ctx = testContext({ kubeconfig: kube.kubeconfig, admin, defaultImage: 'loam:test-1' });
 }, 240_000);
-
-beforeEach(() => {
-  if (setupError) throw setupError;
-});
 
 afterEach((t) => {
   if (t.task.result?.state === 'fail') {

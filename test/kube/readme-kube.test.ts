@@ -12,8 +12,9 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ensureKubeTools, type KubeTools } from '../harness/kube-tools.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ensureKubeTools } from '../harness/kube-tools.js';
+import { kubeSetup } from '../harness/kube-suite.js';
 import { startKube, type KubeCluster } from '../harness/kube.js';
 import { startKubelet, type Kubelet } from '../harness/kubelet.js';
 import { ROOT, tempDir } from '../harness/node-process.js';
@@ -36,32 +37,22 @@ function kubeBlock(): string[] {
 
 const commands = kubeBlock();
 
-let tools: KubeTools;
 let cluster: KubeCluster;
 let kubelet: Kubelet;
-let setupError: unknown;
 let env: NodeJS.ProcessEnv;
 
-beforeAll(async () => {
-  try {
-    tools = await ensureKubeTools();
-    cluster = await startKube({ kwok: true, nodes: 3 });
-    kubelet = await startKubelet(cluster);
-    const home = tempDir('loam-readme-kube-');
-    const bins = [path.dirname(tools.kubectl), path.dirname(tools.helm), path.join(ROOT, 'node_modules/.bin'), path.dirname(process.execPath)];
-    env = {
-      PATH: [...new Set(bins), process.env.PATH ?? ''].join(path.delimiter),
-      HOME: home, // helm's and kubectl's caches and config go here, not into the real home
-      KUBECONFIG: cluster.kubeconfig,
-    };
-  } catch (e) {
-    setupError = e;
-  }
+kubeSetup(async () => {
+  const tools = await ensureKubeTools(); // found again: the kube project's global setup built them
+  cluster = await startKube({ kwok: true, nodes: 3 });
+  kubelet = await startKubelet(cluster);
+  const home = tempDir('loam-readme-kube-');
+  const bins = [path.dirname(tools.kubectl), path.dirname(tools.helm), path.join(ROOT, 'node_modules/.bin'), path.dirname(process.execPath)];
+  env = {
+    PATH: [...new Set(bins), process.env.PATH ?? ''].join(path.delimiter),
+    HOME: home, // helm's and kubectl's caches and config go here, not into the real home
+    KUBECONFIG: cluster.kubeconfig,
+  };
 }, 240_000);
-
-beforeEach(() => {
-  if (setupError) throw setupError;
-});
 
 afterAll(async () => {
   await kubelet?.stop();
